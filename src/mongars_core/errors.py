@@ -1,0 +1,133 @@
+"""The monGARS exception tree.
+
+Every error monGARS raises on purpose derives from :class:`MongarsError`, so a
+host application can catch one type. Third-party errors are translated where
+they enter (the storage layer, a backend, a model loader)::
+
+    MongarsError
+    ├── ConfigurationError
+    │   └── MissingDependencyError        an optional extra is not installed
+    ├── PluginError
+    │   ├── PluginLoadError               an entry point failed to import (strict mode)
+    │   ├── HookValidationError           an implementation matches no spec
+    │   └── DuplicateRegistrationError    two plugins registered the same name
+    ├── InvalidInputError                 ValueError too
+    │   ├── EmptyMessageError
+    │   ├── MessageTooLongError
+    │   └── InvalidUserIdError
+    ├── NotFoundError                     LookupError too
+    │   ├── UnknownUserError
+    │   ├── UnknownBackendError
+    │   └── MemoryNotFoundError
+    ├── BackendError                      an LLM backend failed
+    │   └── GenerationTimeoutError
+    ├── ModelError
+    │   ├── ModelNotFoundError            missing model file, fetch impossible
+    │   └── CorruptModelError             a model file exists but cannot be read
+    └── StorageError
+        └── DatabaseUnavailableError      the database URL cannot be reached
+"""
+
+from __future__ import annotations
+
+
+class MongarsError(Exception):
+    """Root of every error monGARS raises on purpose."""
+
+
+class ConfigurationError(MongarsError):
+    """Settings are invalid or contradict each other."""
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'mongars[{extra}]'"
+        )
+
+
+class PluginError(MongarsError):
+    """Something is wrong with a plugin."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin's entry point could not be loaded."""
+
+
+class HookValidationError(PluginError):
+    """A plugin implements a hook that has no specification, or with wrong arguments."""
+
+
+class DuplicateRegistrationError(PluginError):
+    """Two plugins registered something under the same name."""
+
+    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(
+            f"{kind} {name!r} is registered twice: by plugin {first!r} and by plugin {second!r}"
+        )
+
+
+class InvalidInputError(MongarsError, ValueError):
+    """The caller passed something monGARS cannot accept."""
+
+
+class EmptyMessageError(InvalidInputError):
+    """The message is empty or only whitespace."""
+
+
+class MessageTooLongError(InvalidInputError):
+    """The message exceeds the configured maximum length."""
+
+
+class InvalidUserIdError(InvalidInputError):
+    """A user id does not match the allowed pattern."""
+
+
+class NotFoundError(MongarsError, LookupError):
+    """Something asked for by name or id does not exist."""
+
+
+class UnknownUserError(NotFoundError):
+    """No user with this id has ever talked to this assistant."""
+
+
+class UnknownBackendError(NotFoundError):
+    """No LLM backend is registered under this name."""
+
+
+class MemoryNotFoundError(NotFoundError):
+    """No memory with this id belongs to the user."""
+
+
+class BackendError(MongarsError):
+    """An LLM backend failed to generate."""
+
+
+class GenerationTimeoutError(BackendError):
+    """An LLM backend did not answer within the deadline."""
+
+
+class ModelError(MongarsError):
+    """A model could not be obtained or loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """A model file is missing and could not be fetched."""
+
+
+class CorruptModelError(ModelError):
+    """A model file exists but cannot be read."""
+
+
+class StorageError(MongarsError):
+    """The database failed."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database cannot be reached."""

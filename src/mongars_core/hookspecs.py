@@ -1,0 +1,220 @@
+"""Hook specifications: every point where a plugin can change monGARS.
+
+There are three kinds of hooks:
+
+* **Assembly hooks** (``mongars_register_*``) run once, when an
+  :class:`~mongars_core.pipeline.Assistant` (or the server) is built. They take
+  a ``register`` callback; registering a name twice is an error naming both
+  plugins.
+* **Lifecycle hooks** (``mongars_startup`` / ``mongars_shutdown``) open and
+  close the resources a plugin holds.
+* **Runtime hooks** run during each turn, in the order of
+  docs/architecture.md. They receive the :class:`~mongars_core.types.Turn` in
+  progress. Any runtime or lifecycle hook may return an awaitable instead of a
+  value; the pipeline awaits it. Blocking implementations are run in a worker
+  thread, so a plugin may do blocking I/O in a plain ``def``.
+
+docs/plugin_hooks.md documents each hook with an example; a test keeps it in
+step with this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mongars_core.settings import Settings
+    from mongars_core.types import KnowledgeGap, Reply, Turn
+
+PROJECT_NAME = "mongars"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+MaybeAwaitable = Any
+"""A value, or an awaitable resolving to it (typing stays loose for plugin authors)."""
+
+Register = Callable[..., None]
+
+
+# -- assembly -----------------------------------------------------------------
+
+
+@hookspec
+def mongars_register_llm_backends(register: Register, settings: Settings) -> None:
+    """Register LLM backends: ``register(name, backend)``.
+
+    Called once while the assistant is built. ``backend`` implements
+    :class:`mongars_core.llm.LLMBackend` (async ``generate`` and ``stream``).
+    The router picks a backend by the name in ``settings.llm.backend``.
+    Returns nothing; must not return an awaitable (create connections lazily
+    or in :func:`mongars_startup`).
+    """
+
+
+@hookspec
+def mongars_register_embedders(register: Register, settings: Settings) -> None:
+    """Register text embedders: ``register(name, embedder)``.
+
+    Called once while the assistant is built. ``embedder`` implements
+    :class:`mongars_core.llm.Embedder`. The memory plugin uses the one named
+    by ``settings.memory.embedder`` (or the first registered when that is
+    ``"auto"``) and falls back to lexical recall when there is none.
+    Returns nothing.
+    """
+
+
+@hookspec
+def mongars_register_routers(register: Register, settings: Settings) -> None:
+    """Register HTTP routers for the server: ``register(router, prefix="")``.
+
+    Called once by ``mongars_server.create_app``; ``router`` is a FastAPI
+    ``APIRouter``. The core never calls it. Returns nothing.
+    """
+
+
+@hookspec
+def mongars_register_commands(register: Register, settings: Settings) -> None:
+    """Register CLI sub-commands: ``register(name, typer_app)``.
+
+    Called once when the ``mongars`` command starts; each ``typer.Typer``
+    becomes ``mongars NAME ...``. Returns nothing.
+    """
+
+
+# -- lifecycle ------------------------------------------------------------------
+
+
+@hookspec
+def mongars_startup(services: Any) -> MaybeAwaitable:
+    """Open the plugin's resources.
+
+    Called once when the assistant starts (after storage is ready), with the
+    :class:`mongars_core.pipeline.Services` of the assistant. May return an
+    awaitable. Returns nothing useful.
+    """
+
+
+@hookspec
+def mongars_shutdown(services: Any) -> MaybeAwaitable:
+    """Close what :func:`mongars_startup` opened.
+
+    Called once when the assistant closes, even after a failed turn. May
+    return an awaitable. Returns nothing useful.
+    """
+
+
+# -- runtime: one turn ---------------------------------------------------------------
+
+
+@hookspec
+def mongars_recall(turn: Turn) -> MaybeAwaitable:
+    """Recall long-term memories relevant to ``turn.message``.
+
+    Stage 2 of a turn, after the short-term history is loaded. Returns a list
+    of :class:`~mongars_core.types.Memory` (or an awaitable of one); every
+    plugin's list is merged, de-duplicated, ranked by ``score`` and cut to
+    ``settings.memory.recall_limit`` items and ``recall_token_budget``
+    words. Implementations must only return memories of ``turn.user_id``.
+    """
+
+
+@hookspec
+def mongars_find_gaps(turn: Turn) -> MaybeAwaitable:
+    """Name what the user asks about that memory and history don't know.
+
+    Stage 3, after recall (``turn.memories`` is filled). Returns a list of
+    :class:`~mongars_core.types.KnowledgeGap`; all plugins' lists are merged.
+    """
+
+
+@hookspec
+def mongars_research(turn: Turn, gaps: list[KnowledgeGap]) -> MaybeAwaitable:
+    """Look up the knowledge gaps found in stage 3.
+
+    Called only when there are gaps. Returns a list of
+    :class:`~mongars_core.types.Finding` that the model receives as context;
+    all plugins' lists are merged. No bundled plugin implements it yet.
+    """
+
+
+@hookspec
+def mongars_reason(turn: Turn) -> MaybeAwaitable:
+    """Compute what the model can't: arithmetic, unit conversions, dates.
+
+    Stage 4. Returns a list of :class:`~mongars_core.types.ReasoningHint`
+    handed to the model as verified facts; all plugins' lists are merged.
+    """
+
+
+@hookspec
+def mongars_style_instructions(turn: Turn) -> MaybeAwaitable:
+    """Say how the reply should be written for this user.
+
+    Stage 5. Returns a list of short instructions (``str``) appended to the
+    system prompt; all plugins' lists are merged in plugin order.
+    """
+
+
+@hookspec
+def mongars_adapt_reply(turn: Turn, text: str) -> MaybeAwaitable:
+    """Transform the generated reply text.
+
+    Stage 7. Implementations run one after another in plugin call order, each
+    receiving the text the previous one returned. Return the new text, or
+    ``None`` to leave it unchanged. May return an awaitable.
+    """
+
+
+@hookspec(firstresult=True)
+def mongars_plan_speech(turn: Turn, text: str) -> MaybeAwaitable:
+    """Plan (and, where an engine exists, synthesize) how the reply is spoken.
+
+    Stage 8. Returns a :class:`~mongars_core.types.SpeechPlan`; the first
+    non-``None`` result wins, so a plugin can replace the bundled planner by
+    being called before it (bundled one is ``trylast``).
+    """
+
+
+@hookspec
+def mongars_remember(turn: Turn, reply: Reply) -> MaybeAwaitable:
+    """Store what should be remembered of the finished turn.
+
+    Stage 9, after the turn is persisted to history. Returns nothing useful.
+    A failure is logged and does not fail the turn.
+    """
+
+
+@hookspec
+def mongars_turn_completed(turn: Turn, reply: Reply) -> MaybeAwaitable:
+    """Observe a completed turn (style learning, metrics, self-training curation).
+
+    Stage 10, the last one. Returns nothing useful. A failure is logged and
+    does not fail the turn.
+    """
+
+
+# -- peers (specs only for now) ------------------------------------------------------
+
+
+@hookspec
+def mongars_register_peer_transports(register: Register, settings: Settings) -> None:
+    """Register transports that carry encrypted messages to other monGARS nodes.
+
+    ``register(name, transport)``. Called once at assembly. No bundled plugin
+    implements it yet; the peers plugin will.
+    """
+
+
+@hookspec(firstresult=True)
+def mongars_peer_message(peer_id: str, payload: dict[str, Any]) -> MaybeAwaitable:
+    """Handle an authenticated message received from another node.
+
+    Called for each incoming peer message. Return a ``dict`` to answer, or
+    ``None``; the first non-``None`` answer is sent back. No bundled plugin
+    implements it yet.
+    """
+
