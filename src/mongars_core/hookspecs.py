@@ -189,6 +189,17 @@ def mongars_remember(turn: Turn, reply: Reply) -> MaybeAwaitable:
 
 
 @hookspec
+def mongars_forget(services: Any, user_id: str, memory_ids: list[int] | None) -> MaybeAwaitable:
+    """Drop what the plugin holds about memories deleted through the library.
+
+    Called after ``Assistant.delete_memory`` (``memory_ids`` lists the ids)
+    or ``Assistant.delete_memories`` (``memory_ids`` is ``None``: all of the
+    user's memories are gone). Plugins that cache memories must drop them.
+    Returns nothing useful.
+    """
+
+
+@hookspec
 def mongars_turn_completed(turn: Turn, reply: Reply) -> MaybeAwaitable:
     """Observe a completed turn (style learning, metrics, self-training curation).
 
@@ -217,4 +228,3 @@ def mongars_peer_message(peer_id: str, payload: dict[str, Any]) -> MaybeAwaitabl
     ``None``; the first non-``None`` answer is sent back. No bundled plugin
     implements it yet.
     """
-

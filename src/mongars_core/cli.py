@@ -1,0 +1,271 @@
+"""The ``mongars`` command: chat, plugins, db, models, memories.
+
+Every :class:`~mongars_core.errors.MongarsError` ends the command with one line
+on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mongars_core.errors import MongarsError
+from mongars_core.pipeline import Assistant
+from mongars_core.plugins import PluginHost, build_plugin_manager
+from mongars_core.settings import Settings
+from mongars_core.storage.store import Store
+
+app = typer.Typer(
+    name="mongars",
+    help="monGARS: a self-hosted, privacy-first conversational assistant.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+memories_app = typer.Typer(help="A user's long-term memories.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(memories_app, name="memories")
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+UserOption = Annotated[str, typer.Option("--user", "-u", help="Who is talking.")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line on stderr; raise the returned exit (status 1)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
+
+
+def _command(function: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Turn an async command into a sync one with the CLI's error handling."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        _run(function(*args, **kwargs))  # type: ignore[arg-type]
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise fail(f"invalid settings: {exc}") from None
+
+
+@app.callback()
+def main_callback(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+@_command
+async def chat(
+    user: UserOption = "me",
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Send one message and exit.")
+    ] = None,
+    session: Annotated[str | None, typer.Option("--session", "-s", help="Session id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full reply as JSON.")] = False,
+    backend: Annotated[str | None, typer.Option("--backend", help="LLM backend name.")] = None,
+) -> None:
+    """Chat with the assistant: interactive, or one turn with --message."""
+    settings = _settings()
+    progress = progress_reporter()
+    async with await Assistant.from_settings(settings) as assistant:
+        _attach_progress(assistant, progress)
+        if message is not None:
+            await _one_turn(assistant, user, message, session, backend, as_json)
+            return
+        interactive = sys.stdin.isatty()
+        if interactive:
+            out.print("[dim]monGARS — type a message, Ctrl-D to quit.[/]")
+        while True:
+            try:
+                line = await asyncio.to_thread(_prompt, interactive)
+            except EOFError:
+                break
+            if not line.strip():
+                continue
+            try:
+                await _one_turn(assistant, user, line, session or "cli", backend, as_json)
+            except MongarsError as exc:
+                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+
+
+def _prompt(interactive: bool) -> str:
+    if interactive:
+        return out.input("[bold green]you>[/] ")
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
+
+
+async def _one_turn(
+    assistant: Assistant,
+    user: str,
+    message: str,
+    session: str | None,
+    backend: str | None,
+    as_json: bool,
+) -> None:
+    if as_json:
+        reply = await assistant.chat(user, message, session_id=session, backend=backend)
+        sys.stdout.write(reply.model_dump_json(indent=2) + "\n")
+        return
+    out.print("[bold cyan]monGARS>[/] ", end="")
+    async for event in assistant.stream(user, message, session_id=session, backend=backend):
+        if event.type == "token":
+            out.print(event.delta, end="", highlight=False, markup=False)
+        elif event.reply is not None:
+            out.print()
+            for warning in event.reply.warnings:
+                err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def progress_reporter() -> Callable[[str, int, int | None], None]:
+    """A ``progress(stage, done, total)`` callback that draws rich progress bars on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    bars: dict[str, Any] = {}
+    state: dict[str, Progress] = {}
+
+    def report(stage: str, done: int, total: int | None) -> None:
+        if "progress" not in state:
+            state["progress"] = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err
+            )
+            state["progress"].start()
+        progress = state["progress"]
+        if stage not in bars:
+            bars[stage] = progress.add_task(f"model: {stage}", total=total)
+        progress.update(bars[stage], completed=done, total=total)
+        if total is not None and done >= total and all(task.finished for task in progress.tasks):
+            progress.stop()
+            state.pop("progress")
+            bars.clear()
+
+    return report
+
+
+def _attach_progress(
+    assistant: Assistant, progress: Callable[[str, int, int | None], None]
+) -> None:
+    """Show model fetch/convert progress for local backends that report it."""
+    for name in assistant.router.names:
+        _, backend = assistant.router.get(name)
+        if hasattr(backend, "progress") and backend.progress is None:
+            backend.progress = progress
+
+
+@app.command()
+def plugins() -> None:
+    """List the plugins that are loaded, with their versions and hooks."""
+    settings = _settings()
+    try:
+        host = PluginHost(build_plugin_manager(settings), settings)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
+    table = Table("plugin", "distribution", "version", "hooks")
+    for info in host.plugin_infos():
+        table.add_row(
+            info.name,
+            info.distribution or "-",
+            info.version or "-",
+            ", ".join(hook.removeprefix("mongars_") for hook in info.hooks),
+        )
+    out.print(table)
+
+
+@db_app.command("upgrade")
+@_command
+async def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations (SQLite is upgraded automatically at start-up)."""
+    settings = _settings()
+    store = Store.connect(settings.resolved_database_url())
+    try:
+        await store.upgrade(revision)
+        out.print(f"database {store.safe_url} is at revision {await store.current_revision()}")
+    finally:
+        await store.close()
+
+
+@memories_app.command("list")
+@_command
+async def memories_list(
+    user: UserOption = "me",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List a user's memories."""
+    async with await Assistant.from_settings(_settings()) as assistant:
+        records = await assistant.list_memories(user)
+    if as_json:
+        rows = [
+            {"id": r.id, "text": r.text, "created_at": r.created_at.isoformat()} for r in records
+        ]
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table("id", "created", "text")
+    for record in records:
+        table.add_row(str(record.id), f"{record.created_at:%Y-%m-%d %H:%M}", record.text)
+    out.print(table)
+
+
+@memories_app.command("delete")
+@_command
+async def memories_delete(
+    memory_id: Annotated[int | None, typer.Argument(help="The memory to delete.")] = None,
+    user: UserOption = "me",
+    all_memories: Annotated[bool, typer.Option("--all", help="Delete all of them.")] = False,
+) -> None:
+    """Delete one memory by id, or all of a user's memories with --all."""
+    if (memory_id is None) == (not all_memories):
+        raise fail("give a memory id or --all, not both")
+    async with await Assistant.from_settings(_settings()) as assistant:
+        if all_memories:
+            count = await assistant.delete_memories(user)
+            out.print(f"deleted {count} memories of {user}")
+        else:
+            assert memory_id is not None
+            await assistant.delete_memory(user, memory_id)
+            out.print(f"deleted memory {memory_id} of {user}")
+
+
+def main() -> None:
+    """Entry point of the ``mongars`` script; adds the plugins' commands."""
+    try:
+        settings = Settings()
+        host = PluginHost(build_plugin_manager(settings), settings)
+        for name, command in host.commands().items():
+            app.add_typer(command, name=name)
+    except (MongarsError, ValueError) as exc:
+        logging.getLogger(__name__).debug("plugin commands unavailable: %s", exc)
+    app()

@@ -1,0 +1,355 @@
+"""The conversation pipeline: :class:`Assistant` runs a turn through every stage.
+
+Stages, each a hook (docs/architecture.md has the picture): history, recall,
+gaps and research, reasoning, style, generation, adaptation, speech,
+persistence and memory, observation. Optional stages that fail are logged and
+reported in ``Reply.warnings``; the turn still completes. A failing LLM raises
+:class:`~mongars_core.errors.BackendError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from mongars_core.errors import (
+    ConfigurationError,
+    EmptyMessageError,
+    InvalidUserIdError,
+    MessageTooLongError,
+    UnknownUserError,
+)
+from mongars_core.llm import Embedder, LLMRouter
+from mongars_core.plugins import HookFailure, PluginHost, build_plugin_manager
+from mongars_core.prompt import build_messages, estimate_confidence, select_memories
+from mongars_core.settings import Settings
+from mongars_core.storage.models import MemoryRecord
+from mongars_core.storage.store import Store
+from mongars_core.types import (
+    GenerationRequest,
+    Reply,
+    SpeechPlan,
+    StreamEvent,
+    Turn,
+)
+
+logger = logging.getLogger(__name__)
+
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,150}$")
+
+
+@dataclass
+class Services:
+    """The shared objects of a running assistant, handed to plugins.
+
+    ``stash`` holds per-assistant plugin state (keyed by plugin name), so
+    plugins keep no module-level globals.
+    """
+
+    settings: Settings
+    store: Store
+    router: LLMRouter
+    plugins: PluginHost
+    embedder: Embedder | None = None
+    embedder_name: str | None = None
+    stash: dict[str, Any] = field(default_factory=dict)
+
+
+class Assistant:
+    """A conversational assistant assembled from plugins.
+
+    Build one with :meth:`from_settings` and close it with :meth:`aclose` (or
+    use ``async with``).
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.router = services.router
+        self.plugins = services.plugins
+
+    @classmethod
+    async def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        plugin_manager: pluggy.PluginManager | None = None,
+    ) -> Assistant:
+        """Load plugins, open storage, collect backends and embedders, start plugins."""
+        settings = settings or Settings()
+        pm = plugin_manager or build_plugin_manager(settings)
+        host = PluginHost(pm, settings)
+        backends = host.llm_backends()
+        embedders = host.embedders()
+        router = LLMRouter(
+            backends,
+            settings.llm.backend,
+            timeout_s=settings.llm.timeout_s,
+            first_token_timeout_s=settings.llm.first_token_timeout_s,
+        )
+        embedder_name, embedder = _choose_embedder(embedders, settings.memory.embedder)
+        store = await Store.open(settings.resolved_database_url())
+        services = Services(
+            settings=settings,
+            store=store,
+            router=router,
+            plugins=host,
+            embedder=embedder,
+            embedder_name=embedder_name,
+        )
+        assistant = cls(services)
+        failures: list[HookFailure] = []
+        await host.gather("mongars_startup", failures, deadline=None, services=services)
+        if failures:
+            await assistant.aclose()
+            raise failures[0].error
+        return assistant
+
+    async def aclose(self) -> None:
+        failures: list[HookFailure] = []
+        try:
+            await self.plugins.gather(
+                "mongars_shutdown", failures, deadline=None, services=self.services
+            )
+        finally:
+            await self.store.close()
+
+    async def __aenter__(self) -> Assistant:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- public API ------------------------------------------------------------------
+
+    async def chat(
+        self,
+        user_id: str,
+        message: str,
+        *,
+        session_id: str | None = None,
+        backend: str | None = None,
+    ) -> Reply:
+        """Run one turn and return the whole reply."""
+        reply: Reply | None = None
+        async for event in self.stream(user_id, message, session_id=session_id, backend=backend):
+            if event.reply is not None:
+                reply = event.reply
+        assert reply is not None, "stream always ends with the reply"
+        return reply
+
+    async def stream(
+        self,
+        user_id: str,
+        message: str,
+        *,
+        session_id: str | None = None,
+        backend: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Run one turn, yielding token deltas as they come, then the final reply.
+
+        Closing the iterator early stops generation; nothing of the turn is
+        stored then.
+        """
+        text = self._validate(user_id, message)
+        backend_name, _ = self.router.get(backend)
+        timings: dict[str, float] = {}
+        failures: list[HookFailure] = []
+        turn = Turn(
+            turn_id=uuid.uuid4().hex,
+            user_id=user_id,
+            session_id=session_id or "default",
+            message=text,
+            services=self.services,
+        )
+        with _timed(timings, "history"):
+            await self.store.ensure_user(user_id)
+            turn.history = await self.store.recent_turns(
+                user_id, turn.session_id, self.settings.history_turns
+            )
+        await self._prepare(turn, timings, failures)
+
+        request = GenerationRequest(
+            messages=build_messages(self.settings, turn),
+            max_new_tokens=self.settings.llm.max_new_tokens,
+            temperature=self.settings.llm.temperature,
+            top_p=self.settings.llm.top_p,
+        )
+        pieces: list[str] = []
+        started = time.perf_counter()
+        async for delta in self.router.stream(request, backend_name):
+            if delta:
+                pieces.append(delta)
+                yield StreamEvent(type="token", delta=delta)
+        timings["generate"] = _ms_since(started)
+        generated = "".join(pieces).strip()
+
+        with _timed(timings, "adapt"):
+            final_text = await self.plugins.chain(
+                "mongars_adapt_reply", generated, "text", failures, turn=turn
+            )
+        with _timed(timings, "speech"):
+            speech = await self.plugins.first(
+                "mongars_plan_speech", failures, turn=turn, text=final_text
+            )
+        reply = Reply(
+            turn_id=turn.turn_id,
+            user_id=user_id,
+            session_id=turn.session_id,
+            text=final_text,
+            confidence=estimate_confidence(turn, final_text, len(pieces), request),
+            backend=backend_name,
+            memories=turn.memories,
+            reasoning=turn.reasoning,
+            gaps=turn.gaps,
+            findings=turn.findings,
+            style_instructions=turn.style_instructions,
+            speech=speech if isinstance(speech, SpeechPlan) else None,
+        )
+        with _timed(timings, "persist"):
+            await self.store.add_turn(
+                turn_id=turn.turn_id,
+                user_id=user_id,
+                session_id=turn.session_id,
+                message=text,
+                reply=final_text,
+                confidence=reply.confidence,
+                backend=backend_name,
+                meta={
+                    "memories": [memory.id for memory in turn.memories],
+                    "reasoning": [hint.as_fact() for hint in turn.reasoning],
+                    "gaps": [gap.topic for gap in turn.gaps],
+                },
+            )
+        with _timed(timings, "remember"):
+            await self.plugins.gather("mongars_remember", failures, turn=turn, reply=reply)
+        with _timed(timings, "observe"):
+            await self.plugins.gather("mongars_turn_completed", failures, turn=turn, reply=reply)
+        reply.timings = dict(timings)
+        reply.warnings = [failure.describe() for failure in failures]
+        yield StreamEvent(type="reply", reply=reply)
+
+    async def history(self, user_id: str, limit: int = 50) -> list[Any]:
+        """A user's turns across sessions, newest first."""
+        await self._require_user(user_id)
+        return await self.store.history(user_id, limit)
+
+    async def list_memories(self, user_id: str) -> list[MemoryRecord]:
+        """A user's live memories, oldest first."""
+        await self._require_user(user_id)
+        return await self.store.list_memories(user_id)
+
+    async def delete_memory(self, user_id: str, memory_id: int) -> None:
+        """Delete one of a user's memories (``MemoryNotFoundError`` when it isn't theirs)."""
+        await self._require_user(user_id)
+        await self.store.delete_memory(user_id, memory_id)
+        await self._forget(user_id, [memory_id])
+
+    async def delete_memories(self, user_id: str) -> int:
+        """Delete all of a user's memories; returns how many."""
+        await self._require_user(user_id)
+        count = await self.store.delete_memories(user_id)
+        await self._forget(user_id, None)
+        return count
+
+    # -- internals --------------------------------------------------------------------
+
+    def _validate(self, user_id: str, message: str) -> str:
+        if not USER_ID_PATTERN.match(user_id or ""):
+            raise InvalidUserIdError(
+                f"invalid user id {user_id!r}: use 1-150 letters, digits, '_', '-', '.' or '@'"
+            )
+        text = (message or "").strip()
+        if not text:
+            raise EmptyMessageError("the message is empty")
+        limit = self.settings.max_message_chars
+        if len(text) > limit:
+            raise MessageTooLongError(
+                f"the message has {len(text)} characters; the limit is {limit}"
+            )
+        return text
+
+    async def _forget(self, user_id: str, memory_ids: list[int] | None) -> None:
+        failures: list[HookFailure] = []
+        await self.plugins.gather(
+            "mongars_forget",
+            failures,
+            services=self.services,
+            user_id=user_id,
+            memory_ids=memory_ids,
+        )
+
+    async def _require_user(self, user_id: str) -> None:
+        if not USER_ID_PATTERN.match(user_id or ""):
+            raise InvalidUserIdError(f"invalid user id {user_id!r}")
+        if not await self.store.user_exists(user_id):
+            raise UnknownUserError(f"no user {user_id!r} has talked to this assistant")
+
+    async def _prepare(
+        self, turn: Turn, timings: dict[str, float], failures: list[HookFailure]
+    ) -> None:
+        """Stages 2-5: recall, then gaps and research, beside reasoning and style."""
+
+        async def recall_and_research() -> None:
+            with _timed(timings, "recall"):
+                memories = await self.plugins.gather_lists("mongars_recall", failures, turn=turn)
+                turn.memories = select_memories(memories, turn, self.settings.memory)
+            with _timed(timings, "gaps"):
+                turn.gaps = await self.plugins.gather_lists(
+                    "mongars_find_gaps", failures, turn=turn
+                )
+            if turn.gaps:
+                with _timed(timings, "research"):
+                    turn.findings = await self.plugins.gather_lists(
+                        "mongars_research", failures, turn=turn, gaps=turn.gaps
+                    )
+
+        async def reason() -> None:
+            with _timed(timings, "reason"):
+                turn.reasoning = await self.plugins.gather_lists(
+                    "mongars_reason", failures, turn=turn
+                )
+
+        async def style() -> None:
+            with _timed(timings, "style"):
+                turn.style_instructions = await self.plugins.gather_lists(
+                    "mongars_style_instructions", failures, turn=turn
+                )
+
+        await asyncio.gather(recall_and_research(), reason(), style())
+
+
+def _choose_embedder(embedders: dict[str, Any], wanted: str) -> tuple[str | None, Any]:
+    if wanted == "none" or not embedders:
+        return None, None
+    if wanted == "auto":
+        name = next(iter(embedders))
+        return name, embedders[name]
+    if wanted not in embedders:
+        raise ConfigurationError(
+            f"no embedder named {wanted!r} (registered: {', '.join(sorted(embedders))})"
+        )
+    return wanted, embedders[wanted]
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Any:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = _ms_since(started)

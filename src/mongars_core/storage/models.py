@@ -1,0 +1,65 @@
+"""Database tables (SQLModel). Schema changes go through migrations/versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text
+from sqlmodel import Field, SQLModel
+
+from mongars_core.types import utcnow
+
+
+def _timestamp() -> datetime:
+    return Field(  # type: ignore[no-any-return]
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class UserRecord(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=150)
+    created_at: datetime = _timestamp()
+
+
+class TurnRecord(SQLModel, table=True):
+    __tablename__ = "turns"
+    __table_args__ = (Index("ix_turns_user_session", "user_id", "session_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    turn_id: str = Field(max_length=64, unique=True)
+    user_id: str = Field(foreign_key="users.id", max_length=150, index=True)
+    session_id: str = Field(max_length=150)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    reply: str = Field(sa_column=Column(Text, nullable=False))
+    confidence: float = 0.0
+    backend: str = Field(default="", max_length=100)
+    meta: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = _timestamp()
+
+
+class MemoryRecord(SQLModel, table=True):
+    __tablename__ = "memories"
+    __table_args__ = (Index("ix_memories_user_id_id", "user_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", max_length=150)
+    session_id: str = Field(default="", max_length=150)
+    turn_id: str | None = Field(default=None, max_length=64)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    embedder: str | None = Field(default=None, max_length=100)
+    created_at: datetime = _timestamp()
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
+
+
+class PluginStateRecord(SQLModel, table=True):
+    __tablename__ = "plugin_state"
+
+    namespace: str = Field(primary_key=True, max_length=100)
+    user_id: str = Field(primary_key=True, max_length=150)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = _timestamp()

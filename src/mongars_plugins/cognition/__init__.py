@@ -1,0 +1,1 @@
+"""Bundled cognition plugins: reasoning, curiosity (gap detection) and personality."""

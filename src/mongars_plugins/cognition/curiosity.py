@@ -1,0 +1,232 @@
+"""Curiosity: notice what the user asks about that monGARS does not know.
+
+:func:`find_gaps` pulls the topics a message names (capitalised names, quoted
+terms, the object of "what is ..." questions) and keeps those that no recalled
+memory or history turn mentions. The pipeline may then research them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from mongars_core import hookimpl
+from mongars_core.types import KnowledgeGap, Turn
+
+MAX_GAPS = 5
+MAX_TOPIC_WORDS = 6
+
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as one string, which is easier to read and edit."""
+    return frozenset(text.split())
+
+
+_PRONOUNS = _words(
+    "i me my mine myself you your yours yourself he him his she her hers it its itself we us "
+    "our ours they them their theirs this that these those i'm i've i'd i'll you're it's "
+    "je moi tu toi il elle nous vous ils elles on ce ca cela ceci mon ma mes ton ta tes "
+    "son sa ses notre votre leur"
+)
+_GREETINGS = _words(
+    "hello hi hey yo greetings thanks thank ok okay yes no please sorry bonjour salut "
+    "merci coucou oui non hola gracias ciao hallo danke"
+)
+_FUNCTION_WORDS = _words(
+    "a an the and or but if then so of to in on at by for with from about as is are was "
+    "were be been being am do does did have has had can could would should will shall may "
+    "might must not what who whom whose which where when why how there here some any all "
+    "more most much many very just also really something anything everything nothing "
+    "one le la les l un une des du de d et ou mais qui que quoi est sont c qu "
+    "tell explain describe know think mean"
+)
+# Dates and times are the reasoning plugin's business, not research topics.
+_CALENDAR_WORDS = _words(
+    "time date day today tomorrow yesterday now monday tuesday wednesday thursday friday "
+    "saturday sunday january february march april may june july august september october "
+    "november december"
+)
+_SKIP_WORDS = _PRONOUNS | _GREETINGS | _FUNCTION_WORDS | _CALENDAR_WORDS
+
+# Lower-case words allowed inside a capitalised name ("Bank of America",
+# "Leonardo da Vinci"), only when a capitalised word follows.
+_NAME_CONNECTORS = frozenset({"of", "de", "da", "del", "der", "van", "von", "la", "le", "du"})
+_LEADING_DETERMINERS = _words("a an the some le la les l un une des du de d el los las")
+_CLAUSE_BREAKS = _words("and or but because if when while so then et ou mais parce quand")
+
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+_SENTENCE_BREAK = re.compile(r"[.!?…]+(?=\s|$)|\n")
+_QUOTED = re.compile(
+    r"\"([^\"\n]{2,80})\""
+    r"|“([^”\n]{2,80})”"
+    r"|«\s*([^»\n]{2,80}?)\s*»"
+    # Single quotes only around whole words, so "don't ... it's" is no quote.
+    r"|(?<!\w)'([^'\n]{2,80})'(?!\w)"
+)
+_CLAUSE_END = r"[^?.!,;:\n]+"
+_QUESTION_PATTERNS = tuple(
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        rf"\b(?:what|who|where)\s+(?:is|are|was|were)\s+(?P<obj>{_CLAUSE_END})",
+        rf"\b(?:what|who)['’]s\s+(?P<obj>{_CLAUSE_END})",
+        rf"\btell\s+me\s+(?:more\s+)?about\s+(?P<obj>{_CLAUSE_END})",
+        r"\bwhat\s+(?:does|do)\s+(?P<obj>[^?.!,;:\n]+?)\s+mean\b",
+        rf"\bqui\s+(?:est|était|sont)\s+(?P<obj>{_CLAUSE_END})",
+        rf"\bqu['’]est[- ]ce\s+que\s+(?:c['’]est\s+(?:que\s+)?)?(?P<obj>{_CLAUSE_END})",
+        rf"\bc['’]est\s+quoi\s+(?P<obj>{_CLAUSE_END})",
+        rf"\bparle[- ]moi\s+(?:de|du|des)\s+(?P<obj>{_CLAUSE_END})",
+    )
+)
+# Numbers and arithmetic ("17 * 23", "2^10") are answered by the reasoning
+# plugin; a topic starting with a quantity ("5 km in miles") is a conversion.
+_MATH = re.compile(r"[\d\s.,+\-*/×÷^%()=x]+")
+_STARTS_WITH_NUMBER = re.compile(r"^[\d.,]+\b")
+
+
+def _plain(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("’", "'"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _normalise(text: str) -> str:
+    """Case-, accent- and spacing-insensitive form used to compare topics with texts."""
+    # Apostrophes split words here, so "Zorblax's" still mentions "Zorblax".
+    return " ".join(re.findall(r"[^\W_]+", _plain(text)))
+
+
+def _is_capitalised(word: str) -> bool:
+    return word[0].isalpha() and word[0].isupper()
+
+
+def _drop_possessive(word: str) -> str:
+    return re.sub(r"['’]s$", "", word)
+
+
+def _sentence_starts(message: str) -> set[int]:
+    """Offsets of the first word of each sentence, whose capital says nothing."""
+    starts: set[int] = set()
+    boundaries = [0] + [m.end() for m in _SENTENCE_BREAK.finditer(message)]
+    for boundary in boundaries:
+        first = _WORD.search(message, boundary)
+        if first:
+            starts.add(first.start())
+    return starts
+
+
+def _capitalised_phrases(message: str) -> list[str]:
+    """Runs of capitalised words, e.g. "Zorblax Quintero" or "Bank of America"."""
+    starts = _sentence_starts(message)
+    words = list(_WORD.finditer(message))
+    phrases: list[str] = []
+    i = 0
+    while i < len(words):
+        if not _is_capitalised(words[i].group()):
+            i += 1
+            continue
+        run = [words[i]]
+        j = i + 1
+        while j < len(words) and message[run[-1].end() : words[j].start()].isspace():
+            word = words[j].group()
+            if _is_capitalised(word):
+                run.append(words[j])
+            elif (
+                word in _NAME_CONNECTORS
+                and j + 1 < len(words)
+                and message[words[j].end() : words[j + 1].start()].isspace()
+                and _is_capitalised(words[j + 1].group())
+            ):
+                run.extend((words[j], words[j + 1]))
+                j += 1
+            else:
+                break
+            j += 1
+        i = j
+        texts = [m.group() for m in run]
+        if run[0].start() in starts:
+            # "Who is ..." or "Paris is nice": a sentence-initial capital is
+            # only a name when more capitalised words follow it.
+            while texts and texts[0].casefold() in _SKIP_WORDS:
+                texts.pop(0)
+            if len(texts) < 2 and len(run) == len(texts):
+                continue
+        while texts and texts[0].casefold() in _NAME_CONNECTORS:
+            texts.pop(0)
+        if texts:
+            texts[-1] = _drop_possessive(texts[-1])
+            phrases.append(" ".join(texts))
+    return phrases
+
+
+def _question_objects(message: str) -> list[str]:
+    """What "what is X" / "tell me about X" questions ask about, tidied up."""
+    objects: list[str] = []
+    for pattern in _QUESTION_PATTERNS:
+        for match in pattern.finditer(message):
+            words = match.group("obj").split()
+            for index, word in enumerate(words):
+                if word.casefold() in _CLAUSE_BREAKS:
+                    words = words[:index]
+                    break
+            while words and words[0].casefold().replace("’", "'").rstrip("'") in (
+                _LEADING_DETERMINERS
+            ):
+                words.pop(0)
+            if words and re.match(r"^l['’]\w", words[0], re.IGNORECASE):
+                words[0] = words[0][2:]
+            if not words or words[0].casefold() in _PRONOUNS:
+                # "what is your name", "who are you": about the assistant, not the world.
+                continue
+            objects.append(" ".join(words[:MAX_TOPIC_WORDS]))
+    return objects
+
+
+def _quoted_terms(message: str) -> list[str]:
+    return [next(g for g in match.groups() if g) for match in _QUOTED.finditer(message)]
+
+
+def _is_topic(candidate: str) -> bool:
+    words = _WORD.findall(_plain(candidate))
+    if not words or all(word in _SKIP_WORDS for word in words):
+        return False
+    if len(candidate) < 2 or _MATH.fullmatch(candidate.strip()):
+        return False
+    return not _STARTS_WITH_NUMBER.match(candidate.strip())
+
+
+def _mentions(known: str, topic: str) -> bool:
+    return f" {topic} " in f" {known} "
+
+
+def find_gaps(message: str, known_texts: list[str]) -> list[KnowledgeGap]:
+    """Topics ``message`` names that none of ``known_texts`` mentions (at most five).
+
+    Matching ignores case, accents and punctuation. When one gap is part of a
+    longer one ("France" in "capital of France") only the longer is kept.
+    """
+    candidates = _capitalised_phrases(message) + _quoted_terms(message)
+    candidates += _question_objects(message)
+    known = [_normalise(text) for text in known_texts]
+    gaps: dict[str, str] = {}
+    for candidate in candidates:
+        topic = candidate.strip(" \t\"'“”«»()[]")
+        key = _normalise(topic)
+        if key in gaps or not _is_topic(topic):
+            continue
+        if any(_mentions(text, key) for text in known):
+            continue
+        gaps[key] = topic
+    kept = [
+        topic
+        for key, topic in gaps.items()
+        if not any(other != key and _mentions(other, key) for other in gaps)
+    ]
+    return [KnowledgeGap(topic=topic) for topic in kept[:MAX_GAPS]]
+
+
+@hookimpl(trylast=True)
+def mongars_find_gaps(turn: Turn) -> list[KnowledgeGap]:
+    """Gaps of ``turn.message`` against recalled memories and the session history."""
+    known = [memory.text for memory in turn.memories]
+    for past in turn.history:
+        known.extend((past.message, past.reply))
+    return find_gaps(turn.message, known)

@@ -1,0 +1,322 @@
+"""Personality: learn how each user writes and ask the model to mirror it.
+
+A per-user :class:`~mongars_core.types.StyleProfile` (length, formality, emoji,
+punctuation, language) is learned from the user's messages and stored through
+``services.store`` under the ``"style"`` namespace. The pure functions here
+(:func:`observe`, :func:`detect_language`, :func:`formality_score`,
+:func:`style_instructions`) need no store and are what the tests pin down.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from mongars_core import hookimpl
+from mongars_core.types import Reply, StyleProfile, Turn
+
+logger = logging.getLogger(__name__)
+
+STYLE_NAMESPACE = "style"
+
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as one string, which is easier to read and edit."""
+    return frozenset(text.split())
+
+
+# The first messages are averaged equally; after that each new message weighs
+# ADAPT_WEIGHT, so the profile follows a user whose style changes instead of
+# freezing on their first hundred messages.
+ADAPT_WEIGHT = 0.2
+
+SHORT_MESSAGE_WORDS = 12
+LONG_MESSAGE_WORDS = 40
+CASUAL_BELOW = 0.4
+FORMAL_ABOVE = 0.65
+EMOJI_MIRROR_RATE = 0.3
+
+LANGUAGE_NAMES = {
+    "en": "English",
+    "fr": "French",
+    "es": "Spanish",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+}
+
+# Frequent function words and greetings, written without accents: text is
+# accent-stripped before matching, so "está" and "esta" count the same. A word
+# listed for several languages is split between them (see _language_scores).
+_STOPWORDS: dict[str, frozenset[str]] = {
+    "en": _words(
+        "the and is are you what how this that with have has it of to was for not my your "
+        "can do does me please thanks thank hello hi hey would could should there where why "
+        "when who will be just about from they we an in i am don doesn isn yes"
+    ),
+    "fr": _words(
+        "le la les des est et je tu vous nous une un pas que qui quoi ce avec pour dans sur "
+        "mais bonjour merci salut oui mon ma mes ton ta suis sont comment pourquoi aussi "
+        "il elle ils on ca cette leur peux veux fait au aux du ai va bien quel quelle "
+        "aujourd hui vais a demain trop soir ici rien tout faire fais chez encore deja"
+    ),
+    "es": _words(
+        "el los las la es que de en un una por para con no como hola gracias esta estoy "
+        "eres soy muy pero yo mi tu su del al lo se porque tambien si bien buenos dias "
+        "donde quiero puedes tengo hay que cual"
+    ),
+    "de": _words(
+        "der die das und ist ich du nicht ein eine zu mit auf fur wie was sie es den dem "
+        "auch bin bist sind haben habe hallo danke bitte guten tag wer warum kann ja nein "
+        "mein dein aber oder wo gibt heute sehr keine kein zeit"
+    ),
+    "it": _words(
+        "il lo la gli le di che e un una per con non sono sei ciao grazie come cosa perche "
+        "anche molto questo questa mi ti ho hai ha del della dei nel alla buongiorno bene "
+        "dove chi quando vorrei puoi"
+    ),
+    "pt": _words(
+        "o os as a e um uma de do da dos das em no na para com nao que voce eu obrigado "
+        "obrigada ola tudo bem sim muito como isso esta estou sao mas por meu minha tem "
+        "tenho onde quem porque tambem oi bom dia pode"
+    ),
+}
+
+# Letters that only some of the six languages use; a cheap tie-breaker for
+# short texts where few stopwords appear.
+_LETTER_HINTS: dict[str, tuple[str, ...]] = {
+    "ñ¿¡": ("es",),
+    "ßäöü": ("de",),
+    "ãõ": ("pt",),
+    "ç": ("fr", "pt"),
+    "êâîôûëïœù": ("fr",),
+    "ìò": ("it",),
+    "àè": ("fr", "it"),
+}
+_LETTER_HINT_WEIGHT = 0.5
+_LETTER_HINT_CAP = 2.0
+
+_CASUAL_WORDS = _words(
+    "lol lmao rofl gonna wanna gotta hey yo yeah yep nope thx pls plz u ur btw omg idk "
+    "dude kinda sorta ya cool haha hahaha mdr ouais salut coucou stp tkt slt bcp jaja"
+)
+_FORMAL_WORDS = _words(
+    "please kindly dear hello regards sincerely vous bonjour madame monsieur cordialement "
+    "usted bitte ihnen"
+)
+_FORMAL_PHRASES = (
+    "would you",
+    "could you",
+    "thank you",
+    "i would",
+    "may i",
+    "s'il vous plait",
+    "por favor",
+    "sehr geehrte",
+)
+_FRENCH_INFORMAL = frozenset({"tu", "toi", "ton", "ta", "tes"})
+
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_CONTRACTION = re.compile(r"\b\w+['’](?:s|re|ve|ll|d|t|m)\b", re.IGNORECASE)
+_EMOJI = re.compile(
+    "[\U0001f300-\U0001faff\U0001f000-\U0001f2ff\u2600-\u27bf]"
+    r"|(?<!\w)(?:[:;=]-?[)(DPp]|<3|xD|XD)(?!\w)"
+)
+_SENTENCE_END = re.compile(r"[.!?…]+")
+
+
+class StateStore(Protocol):
+    """The part of ``services.store`` this plugin uses."""
+
+    async def get_state(self, namespace: str, user_id: str) -> dict[str, Any] | None: ...
+
+    async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None: ...
+
+
+def _strip_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _language_scores(text: str) -> dict[str, float]:
+    """Evidence for each language; all zeros when the text says nothing."""
+    scores = dict.fromkeys(_STOPWORDS, 0.0)
+    plain = _strip_accents(text.casefold())
+    for word in _LETTERS.findall(plain):
+        languages = [lang for lang, words in _STOPWORDS.items() if word in words]
+        for lang in languages:
+            scores[lang] += 1.0 / len(languages)
+    lowered = text.casefold()
+    for letters, hinted in _LETTER_HINTS.items():
+        hits = sum(lowered.count(letter) for letter in letters)
+        for lang in hinted:
+            scores[lang] += min(hits * _LETTER_HINT_WEIGHT, _LETTER_HINT_CAP) / len(hinted)
+    return scores
+
+
+def _best_language(text: str, current: str | None = None) -> str | None:
+    """The best-supported language, ``current`` on a tie; ``None`` without evidence."""
+    scores = _language_scores(text)
+    best = max(scores.values())
+    if best <= 0:
+        return None
+    if current is not None and scores.get(current) == best:
+        return current
+    # Other ties go to the earlier language of _STOPWORDS, English first.
+    return next(lang for lang, score in scores.items() if score == best)
+
+
+def detect_language(text: str) -> str:
+    """The language code (en, fr, es, de, it, pt) of ``text``; "en" when unsure."""
+    return _best_language(text) or "en"
+
+
+def formality_score(text: str) -> float:
+    """How formal ``text`` reads, from 0 (chatty) to 1 (letter-like); 0.5 is neutral."""
+    stripped = text.strip()
+    if not stripped:
+        return 0.5
+    words = [w.casefold().replace("’", "'") for w in _WORD.findall(stripped)]
+    plain = " ".join(_strip_accents(w) for w in words)
+    score = 0.5
+
+    casual_hits = sum(1 for w in words if w in _CASUAL_WORDS)
+    score -= min(casual_hits * 0.12, 0.3)
+    score -= min(len(_CONTRACTION.findall(stripped)) * 0.05, 0.15)
+    if _EMOJI.search(stripped):
+        score -= 0.1
+    if re.search(r"[!?]{2,}", stripped):
+        score -= 0.1
+    first_letter = next((ch for ch in stripped if ch.isalpha()), "")
+    if first_letter.islower():
+        score -= 0.1
+    if stripped[-1] not in ".!?…":
+        score -= 0.1
+    # "tu" vs "vous" is the clearest register signal French has.
+    if any(w in _FRENCH_INFORMAL for w in words) and "vous" not in words:
+        score -= 0.1
+
+    formal_hits = sum(1 for w in words if _strip_accents(w) in _FORMAL_WORDS)
+    formal_hits += sum(1 for phrase in _FORMAL_PHRASES if f" {phrase} " in f" {plain} ")
+    score += min(formal_hits * 0.1, 0.3)
+    sentences = [s for s in _SENTENCE_END.split(stripped) if s.strip()]
+    if sentences and stripped[-1] in ".!?…" and len(words) / len(sentences) >= 8:
+        score += 0.1
+    return round(min(max(score, 0.0), 1.0), 3)
+
+
+def _blend(old: float, new: float, weight: float) -> float:
+    return old + (new - old) * weight
+
+
+def observe(profile: StyleProfile, message: str) -> StyleProfile:
+    """A copy of ``profile`` updated with one more ``message`` of the user.
+
+    Blank messages change nothing. The language follows the latest message that
+    carries evidence of another one, so "ok" or "👍" does not flip it and an
+    ambiguous message keeps the current language.
+    """
+    if not message.strip():
+        return profile.model_copy()
+    weight = max(1.0 / (profile.messages_seen + 1), ADAPT_WEIGHT)
+    language = _best_language(message, profile.language) or profile.language
+    return profile.model_copy(
+        update={
+            "messages_seen": profile.messages_seen + 1,
+            "average_words": _blend(
+                profile.average_words, float(len(_WORD.findall(message))), weight
+            ),
+            "formality": _blend(profile.formality, formality_score(message), weight),
+            "emoji_rate": _blend(profile.emoji_rate, float(bool(_EMOJI.search(message))), weight),
+            "exclamation_rate": _blend(profile.exclamation_rate, float("!" in message), weight),
+            "question_rate": _blend(profile.question_rate, float("?" in message), weight),
+            "language": language,
+        }
+    )
+
+
+def style_instructions(profile: StyleProfile) -> list[str]:
+    """Short system-prompt instructions that mirror the user's style.
+
+    Empty until the profile has seen a message: there is nothing to mirror yet.
+    """
+    if profile.messages_seen < 1:
+        return []
+    instructions: list[str] = []
+    if profile.language != "en":
+        name = LANGUAGE_NAMES.get(profile.language, profile.language)
+        instructions.append(f"Reply in {name}.")
+    words = round(profile.average_words)
+    if profile.average_words <= SHORT_MESSAGE_WORDS:
+        instructions.append(
+            f"Keep the reply short: the user writes about {words} words per message."
+        )
+    elif profile.average_words >= LONG_MESSAGE_WORDS:
+        instructions.append(
+            f"The user writes at length (about {words} words per message); "
+            "a detailed reply is welcome."
+        )
+    if profile.formality < CASUAL_BELOW:
+        instructions.append("Use a casual, friendly tone.")
+        if profile.language == "fr":
+            instructions.append("Address the user as « tu ».")
+    elif profile.formality > FORMAL_ABOVE:
+        instructions.append("Use a formal, polite tone.")
+        if profile.language == "fr":
+            instructions.append("Address the user as « vous ».")
+    if profile.emoji_rate >= EMOJI_MIRROR_RATE:
+        instructions.append("Mirror the user's emoji use: an emoji or two is welcome.")
+    else:
+        instructions.append("Avoid emoji.")
+    if profile.exclamation_rate >= 0.5 and profile.formality < FORMAL_ABOVE:
+        instructions.append("Match the user's enthusiasm.")
+    return instructions
+
+
+async def load_profile(store: StateStore, user_id: str) -> StyleProfile:
+    """The stored profile of ``user_id``, or a fresh one when none is usable."""
+    data = await store.get_state(STYLE_NAMESPACE, user_id)
+    if data is None:
+        return StyleProfile()
+    try:
+        return StyleProfile.model_validate(data)
+    except ValidationError:
+        # A blob from an older schema must not break every turn of this user;
+        # start learning again and say so.
+        logger.warning("discarding unreadable style profile of user %r", user_id, exc_info=True)
+        return StyleProfile()
+
+
+async def save_profile(store: StateStore, user_id: str, profile: StyleProfile) -> None:
+    """Persist ``profile`` as the style of ``user_id``."""
+    await store.put_state(STYLE_NAMESPACE, user_id, profile.model_dump(mode="json"))
+
+
+@hookimpl(trylast=True)
+async def mongars_style_instructions(turn: Turn) -> list[str]:
+    """Mirror the user's style, counting the current message already.
+
+    The current message is observed on a copy so that a first message in
+    French gets a French reply; the stored profile only changes once the turn
+    completes.
+    """
+    if turn.services is None:
+        profile = StyleProfile()
+    else:
+        profile = await load_profile(turn.services.store, turn.user_id)
+    return style_instructions(observe(profile, turn.message))
+
+
+@hookimpl(trylast=True)
+async def mongars_turn_completed(turn: Turn, reply: Reply) -> None:
+    """Learn from the user's message of the finished turn and save the profile."""
+    if turn.services is None:
+        return
+    store: StateStore = turn.services.store
+    profile = await load_profile(store, turn.user_id)
+    await save_profile(store, turn.user_id, observe(profile, turn.message))

@@ -1,0 +1,146 @@
+"""Hippocampus: long-term memory of what each user said.
+
+Every turn's user message is stored as a memory of that user (the assistant's
+own replies are not: a small model's mistakes should not become facts).
+Recall is per user, by semantic similarity when an embedder is registered,
+with lexical matching for memories without an embedding or when there is no
+embedder. Memories expire after ``settings.memory.ttl_days`` and each user
+keeps at most ``settings.memory.capacity``, the oldest going first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from mongars_core import hookimpl
+from mongars_core.pipeline import Services
+from mongars_core.types import Memory, Reply, Turn, utcnow
+from mongars_plugins.memory.index import MemoryIndex, Vector
+
+logger = logging.getLogger(__name__)
+
+STASH_KEY = "memory"
+
+
+class Hippocampus:
+    """The memory of one running assistant: the store plus an in-process index."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings.memory
+        self.embedder = services.embedder
+        self.embedder_name = services.embedder_name
+        self.index = MemoryIndex(self.embedder.dimension if self.embedder else None)
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    async def warm_up(self) -> None:
+        """Load the embedding model now rather than in the first turn's recall."""
+        await self._embed("warm up")
+
+    async def recall(self, user_id: str, query: str) -> list[Memory]:
+        await self._ensure_loaded(user_id)
+        vector = await self._embed_query(query)
+        return self.index.search(
+            user_id, query, vector, now=utcnow(), limit=max(self.settings.recall_limit, 1) * 2
+        )
+
+    async def remember(self, user_id: str, session_id: str, turn_id: str, text: str) -> int:
+        vector = await self._embed(text)
+        expires = (
+            utcnow() + timedelta(days=self.settings.ttl_days) if self.settings.ttl_days else None
+        )
+        record = await self.services.store.add_memory(
+            user_id=user_id,
+            session_id=session_id,
+            turn_id=turn_id,
+            text=text,
+            embedding=vector.tobytes() if vector is not None else None,
+            embedder=self.embedder_name if vector is not None else None,
+            expires_at=expires,
+        )
+        assert record.id is not None
+        self.index.add(user_id, record.id, text, record.created_at, session_id, expires, vector)
+        if self.index.size(user_id) > self.settings.capacity:
+            doomed = await self.services.store.prune_memories(user_id, self.settings.capacity)
+            self.index.forget(user_id, doomed)
+        return record.id
+
+    def forget(self, user_id: str, memory_ids: list[int] | None) -> None:
+        self.index.forget(user_id, memory_ids)
+
+    async def _ensure_loaded(self, user_id: str) -> None:
+        if self.index.loaded(user_id):
+            return
+        lock = self._loading.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            if self.index.loaded(user_id):
+                return
+            records = await self.services.store.list_memories(user_id)
+            self.index.load(
+                user_id,
+                (
+                    (
+                        record.id or 0,
+                        record.text,
+                        record.created_at,
+                        record.session_id,
+                        record.expires_at,
+                        self._stored_vector(record.embedding, record.embedder),
+                    )
+                    for record in records
+                ),
+            )
+
+    def _stored_vector(self, blob: bytes | None, embedder: str | None) -> Vector | None:
+        if blob is None or self.embedder is None or embedder != self.embedder_name:
+            return None
+        vector = np.frombuffer(blob, dtype=np.float32)
+        return vector if vector.shape == (self.embedder.dimension,) else None
+
+    async def _embed(self, text: str) -> Vector | None:
+        if self.embedder is None:
+            return None
+        vectors = await asyncio.to_thread(self.embedder.embed, [text])
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    async def _embed_query(self, text: str) -> Vector | None:
+        if self.embedder is None:
+            return None
+        cached = self.index.cached_query(text)
+        if cached is None:
+            cached = await self._embed(text)
+            if cached is not None:
+                self.index.cache_query(text, cached)
+        return cached
+
+
+def _memory(services: Any) -> Hippocampus:
+    found: Hippocampus = services.stash[STASH_KEY]
+    return found
+
+
+@hookimpl(trylast=True)
+async def mongars_startup(services: Services) -> None:
+    hippocampus = Hippocampus(services)
+    services.stash[STASH_KEY] = hippocampus
+    await hippocampus.warm_up()
+
+
+@hookimpl(trylast=True)
+async def mongars_recall(turn: Turn) -> list[Memory]:
+    return await _memory(turn.services).recall(turn.user_id, turn.message)
+
+
+@hookimpl(trylast=True)
+async def mongars_remember(turn: Turn, reply: Reply) -> None:
+    await _memory(turn.services).remember(turn.user_id, turn.session_id, turn.turn_id, turn.message)
+
+
+@hookimpl(trylast=True)
+def mongars_forget(services: Services, user_id: str, memory_ids: list[int] | None) -> None:
+    _memory(services).forget(user_id, memory_ids)

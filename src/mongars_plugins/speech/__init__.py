@@ -1,0 +1,285 @@
+"""Speech planning: how a reply would be spoken, sentence by sentence.
+
+:func:`plan_speech` cuts a reply into segments (sentences, and clauses of very
+long sentences), estimates how long each takes to say and how long to pause
+after it, and picks a tempo. It synthesises nothing: a text-to-speech plugin
+can replace the bundled ``mongars_plan_speech`` (which is ``trylast``) or use
+the plan to pace its own output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mongars_core import hookimpl
+from mongars_core.types import SpeechPlan, SpeechSegment, Turn
+
+DEFAULT_WORDS_PER_SECOND = 2.6
+MIN_TEMPO = 0.8
+MAX_TEMPO = 1.2
+
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as one string, which is easier to read and edit."""
+    return frozenset(text.split())
+
+
+# Sentences longer than this are cut at their commas and semicolons so that a
+# listener (and a TTS engine) gets a breath; no piece is made shorter than
+# MIN_CLAUSE_WORDS, which would sound choppy.
+LONG_SENTENCE_WORDS = 25
+MIN_CLAUSE_WORDS = 8
+
+# Seconds of silence after a segment, by how it ends.
+_PAUSES = {
+    "paragraph": 0.9,
+    "ellipsis": 0.7,
+    "question": 0.6,
+    "line": 0.5,
+    "period": 0.5,
+    "exclamation": 0.45,
+    "none": 0.35,
+    "semicolon": 0.3,
+    "comma": 0.25,
+}
+# Commas inside a segment still cost a short breath when spoken.
+_INNER_COMMA_SECONDS = 0.15
+
+# Abbreviations whose final dot never ends a sentence ...
+_ABBREVIATIONS = _words(
+    "e.g. i.e. dr. mr. mrs. ms. prof. st. vs. jr. sr. sra. fig. approx. cf. mt. pp. vol. mme. mlle."
+)
+# ... and those that end one only when a capitalised word follows ("No. 5"
+# goes on, "I said no. Then" does not).
+_SOMETIMES_FINAL = _words("etc. inc. ltd. co. no. a.m. p.m. u.s. u.k.")
+
+_CLOSERS = "\"'”’»)]}"
+_INITIAL = re.compile(r"^[A-Z]\.$")
+_LIST_MARKER = re.compile(r"^\d{1,3}[.)]$")
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_SPOKEN_SYMBOLS = frozenset("%&+=@#$€£§°")
+_LONG_WORD_LETTERS = 10
+# What str.splitlines treats as a line break; U+2029 separates paragraphs.
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028]")
+_PARAGRAPH_BREAK = "\u2029"
+
+Ending = Literal[
+    "paragraph",
+    "ellipsis",
+    "question",
+    "line",
+    "period",
+    "exclamation",
+    "none",
+    "semicolon",
+    "comma",
+]
+
+
+@dataclass
+class _Piece:
+    """A segment being built: its words and what follows it."""
+
+    words: list[str] = field(default_factory=list)
+    ending: Ending = "none"
+    paragraph_after: bool = False
+
+
+def _bare(token: str) -> str:
+    """``token`` without closing quotes or brackets, to see its real last mark."""
+    return token.rstrip(_CLOSERS)
+
+
+def _sentence_ending(token: str) -> Ending | None:
+    bare = _bare(token)
+    if bare.endswith(("…", "...")):
+        return "ellipsis"
+    if bare.endswith("?"):
+        return "question"
+    if bare.endswith("!"):
+        return "exclamation"
+    if bare.endswith("."):
+        return "period"
+    return None
+
+
+def _ends_sentence(token: str, next_token: str | None, words_so_far: int) -> bool:
+    """Whether the sentence ends with ``token`` (already known to end in . ! ? …)."""
+    lowered = _bare(token).casefold()
+    if _sentence_ending(token) != "period":
+        return True
+    if lowered in _ABBREVIATIONS or _INITIAL.match(_bare(token)):
+        return False
+    if words_so_far == 0 and _LIST_MARKER.match(_bare(token)):
+        return False  # "1. First step" is a list marker, not a sentence.
+    if lowered in _SOMETIMES_FINAL:
+        return next_token is None or next_token[:1].isupper()
+    return True
+
+
+def _clause_ending(token: str) -> Ending | None:
+    bare = _bare(token)
+    if bare.endswith((";", ":")):
+        return "semicolon"
+    if bare.endswith((",", "—", "–")):
+        return "comma"
+    return None
+
+
+def _split_long(piece: _Piece) -> list[_Piece]:
+    """Cut a long sentence at clause punctuation, keeping pieces of a sayable size."""
+    if len(piece.words) <= LONG_SENTENCE_WORDS:
+        return [piece]
+    pieces: list[_Piece] = []
+    current: list[str] = []
+    for index, word in enumerate(piece.words):
+        current.append(word)
+        ending = _clause_ending(word)
+        remaining = len(piece.words) - index - 1
+        if ending and len(current) >= MIN_CLAUSE_WORDS and remaining >= MIN_CLAUSE_WORDS // 2:
+            pieces.append(_Piece(current, ending))
+            current = []
+    pieces.append(_Piece(current, piece.ending, piece.paragraph_after))
+    return pieces
+
+
+def _tokens_with_breaks(text: str) -> list[tuple[str, int]]:
+    """Whitespace-separated tokens, each with the number of line breaks after it.
+
+    Tokens come from ``str.split`` so the plan loses no word of the text.
+    """
+    tokens = text.split()
+    result: list[tuple[str, int]] = []
+    position = 0
+    for index, token in enumerate(tokens):
+        start = text.index(token, position)
+        position = start + len(token)
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        gap_end = text.index(following, position) if following is not None else len(text)
+        gap = text[position:gap_end]
+        breaks = len(_LINE_BREAK.findall(gap)) + 2 * gap.count(_PARAGRAPH_BREAK)
+        result.append((token, breaks))
+    return result
+
+
+def _pieces(text: str) -> list[_Piece]:
+    tokens = _tokens_with_breaks(text)
+    pieces: list[_Piece] = []
+    current = _Piece()
+    for index, (token, breaks) in enumerate(tokens):
+        next_token = tokens[index + 1][0] if index + 1 < len(tokens) else None
+        words_so_far = len(current.words)
+        current.words.append(token)
+        ending = _sentence_ending(token)
+        if ending is not None and not _ends_sentence(token, next_token, words_so_far):
+            ending = None
+        if ending is not None or breaks or next_token is None:
+            current.ending = ending or ("line" if breaks else "none")
+            current.paragraph_after = breaks >= 2
+            pieces.extend(_split_long(current))
+            current = _Piece()
+    return pieces
+
+
+def _spoken_weight(word: str) -> float:
+    """How many plain words saying ``word`` is worth: numbers and jargon take longer."""
+    weight = 0.0
+    for number in _NUMBER.findall(word):
+        digits = sum(ch.isdigit() for ch in number)
+        separators = len(number) - digits
+        # "2024" is "twenty twenty-four", "3.14" is "three point one four".
+        weight += max(1.0, 0.6 * digits + 0.5 * separators)
+    letters = sum(ch.isalpha() for ch in word)
+    if letters:
+        weight += 1.5 if letters > _LONG_WORD_LETTERS else 1.0
+    weight += sum(1.0 for ch in word if ch in _SPOKEN_SYMBOLS)
+    return weight
+
+
+def _tempo(words: list[str], pieces: list[_Piece]) -> float:
+    """1.0 for plain prose; slower for questions and dense text, faster for short cheers."""
+    tempo = 1.0
+    dense = sum(
+        1
+        for word in words
+        if any(ch.isdigit() for ch in word) or sum(ch.isalpha() for ch in word) > _LONG_WORD_LETTERS
+    )
+    density = dense / len(words)
+    tempo -= min(density, 0.5) * 0.3
+    if len(words) > 60:
+        tempo -= 0.03
+    if any(piece.ending == "question" for piece in pieces):
+        tempo -= 0.05
+    if len(words) <= 12 and any(piece.ending == "exclamation" for piece in pieces):
+        tempo += 0.1
+    return round(min(max(tempo, MIN_TEMPO), MAX_TEMPO), 3)
+
+
+def _pause(piece: _Piece) -> float:
+    pause = _PAUSES[piece.ending]
+    if piece.paragraph_after:
+        pause = max(pause, _PAUSES["paragraph"])
+    return pause
+
+
+def plan_speech(
+    text: str, turn_id: str, words_per_second: float = DEFAULT_WORDS_PER_SECOND
+) -> SpeechPlan:
+    """Cut ``text`` into spoken segments with durations, pauses and a tempo.
+
+    ``words_per_second`` is the speaking rate at tempo 1.0. Durations are in
+    seconds at the plan's tempo; the last segment has no pause after it.
+    ``average_words_per_second`` counts speaking time only, not pauses.
+    Blank text gives a plan without segments.
+    """
+    if words_per_second <= 0:
+        raise ValueError(f"words_per_second must be positive, got {words_per_second}")
+    words = text.split()
+    if not words:
+        return SpeechPlan(turn_id=turn_id, text=text)
+    pieces = _pieces(text)
+    tempo = _tempo(words, pieces)
+    rate = words_per_second * tempo
+    segments: list[SpeechSegment] = []
+    for index, piece in enumerate(pieces):
+        weight = sum(_spoken_weight(word) for word in piece.words)
+        inner_commas = sum(1 for word in piece.words[:-1] if _clause_ending(word))
+        duration = weight / rate + inner_commas * _INNER_COMMA_SECONDS
+        last = index == len(pieces) - 1
+        segments.append(
+            SpeechSegment(
+                text=" ".join(piece.words),
+                estimated_duration=round(duration, 3),
+                pause_after=0.0 if last else _pause(piece),
+            )
+        )
+    speaking_time = sum(segment.estimated_duration for segment in segments)
+    average = len(words) / speaking_time if speaking_time > 0 else 0.0
+    return SpeechPlan(
+        turn_id=turn_id,
+        text=text,
+        segments=segments,
+        average_words_per_second=round(average, 3),
+        tempo=tempo,
+    )
+
+
+def _words_per_second(turn: Turn) -> float:
+    """The configured speaking rate; services or settings are absent in some tests."""
+    settings = turn.services.settings if turn.services is not None else None
+    if settings is None:
+        return DEFAULT_WORDS_PER_SECOND
+    # Settings objects built before the speech section existed lack it.
+    speech_settings = getattr(settings, "speech", None)
+    rate = getattr(speech_settings, "words_per_second", None)
+    if isinstance(rate, int | float) and rate > 0:
+        return float(rate)
+    return DEFAULT_WORDS_PER_SECOND
+
+
+@hookimpl(trylast=True)
+def mongars_plan_speech(turn: Turn, text: str) -> SpeechPlan:
+    """The bundled planner: a plan for ``text`` at the configured speaking rate."""
+    return plan_speech(text, turn.turn_id, _words_per_second(turn))

@@ -1,0 +1,194 @@
+"""Shared fixtures: settings in a temporary data dir, real databases, small fake plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import pytest
+from sqlalchemy.engine import make_url
+
+from mongars_core import hookimpl
+from mongars_core.hookspecs import Register
+from mongars_core.pipeline import Assistant
+from mongars_core.plugins import build_plugin_manager
+from mongars_core.settings import Settings
+from mongars_core.types import GenerationRequest
+
+POSTGRES_URL = os.environ.get(
+    "MONGARS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+MODEL_CACHE = Path(
+    os.environ.get("MONGARS_TEST_CACHE_DIR") or platformdirs.user_cache_dir("mongars")
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from each test, never from the developer's environment."""
+    for name in list(os.environ):
+        if name.startswith("MONGARS_") and not name.startswith("MONGARS_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    url = make_url(POSTGRES_URL)
+    connection = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _postgres_reachable() -> bool:
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, ImportError) as exc:
+        _postgres_reachable.reason = str(exc)  # type: ignore[attr-defined]
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    return _postgres_reachable()
+
+
+@pytest.fixture
+def postgres_url(postgres_available: bool) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    if not postgres_available:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI")
+        pytest.skip(f"needs the PostgreSQL server at {POSTGRES_URL}")
+    name = f"mongars_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _upgrade(url: str) -> None:
+    from mongars_core.storage.store import Store
+
+    store = Store.connect(url)
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_url: str) -> str:
+    """A PostgreSQL database without any schema (``mongars db upgrade`` not yet run)."""
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using it runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'mongars.sqlite3'}"
+    url = str(request.getfixturevalue("postgres_url"))
+    asyncio.run(_upgrade(url))  # what `mongars db upgrade` does before a server starts
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        cache_dir=MODEL_CACHE,
+        llm={"backend": "instant", "timeout_s": 10, "first_token_timeout_s": 5},
+        memory={"embedder": "none"},
+    )
+
+
+class InstantBackend:
+    """An LLM stand-in that answers at once: echoes what it was given, word by word."""
+
+    def __init__(self, reply: Callable[[GenerationRequest], str] | None = None) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.reply = reply or (lambda request: f"You said: {request.messages[-1].content}")
+
+    async def generate(self, request: GenerationRequest) -> str:
+        return "".join([delta async for delta in self.stream(request)])
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        for index, word in enumerate(self.reply(request).split(" ")):
+            yield word if index == 0 else " " + word
+
+
+class InstantBackendPlugin:
+    """Registers an :class:`InstantBackend` as ``instant``."""
+
+    def __init__(self, backend: InstantBackend | None = None) -> None:
+        self.backend = backend or InstantBackend()
+
+    @hookimpl
+    def mongars_register_llm_backends(self, register: Register, settings: Settings) -> None:
+        register("instant", self.backend)
+
+
+@pytest.fixture
+def instant() -> InstantBackendPlugin:
+    return InstantBackendPlugin()
+
+
+BUNDLED_WITHOUT_MODELS = ["memory", "reasoning", "curiosity", "personality", "speech"]
+
+
+@pytest.fixture
+async def make_assistant(
+    settings: Settings, database_url: str, instant: InstantBackendPlugin
+) -> AsyncIterator[Callable[..., Any]]:
+    """Build assistants with the bundled plugins (minus the cuda one) plus ``extra``.
+
+    Each is closed when the test ends.
+    """
+    made: list[Assistant] = []
+
+    async def make(
+        *extra: tuple[str, object], bundled: list[str] | None = None, **overrides: Any
+    ) -> Assistant:
+        chosen = settings.model_copy(update={"database_url": database_url, **overrides})
+        chosen.load_plugins = [
+            *(BUNDLED_WITHOUT_MODELS if bundled is None else bundled),
+            "instant",
+            *(name for name, _ in extra),
+        ]
+        pm = build_plugin_manager(chosen, plugins=[("instant", instant), *extra])
+        assistant = await Assistant.from_settings(chosen, plugin_manager=pm)
+        made.append(assistant)
+        return assistant
+
+    yield make
+    for assistant in made:
+        await assistant.aclose()
+
+
+@pytest.fixture(scope="session")
+def shared_embedder() -> Any:
+    """The real MiniLM embedder, loaded once for the whole run."""
+    from mongars_plugins.cuda.embedder import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    embedder.embed(["warm up"])
+    return embedder

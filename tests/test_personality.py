@@ -1,0 +1,192 @@
+"""The personality plugin learns how a user writes and asks the model to mirror it."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mongars_core.types import Reply, StyleProfile, Turn
+from mongars_plugins.cognition import personality
+from mongars_plugins.cognition.personality import (
+    detect_language,
+    formality_score,
+    observe,
+    style_instructions,
+)
+
+
+class FakeStore:
+    """In-memory stand-in for ``services.store``: one JSON blob per namespace and user."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def get_state(self, namespace: str, user_id: str) -> dict[str, Any] | None:
+        return self.states.get((namespace, user_id))
+
+    async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None:
+        self.states[(namespace, user_id)] = value
+
+
+def make_turn(message: str, store: FakeStore, user_id: str = "alice") -> Turn:
+    return Turn(
+        turn_id="t-1",
+        user_id=user_id,
+        session_id="s-1",
+        message=message,
+        services=types.SimpleNamespace(store=store, settings=None),
+    )
+
+
+def make_reply(turn: Turn) -> Reply:
+    return Reply(
+        turn_id=turn.turn_id,
+        user_id=turn.user_id,
+        session_id=turn.session_id,
+        text="ok",
+        confidence=0.9,
+        backend="fake",
+        created_at=datetime.now(UTC),
+    )
+
+
+def learn(messages: list[str]) -> StyleProfile:
+    profile = StyleProfile()
+    for message in messages:
+        profile = observe(profile, message)
+    return profile
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("What time is it in Tokyo?", "en"),
+        ("Bonjour, comment ça va aujourd'hui ?", "fr"),
+        ("ca va tres bien", "fr"),
+        ("merci", "fr"),
+        ("¿Dónde está la biblioteca?", "es"),
+        ("Hola", "es"),
+        ("Ich habe heute keine Zeit.", "de"),
+        ("Danke schön", "de"),
+        ("Ciao, come stai?", "it"),
+        ("Olá, tudo bem?", "pt"),
+    ],
+)
+def test_detect_language_recognises_short_everyday_texts(text: str, language: str) -> None:
+    assert detect_language(text) == language
+
+
+@pytest.mark.parametrize("text", ["", "ok", "👍", "12345"])
+def test_detect_language_defaults_to_english_without_evidence(text: str) -> None:
+    assert detect_language(text) == "en"
+
+
+def test_casual_text_scores_lower_than_neutral_and_formal_text() -> None:
+    casual = formality_score("hey lol gonna grab food, u coming?? 😂")
+    neutral = formality_score("I went to the market yesterday.")
+    formal = formality_score(
+        "Dear Sir, would you please send me the quarterly report by Friday? Thank you."
+    )
+    assert casual < neutral < formal
+    assert casual >= 0.0
+    assert formal <= 1.0
+
+
+def test_french_tu_reads_less_formal_than_vous() -> None:
+    assert formality_score("Tu peux m'aider ?") < formality_score("Pouvez-vous m'aider ?")
+
+
+def test_observe_returns_an_updated_copy() -> None:
+    profile = StyleProfile()
+    updated = observe(profile, "Hello there, how are you?")
+    assert profile.messages_seen == 0
+    assert updated.messages_seen == 1
+    assert updated.average_words == 5
+    assert updated.question_rate == 1.0
+
+
+def test_observe_ignores_blank_messages() -> None:
+    assert observe(StyleProfile(), "   ") == StyleProfile()
+
+
+def test_observe_averages_the_first_messages_then_adapts() -> None:
+    profile = learn(["one two", "one two three four"])
+    assert profile.average_words == 3
+    # Twenty long messages later the short start no longer dominates.
+    profile = learn(["one two"] * 5 + [" ".join(["word"] * 40)] * 20)
+    assert profile.average_words > 35
+
+
+def test_observe_keeps_the_language_when_a_message_has_no_evidence() -> None:
+    profile = learn(["Bonjour, je voudrais un café.", "ok"])
+    assert profile.language == "fr"
+
+
+def test_no_instructions_before_any_message() -> None:
+    assert style_instructions(StyleProfile()) == []
+
+
+def test_instructions_for_a_casual_french_emoji_user() -> None:
+    profile = learn(["salut ! tu fais quoi ce soir ? 😀", "mdr trop bien 😂", "ouais à demain !"])
+    instructions = style_instructions(profile)
+    assert instructions[0] == "Reply in French."
+    assert "Keep the reply short: the user writes about 4 words per message." in instructions
+    assert "Use a casual, friendly tone." in instructions
+    assert "Address the user as « tu »." in instructions
+    assert any("emoji" in line and "Avoid" not in line for line in instructions)
+
+
+def test_instructions_for_a_formal_english_long_writer() -> None:
+    message = (
+        "Dear assistant, I would be grateful if you could explain, in some detail, how the "
+        "proposed changes to the pension regulations will affect employees who joined the "
+        "company before the merger. Would you please also outline the options available to "
+        "them? Thank you."
+    )
+    instructions = style_instructions(learn([message, message]))
+    assert not any(line.startswith("Reply in") for line in instructions)
+    assert any(line.startswith("The user writes at length") for line in instructions)
+    assert "Use a formal, polite tone." in instructions
+    assert "Avoid emoji." in instructions
+
+
+def test_first_french_message_is_answered_in_french() -> None:
+    turn = make_turn("Bonjour, pouvez-vous m'aider avec mon code ?", FakeStore())
+    instructions = asyncio.run(personality.mongars_style_instructions(turn))
+    assert "Reply in French." in instructions
+
+
+def test_turn_completed_saves_the_profile_and_the_next_turn_uses_it() -> None:
+    store = FakeStore()
+    first = make_turn("yo lol u up? 😂", store)
+    asyncio.run(personality.mongars_turn_completed(first, make_reply(first)))
+
+    saved = store.states[("style", "alice")]
+    assert StyleProfile.model_validate(saved).messages_seen == 1
+
+    second = make_turn("ok", store)
+    instructions = asyncio.run(personality.mongars_style_instructions(second))
+    assert "Use a casual, friendly tone." in instructions
+    assert any("emoji" in line and "Avoid" not in line for line in instructions)
+    # Answering does not learn; only a completed turn does.
+    assert StyleProfile.model_validate(store.states[("style", "alice")]).messages_seen == 1
+
+
+def test_profiles_are_kept_per_user() -> None:
+    store = FakeStore()
+    turn = make_turn("Bonjour tout le monde !", store, user_id="alice")
+    asyncio.run(personality.mongars_turn_completed(turn, make_reply(turn)))
+    assert ("style", "bob") not in store.states
+    assert asyncio.run(personality.mongars_style_instructions(make_turn("", store, "bob"))) == []
+
+
+def test_an_unreadable_stored_profile_starts_over() -> None:
+    store = FakeStore()
+    store.states[("style", "alice")] = {"messages_seen": "many"}
+    turn = make_turn("Hello there.", store)
+    asyncio.run(personality.mongars_turn_completed(turn, make_reply(turn)))
+    assert StyleProfile.model_validate(store.states[("style", "alice")]).messages_seen == 1

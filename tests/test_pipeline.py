@@ -1,0 +1,277 @@
+"""The conversation pipeline, with the bundled plugins and an instant stand-in LLM.
+
+Every test here runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from mongars_core import hookimpl
+from mongars_core.errors import (
+    BackendError,
+    EmptyMessageError,
+    GenerationTimeoutError,
+    InvalidUserIdError,
+    MessageTooLongError,
+    UnknownBackendError,
+    UnknownUserError,
+)
+from mongars_core.types import GenerationRequest, Memory, Turn
+from tests.conftest import InstantBackend, InstantBackendPlugin
+
+STAGES = {
+    "history",
+    "recall",
+    "gaps",
+    "reason",
+    "style",
+    "generate",
+    "adapt",
+    "speech",
+    "persist",
+    "remember",
+    "observe",
+}
+
+
+async def test_a_turn_runs_every_stage_and_is_stored(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    reply = await assistant.chat("alice", "  Hello there, how are you?  ", session_id="s1")
+
+    assert reply.text == "You said: Hello there, how are you?"
+    assert reply.user_id == "alice" and reply.session_id == "s1" and reply.backend == "instant"
+    assert set(reply.timings) >= STAGES
+    assert reply.speech is not None and reply.speech.segments
+    assert reply.speech.turn_id == reply.turn_id
+    assert 0 < reply.confidence <= 1
+    assert reply.warnings == []
+    history = await assistant.history("alice")
+    assert [(turn.message, turn.reply) for turn in history] == [
+        ("Hello there, how are you?", reply.text)
+    ]
+
+
+async def test_stream_yields_tokens_then_the_reply(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    events = [event async for event in assistant.stream("alice", "one two three")]
+
+    tokens = [event.delta for event in events if event.type == "token"]
+    assert len(tokens) == 5
+    assert "".join(tokens) == "You said: one two three"
+    assert events[-1].type == "reply" and events[-1].reply is not None
+    assert events[-1].reply.text == "You said: one two three"
+
+
+async def test_session_history_reaches_the_model(
+    make_assistant: Any, instant: InstantBackendPlugin
+) -> None:
+    assistant = await make_assistant()
+    await assistant.chat("alice", "first message", session_id="s1")
+    await assistant.chat("alice", "other session", session_id="s2")
+    await assistant.chat("alice", "second message", session_id="s1")
+
+    messages = instant.backend.requests[-1].messages
+    contents = [(message.role, message.content) for message in messages[1:]]
+    assert contents == [
+        ("user", "first message"),
+        ("assistant", "You said: first message"),
+        ("user", "second message"),
+    ]
+
+
+async def test_reasoning_facts_reach_the_model_and_the_reply(
+    make_assistant: Any, instant: InstantBackendPlugin
+) -> None:
+    instant.backend.reply = lambda request: "I think it is 370."
+    assistant = await make_assistant()
+    reply = await assistant.chat("alice", "What is 17 * 23?")
+
+    assert [hint.result for hint in reply.reasoning] == ["391"]
+    assert "17 * 23 = 391" in instant.backend.requests[-1].messages[0].content
+    assert "391" in reply.text
+
+
+async def test_a_fact_is_recalled_in_a_new_session_for_the_same_user_only(
+    make_assistant: Any, instant: InstantBackendPlugin
+) -> None:
+    assistant = await make_assistant()
+    await assistant.chat("alice", "My sister's name is Amélie", session_id="monday")
+
+    reply = await assistant.chat("alice", "What is my sister's name?", session_id="tuesday")
+    assert [memory.text for memory in reply.memories] == ["My sister's name is Amélie"]
+    assert "Amélie" in instant.backend.requests[-1].messages[0].content
+
+    other = await assistant.chat("bob", "What is my sister's name?", session_id="tuesday")
+    assert other.memories == []
+    assert "Amélie" not in instant.backend.requests[-1].messages[0].content
+
+
+async def test_a_failing_optional_stage_is_reported_and_the_turn_completes(
+    make_assistant: Any,
+) -> None:
+    class BrokenRecall:
+        @hookimpl
+        def mongars_recall(self, turn: Turn) -> list[Memory]:
+            raise RuntimeError("index on fire")
+
+    assistant = await make_assistant(("broken", BrokenRecall()))
+    reply = await assistant.chat("alice", "hello")
+
+    assert reply.text == "You said: hello"
+    assert len(reply.warnings) == 1
+    assert "mongars_recall in plugin 'broken'" in reply.warnings[0]
+    assert "index on fire" in reply.warnings[0]
+
+
+async def test_a_slow_optional_stage_times_out_without_blocking_the_turn(
+    make_assistant: Any,
+) -> None:
+    class SlowReasoner:
+        @hookimpl
+        async def mongars_reason(self, turn: Turn) -> list[Any]:
+            await asyncio.sleep(30)
+            return []
+
+    assistant = await make_assistant(("slow", SlowReasoner()), stage_timeout_s=0.2)
+    reply = await assistant.chat("alice", "hello")
+
+    assert reply.text == "You said: hello"
+    assert any("TimeoutError" in warning for warning in reply.warnings)
+
+
+async def test_adapt_reply_transforms_are_chained(make_assistant: Any) -> None:
+    class Upper:
+        @hookimpl
+        def mongars_adapt_reply(self, turn: Turn, text: str) -> str:
+            return text.upper()
+
+    class Exclaim:
+        @hookimpl
+        async def mongars_adapt_reply(self, turn: Turn, text: str) -> str:
+            return text + "!"
+
+    assistant = await make_assistant(("upper", Upper()), ("exclaim", Exclaim()))
+    reply = await assistant.chat("alice", "hi")
+
+    # pluggy order: the last registered runs first.
+    assert reply.text == "YOU SAID: HI!"
+
+
+async def test_a_failing_llm_is_a_clear_error_and_stores_nothing(
+    make_assistant: Any, instant: InstantBackendPlugin
+) -> None:
+    def explode(request: GenerationRequest) -> str:
+        raise ConnectionError("model server gone")
+
+    assistant = await make_assistant()
+    await assistant.chat("alice", "kept")
+    instant.backend.reply = explode
+
+    with pytest.raises(BackendError, match="model server gone"):
+        await assistant.chat("alice", "lost")
+    assert [turn.message for turn in await assistant.history("alice")] == ["kept"]
+    assert [memory.text for memory in await assistant.list_memories("alice")] == ["kept"]
+
+
+async def test_a_hanging_llm_times_out(make_assistant: Any, settings: Any) -> None:
+    class Hanging(InstantBackend):
+        async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+            await asyncio.sleep(3600)
+            yield "never"
+
+    class HangingPlugin(InstantBackendPlugin):
+        @hookimpl
+        def mongars_register_llm_backends(self, register: Any, settings: Any) -> None:
+            register("hanging", self.backend)
+
+    llm = settings.llm.model_copy(update={"first_token_timeout_s": 0.3})
+    assistant = await make_assistant(("hanging", HangingPlugin(Hanging())), llm=llm)
+    with pytest.raises(GenerationTimeoutError, match=r"within 0\.3 s"):
+        await assistant.chat("alice", "hello?", backend="hanging")
+    assert await assistant.history("alice") == []
+
+
+@pytest.mark.parametrize(
+    ("user", "message", "error"),
+    [
+        ("alice", "", EmptyMessageError),
+        ("alice", "   \n\t ", EmptyMessageError),
+        ("alice", "x" * 4001, MessageTooLongError),
+        ("", "hello", InvalidUserIdError),
+        ("alice smith", "hello", InvalidUserIdError),
+        ("a" * 151, "hello", InvalidUserIdError),
+    ],
+)
+async def test_bad_input_is_refused_and_loses_nothing(
+    make_assistant: Any, user: str, message: str, error: type[Exception]
+) -> None:
+    assistant = await make_assistant()
+    await assistant.chat("alice", "kept")
+    with pytest.raises(error):
+        await assistant.chat(user, message)
+    assert [turn.message for turn in await assistant.history("alice")] == ["kept"]
+
+
+async def test_unknown_backend_and_unknown_user(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    with pytest.raises(UnknownBackendError, match=r"no LLM backend named .gpt-9.*instant"):
+        await assistant.chat("alice", "hello", backend="gpt-9")
+    with pytest.raises(UnknownUserError, match="nobody"):
+        await assistant.list_memories("nobody")
+
+
+async def test_closing_the_stream_early_stores_nothing(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    stream = assistant.stream("alice", "one two three four")
+    first = await anext(stream)
+    await stream.aclose()
+
+    assert first.type == "token"
+    assert await assistant.history("alice") == []
+
+
+async def test_memories_can_be_listed_and_deleted(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    await assistant.chat("alice", "I love sailing on the lake")
+    await assistant.chat("alice", "My cat is called Pixel")
+    memories = await assistant.list_memories("alice")
+    assert [memory.text for memory in memories] == [
+        "I love sailing on the lake",
+        "My cat is called Pixel",
+    ]
+
+    await assistant.delete_memory("alice", memories[1].id)
+    reply = await assistant.chat("alice", "What is my cat called?")
+    assert all("Pixel" not in memory.text for memory in reply.memories)
+
+    assert await assistant.delete_memories("alice") == 2
+    assert await assistant.list_memories("alice") == []
+
+
+async def test_another_users_memory_cannot_be_deleted(make_assistant: Any) -> None:
+    from mongars_core.errors import MemoryNotFoundError
+
+    assistant = await make_assistant()
+    await assistant.chat("alice", "secret plans")
+    await assistant.chat("bob", "hello")
+    alice_memory = (await assistant.list_memories("alice"))[0]
+
+    with pytest.raises(MemoryNotFoundError):
+        await assistant.delete_memory("bob", alice_memory.id)
+    assert len(await assistant.list_memories("alice")) == 1
+
+
+async def test_style_is_learned_and_persisted_across_assistants(make_assistant: Any) -> None:
+    first = await make_assistant()
+    for message in ["salut, ça va ? je suis à la maison", "merci beaucoup, c'est très bien"]:
+        await first.chat("alice", message)
+    await first.aclose()
+
+    second = await make_assistant()
+    reply = await second.chat("alice", "ok")
+    assert any("French" in instruction for instruction in reply.style_instructions)
