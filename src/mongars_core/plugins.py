@@ -238,17 +238,20 @@ class PluginHost:
 
     def plugin_infos(self) -> list[PluginInfo]:
         """Every registered plugin with its distribution, version and hooks."""
-        dists = {plugin: dist for plugin, dist in self.pm.list_plugin_distinfo()}
+        dists = {
+            entry_point.name: entry_point.dist
+            for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        }
         infos = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
             if plugin is None:
                 continue
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
-            dist = dists.get(plugin)
+            dist = dists.get(name)
             infos.append(
                 PluginInfo(
                     name=name,
-                    distribution=dist.project_name if dist else _distribution_of(plugin),
+                    distribution=dist.name if dist else None,
                     version=dist.version if dist else None,
                     hooks=hooks,
                 )
@@ -278,10 +281,3 @@ class PluginHost:
         if inspect.isawaitable(result):
             result = await asyncio.wait_for(result, timeout)
         return result
-
-
-def _distribution_of(plugin: object) -> str | None:
-    module = getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "")
-    top = str(module).split(".")[0]
-    names = metadata.packages_distributions().get(top)
-    return names[0] if names else None

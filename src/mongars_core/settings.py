@@ -130,10 +130,10 @@ class Settings(BaseSettings):
     stage_timeout_s: float = Field(
         10.0, gt=0, description="Deadline for each optional pipeline stage."
     )
-    llm: LLMSettings = Field(default_factory=LLMSettings)  # type: ignore[arg-type]
-    memory: MemorySettings = Field(default_factory=MemorySettings)  # type: ignore[arg-type]
-    local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
-    speech: SpeechSettings = Field(default_factory=SpeechSettings)  # type: ignore[arg-type]
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
 
     _split_plugin_lists = field_validator("load_plugins", "disable_plugins", mode="before")(
         _split_names

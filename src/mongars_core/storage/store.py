@@ -205,7 +205,7 @@ class Store:
             return []
         query = (
             select(TurnRecord)
-            .where(TurnRecord.user_id == user_id, TurnRecord.session_id == session_id)
+            .where(col(TurnRecord.user_id) == user_id, col(TurnRecord.session_id) == session_id)
             .order_by(col(TurnRecord.id).desc())
             .limit(limit)
         )
@@ -217,7 +217,7 @@ class Store:
         """A user's turns across sessions, newest first."""
         query = (
             select(TurnRecord)
-            .where(TurnRecord.user_id == user_id)
+            .where(col(TurnRecord.user_id) == user_id)
             .order_by(col(TurnRecord.id).desc())
             .limit(limit)
         )
@@ -262,7 +262,7 @@ class Store:
         self, user_id: str, *, include_expired: bool = False, limit: int | None = None
     ) -> list[MemoryRecord]:
         """A user's memories, oldest first."""
-        query = select(MemoryRecord).where(MemoryRecord.user_id == user_id)
+        query = select(MemoryRecord).where(col(MemoryRecord.user_id) == user_id)
         if not include_expired:
             now = utcnow()
             query = query.where(
@@ -283,7 +283,7 @@ class Store:
         async with self.session() as session:
             result = await session.execute(
                 delete(MemoryRecord).where(
-                    col(MemoryRecord.id) == memory_id, MemoryRecord.user_id == user_id
+                    col(MemoryRecord.id) == memory_id, col(MemoryRecord.user_id) == user_id
                 )
             )
             await session.commit()
@@ -293,7 +293,7 @@ class Store:
     async def delete_memories(self, user_id: str) -> int:
         async with self.session() as session:
             result = await session.execute(
-                delete(MemoryRecord).where(MemoryRecord.user_id == user_id)
+                delete(MemoryRecord).where(col(MemoryRecord.user_id) == user_id)
             )
             await session.commit()
         return int(getattr(result, "rowcount", 0))
@@ -305,21 +305,21 @@ class Store:
         """
         now = utcnow()
         async with self.session() as session:
-            expired = select(MemoryRecord.id).where(
-                MemoryRecord.user_id == user_id, col(MemoryRecord.expires_at) <= now
+            expired = select(col(MemoryRecord.id)).where(
+                col(MemoryRecord.user_id) == user_id, col(MemoryRecord.expires_at) <= now
             )
-            doomed = [int(row) for row in (await session.execute(expired)).scalars().all()]
-            count_query = select(func.count()).where(MemoryRecord.user_id == user_id)
+            doomed = [row for row in (await session.execute(expired)).scalars().all() if row]
+            count_query = select(func.count()).where(col(MemoryRecord.user_id) == user_id)
             total = int((await session.execute(count_query)).scalar_one()) - len(doomed)
             if total > capacity:
                 oldest = (
-                    select(MemoryRecord.id)
-                    .where(MemoryRecord.user_id == user_id)
-                    .where(col(MemoryRecord.id).not_in(doomed) if doomed else True)
+                    select(col(MemoryRecord.id))
+                    .where(col(MemoryRecord.user_id) == user_id)
+                    .where(col(MemoryRecord.id).not_in(doomed))
                     .order_by(col(MemoryRecord.id))
                     .limit(total - capacity)
                 )
-                doomed += [int(row) for row in (await session.execute(oldest)).scalars().all()]
+                doomed += [row for row in (await session.execute(oldest)).scalars().all() if row]
             if doomed:
                 await session.execute(delete(MemoryRecord).where(col(MemoryRecord.id).in_(doomed)))
                 await session.commit()
@@ -353,13 +353,26 @@ def _create_engine(url: str) -> AsyncEngine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    wanted = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}.get(backend)
+    if wanted is None:
+        raise ConfigurationError(
+            f"unsupported database {backend!r} in {url!r}: use sqlite+aiosqlite:// "
+            "or postgresql+asyncpg://"
+        )
+    if driver != wanted:
+        raise ConfigurationError(
+            f"database URL {parsed.render_as_string(hide_password=True)!r} uses driver "
+            f"{driver!r}; monGARS talks to {backend} through {backend}+{wanted}://"
+        )
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
-    except ModuleNotFoundError as exc:
-        extra = "postgres" if "asyncpg" in str(exc) else "all"
-        raise MissingDependencyError(exc.name or str(exc), extra) from exc
+        engine = create_async_engine(parsed, pool_pre_ping=backend != "sqlite")
+    except ImportError as exc:
+        raise MissingDependencyError(
+            wanted, "postgres" if backend == "postgresql" else "all"
+        ) from exc
     except (ArgumentError, SQLAlchemyError) as exc:
         raise ConfigurationError(f"unusable database URL {url!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
