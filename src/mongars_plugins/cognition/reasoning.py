@@ -33,15 +33,18 @@ _NUMBER = re.compile(
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def mongars_reason(turn: Turn) -> list[ReasoningHint]:
     """Arithmetic, unit and date facts computed from ``turn.message``."""
     return find_hints(turn.message)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
     """Prepend each verified fact of ``turn.reasoning`` that the reply doesn't state.
+
+    Runs first among reply transforms (``tryfirst``) so it judges the model's
+    own words, before other plugins reshape them.
 
     A number counts as stated when the reply holds it in any common form ("391",
     "391.0", "1,000" for 1000) to the precision the reply writes it, within 1%;

