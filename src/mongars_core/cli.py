@@ -15,13 +15,14 @@ from functools import wraps
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from mongars_core.errors import MongarsError
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
-from mongars_core.settings import Settings
+from mongars_core.settings import Settings, describe_invalid_settings
 from mongars_core.storage.store import Store
 
 app = typer.Typer(
@@ -36,7 +37,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(memories_app, name="memories")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -69,8 +70,8 @@ def _command(function: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 def _settings() -> Settings:
     try:
         return Settings()
-    except ValueError as exc:
-        raise fail(f"invalid settings: {exc}") from None
+    except ValidationError as exc:
+        raise fail(f"invalid settings: {describe_invalid_settings(exc)}") from None
 
 
 @app.callback()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -164,3 +164,12 @@ class Settings(BaseSettings):
 
     def models_dir(self) -> Path:
         return self.local.model_dir or self.cache_dir / "models"
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable."""
+    problems = []
+    for item in error.errors():
+        name = "MONGARS_" + "__".join(str(part).upper() for part in item["loc"])
+        problems.append(f"{name}: {item['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,121 @@
+"""The ``mongars`` command as a user runs it: a real subprocess, real files and databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mongars_core.pipeline import Assistant
+from mongars_core.plugins import build_plugin_manager
+from mongars_core.settings import Settings
+from tests.conftest import InstantBackendPlugin
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """No model and no embedder: these tests are about the command, not generation."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
+    base.update(
+        MONGARS_DATA_DIR=str(tmp_path / "data"),
+        MONGARS_CACHE_DIR=str(tmp_path / "cache"),
+        MONGARS_MEMORY__EMBEDDER="none",
+        MONGARS_DISABLE_PLUGINS="cuda",
+    )
+    return base
+
+
+def mongars(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mongars_core", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and text in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env", "text"),
+    [
+        (["chat", "--message", ""], {}, "the message is empty"),
+        (["chat", "--message", "   "], {}, "the message is empty"),
+        (["chat", "--message", "x" * 50], {"MONGARS_MAX_MESSAGE_CHARS": "10"}, "limit is 10"),
+        (["chat", "--user", "a b", "--message", "hi"], {}, "invalid user id 'a b'"),
+        (["chat", "--message", "hi"], {}, "no LLM backend named 'local'"),
+        (["chat", "--backend", "nope", "--message", "hi"], {}, "no LLM backend named 'nope'"),
+        (
+            ["chat", "--message", "hi"],
+            {"MONGARS_DATABASE_URL": "postgresql+asyncpg://x:pw@127.0.0.1:1/db"},
+            "cannot reach the database at postgresql+asyncpg://x:***@127.0.0.1:1/db",
+        ),
+        (["memories", "list", "--user", "nobody"], {}, "no user 'nobody'"),
+        (
+            ["chat", "--message", "hi"],
+            {"MONGARS_MAX_MESSAGE_CHARS": "many"},
+            "invalid settings: MONGARS_MAX_MESSAGE_CHARS: Input should be a valid integer",
+        ),
+    ],
+)
+def test_bad_input_gives_one_error_line_and_no_traceback(
+    env: dict[str, str], args: list[str], extra_env: dict[str, str], text: str
+) -> None:
+    assert_one_line_error(mongars(*args, env={**env, **extra_env}), text)
+
+
+def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
+    result = mongars("plugins", env={**env, "MONGARS_DISABLE_PLUGINS": ""})
+    assert result.returncode == 0, result.stderr
+    for name in ("memory", "reasoning", "curiosity", "personality", "speech", "cuda"):
+        assert name in result.stdout
+    assert "mongars" in result.stdout and "0.1.0" in result.stdout
+
+
+async def test_memories_can_be_listed_and_deleted_from_the_command_line(
+    env: dict[str, str], tmp_path: Path, instant: InstantBackendPlugin
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        llm={"backend": "instant"},
+        memory={"embedder": "none"},
+        load_plugins=["memory", "instant"],
+    )
+    pm = build_plugin_manager(settings, plugins=[("instant", instant)])
+    async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
+        await assistant.chat("alice", "My sister's name is Amélie")
+        await assistant.chat("alice", "I live in Lyon")
+
+    listed = mongars("memories", "list", "--user", "alice", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    memories = json.loads(listed.stdout)
+    assert [memory["text"] for memory in memories] == [
+        "My sister's name is Amélie",
+        "I live in Lyon",
+    ]
+
+    deleted = mongars("memories", "delete", str(memories[0]["id"]), "--user", "alice", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    again = mongars("memories", "delete", str(memories[0]["id"]), "--user", "alice", env=env)
+    assert_one_line_error(again, f"no memory {memories[0]['id']}")
+    remaining = json.loads(mongars("memories", "list", "-u", "alice", "--json", env=env).stdout)
+    assert [memory["text"] for memory in remaining] == ["I live in Lyon"]
+
+
+@pytest.mark.postgres
+def test_db_upgrade_migrates_postgres(env: dict[str, str], empty_postgres_url: str) -> None:
+    result = mongars("db", "upgrade", env={**env, "MONGARS_DATABASE_URL": empty_postgres_url})
+    assert result.returncode == 0, result.stderr
+    assert "is at revision 0001" in result.stdout
