@@ -1,0 +1,1 @@
+"""monGARS bundled plugins, each registered through the ``mongars`` entry-point group."""
