@@ -38,7 +38,7 @@ def make_turn(message: str, store: FakeStore, user_id: str = "alice") -> Turn:
         user_id=user_id,
         session_id="s-1",
         message=message,
-        services=types.SimpleNamespace(store=store, settings=None),
+        services=types.SimpleNamespace(store=store, settings=None, stash={}),
     )
 
 

@@ -114,7 +114,9 @@ def mongars_shutdown(services: Any) -> MaybeAwaitable:
 def mongars_recall(turn: Turn) -> MaybeAwaitable:
     """Recall long-term memories relevant to ``turn.message``.
 
-    Stage 2 of a turn, after the short-term history is loaded. Returns a list
+    Stage 2 of a turn. It runs while the short-term history loads, so
+    ``turn.history`` may still be empty; reasoning and style run beside it
+    too. Returns a list
     of :class:`~mongars_core.types.Memory` (or an awaitable of one); every
     plugin's list is merged, de-duplicated, ranked by ``score`` and cut to
     ``settings.memory.recall_limit`` items and ``recall_token_budget``

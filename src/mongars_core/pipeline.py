@@ -36,6 +36,7 @@ from mongars_core.storage.models import MemoryRecord
 from mongars_core.storage.store import Store
 from mongars_core.types import (
     GenerationRequest,
+    Memory,
     Reply,
     SpeechPlan,
     StreamEvent,
@@ -172,11 +173,6 @@ class Assistant:
             message=text,
             services=self.services,
         )
-        with _timed(timings, "history"):
-            await self.store.ensure_user(user_id)
-            turn.history = await self.store.recent_turns(
-                user_id, turn.session_id, self.settings.history_turns
-            )
         await self._prepare(turn, timings, failures)
 
         request = GenerationRequest(
@@ -216,28 +212,52 @@ class Assistant:
             style_instructions=turn.style_instructions,
             speech=speech if isinstance(speech, SpeechPlan) else None,
         )
-        with _timed(timings, "persist"):
-            await self.store.add_turn(
-                turn_id=turn.turn_id,
-                user_id=user_id,
-                session_id=turn.session_id,
-                message=text,
-                reply=final_text,
-                confidence=reply.confidence,
-                backend=backend_name,
-                meta={
-                    "memories": [memory.id for memory in turn.memories],
-                    "reasoning": [hint.as_fact() for hint in turn.reasoning],
-                    "gaps": [gap.topic for gap in turn.gaps],
-                },
-            )
-        with _timed(timings, "remember"):
-            await self.plugins.gather("mongars_remember", failures, turn=turn, reply=reply)
-        with _timed(timings, "observe"):
-            await self.plugins.gather("mongars_turn_completed", failures, turn=turn, reply=reply)
+        await self._finish(turn, reply, backend_name, timings, failures)
         reply.timings = dict(timings)
         reply.warnings = [failure.describe() for failure in failures]
         yield StreamEvent(type="reply", reply=reply)
+
+    async def _finish(
+        self,
+        turn: Turn,
+        reply: Reply,
+        backend_name: str,
+        timings: dict[str, float],
+        failures: list[HookFailure],
+    ) -> None:
+        """Stages 9-10, side by side: persist the turn, remember, observe.
+
+        A failure to persist raises; the optional stages only report theirs.
+        """
+
+        async def persist() -> None:
+            with _timed(timings, "persist"):
+                await self.store.add_turn(
+                    turn_id=turn.turn_id,
+                    user_id=turn.user_id,
+                    session_id=turn.session_id,
+                    message=turn.message,
+                    reply=reply.text,
+                    confidence=reply.confidence,
+                    backend=backend_name,
+                    meta={
+                        "memories": [memory.id for memory in turn.memories],
+                        "reasoning": [hint.as_fact() for hint in turn.reasoning],
+                        "gaps": [gap.topic for gap in turn.gaps],
+                    },
+                )
+
+        async def remember() -> None:
+            with _timed(timings, "remember"):
+                await self.plugins.gather("mongars_remember", failures, turn=turn, reply=reply)
+
+        async def observe() -> None:
+            with _timed(timings, "observe"):
+                await self.plugins.gather(
+                    "mongars_turn_completed", failures, turn=turn, reply=reply
+                )
+
+        await asyncio.gather(persist(), remember(), observe())
 
     async def history(self, user_id: str, limit: int = 50) -> list[Any]:
         """A user's turns across sessions, newest first."""
@@ -302,12 +322,26 @@ class Assistant:
     async def _prepare(
         self, turn: Turn, timings: dict[str, float], failures: list[HookFailure]
     ) -> None:
-        """Stages 2-5: recall, then gaps and research, beside reasoning and style."""
+        """Stages 1-5: history and recall, then gaps and research; beside them
+        reasoning and style. Only gap detection needs what the others found."""
+
+        async def load_history() -> None:
+            with _timed(timings, "history"):
+                await self.store.ensure_user(turn.user_id)
+                turn.history = await self.store.recent_turns(
+                    turn.user_id, turn.session_id, self.settings.history_turns
+                )
+
+        async def recall() -> list[Memory]:
+            with _timed(timings, "recall"):
+                found: list[Memory] = await self.plugins.gather_lists(
+                    "mongars_recall", failures, turn=turn
+                )
+                return found
 
         async def recall_and_research() -> None:
-            with _timed(timings, "recall"):
-                memories = await self.plugins.gather_lists("mongars_recall", failures, turn=turn)
-                turn.memories = select_memories(memories, turn, self.settings.memory)
+            _, memories = await asyncio.gather(load_history(), recall())
+            turn.memories = select_memories(memories, turn, self.settings.memory)
             with _timed(timings, "gaps"):
                 turn.gaps = await self.plugins.gather_lists(
                     "mongars_find_gaps", failures, turn=turn

@@ -20,6 +20,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import delete, event, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -69,6 +71,8 @@ class Store:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self.engine = engine
         self.url = url
+        # Users are never deleted yet, so one that exists stays known.
+        self._known_users: set[str] = set()
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool | None = None) -> Store:
@@ -161,14 +165,28 @@ class Store:
     # -- users -----------------------------------------------------------------------
 
     async def ensure_user(self, user_id: str) -> None:
+        if user_id in self._known_users:
+            return
+        statement = self._insert(UserRecord).values(id=user_id, created_at=utcnow())
         async with self.session() as session:
-            if await session.get(UserRecord, user_id) is None:
-                session.add(UserRecord(id=user_id))
-                await session.commit()
+            await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+            await session.commit()
+        self._known_users.add(user_id)
 
     async def user_exists(self, user_id: str) -> bool:
+        if user_id in self._known_users:
+            return True
         async with self.session() as session:
-            return await session.get(UserRecord, user_id) is not None
+            found = await session.get(UserRecord, user_id) is not None
+        if found:
+            self._known_users.add(user_id)
+        return found
+
+    def _insert(self, table: Any) -> Any:
+        """The dialect's INSERT, which knows ``ON CONFLICT`` on SQLite and PostgreSQL."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql_insert(table)
+        return sqlite_insert(table)
 
     # -- turns -----------------------------------------------------------------------
 
@@ -336,15 +354,17 @@ class Store:
         return value
 
     async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None:
+        now = utcnow()
+        blob = json.dumps(value)
+        statement = (
+            self._insert(PluginStateRecord)
+            .values(namespace=namespace, user_id=user_id, value=blob, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["namespace", "user_id"], set_={"value": blob, "updated_at": now}
+            )
+        )
         async with self.session() as session:
-            record = await session.get(PluginStateRecord, (namespace, user_id))
-            if record is None:
-                session.add(
-                    PluginStateRecord(namespace=namespace, user_id=user_id, value=json.dumps(value))
-                )
-            else:
-                record.value = json.dumps(value)
-                record.updated_at = utcnow()
+            await session.execute(statement)
             await session.commit()
 
 

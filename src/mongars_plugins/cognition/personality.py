@@ -297,6 +297,17 @@ async def save_profile(store: StateStore, user_id: str, profile: StyleProfile) -
     await store.put_state(STYLE_NAMESPACE, user_id, profile.model_dump(mode="json"))
 
 
+PROFILE_CACHE = "personality.profiles"
+
+
+async def _cached_profile(services: Any, user_id: str) -> StyleProfile:
+    """The user's profile, read from the store once per assistant and then kept."""
+    cache: dict[str, StyleProfile] = services.stash.setdefault(PROFILE_CACHE, {})
+    if user_id not in cache:
+        cache[user_id] = await load_profile(services.store, user_id)
+    return cache[user_id]
+
+
 @hookimpl(trylast=True)
 async def mongars_style_instructions(turn: Turn) -> list[str]:
     """Mirror the user's style, counting the current message already.
@@ -308,7 +319,7 @@ async def mongars_style_instructions(turn: Turn) -> list[str]:
     if turn.services is None:
         profile = StyleProfile()
     else:
-        profile = await load_profile(turn.services.store, turn.user_id)
+        profile = await _cached_profile(turn.services, turn.user_id)
     return style_instructions(observe(profile, turn.message))
 
 
@@ -317,6 +328,6 @@ async def mongars_turn_completed(turn: Turn, reply: Reply) -> None:
     """Learn from the user's message of the finished turn and save the profile."""
     if turn.services is None:
         return
-    store: StateStore = turn.services.store
-    profile = await load_profile(store, turn.user_id)
-    await save_profile(store, turn.user_id, observe(profile, turn.message))
+    updated = observe(await _cached_profile(turn.services, turn.user_id), turn.message)
+    await save_profile(turn.services.store, turn.user_id, updated)
+    turn.services.stash[PROFILE_CACHE][turn.user_id] = updated

@@ -50,7 +50,8 @@ class Hippocampus:
         )
 
     async def remember(self, user_id: str, session_id: str, turn_id: str, text: str) -> int:
-        vector = await self._embed(text)
+        # Recall embedded this very message as its query: reuse that vector.
+        vector = await self._embed_query(text)
         expires = (
             utcnow() + timedelta(days=self.settings.ttl_days) if self.settings.ttl_days else None
         )

@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -147,18 +146,24 @@ def tokens(text: str) -> list[str]:
     return [word for word in _WORD.findall(folded) if word not in _STOPWORDS]
 
 
-@dataclass
 class _UserMemories:
-    ids: list[int] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    created: list[datetime] = field(default_factory=list)
-    sessions: list[str] = field(default_factory=list)
-    expires: list[datetime | None] = field(default_factory=list)
-    vectors: list[Vector | None] = field(default_factory=list)
-    words: list[Counter[str]] = field(default_factory=list)
-    postings: dict[str, set[int]] = field(default_factory=dict)
-    matrix: Vector | None = None
-    has_vector: npt.NDArray[np.bool_] | None = None
+    """One user's memories: parallel lists, a growable embedding matrix, postings."""
+
+    def __init__(self, dimension: int | None) -> None:
+        self.dimension = dimension
+        self.ids: list[int] = []
+        self.texts: list[str] = []
+        self.created: list[datetime] = []
+        self.sessions: list[str] = []
+        self.expires: list[datetime | None] = []
+        self.postings: dict[str, list[int]] = {}
+        self._posting_arrays: dict[str, npt.NDArray[np.intp]] = {}
+        width = dimension or 0
+        self._matrix: Vector = np.zeros((0, width), dtype=np.float32)
+        self._has_vector: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     def add(
         self,
@@ -175,15 +180,37 @@ class _UserMemories:
         self.created.append(created)
         self.sessions.append(session)
         self.expires.append(expires)
-        self.vectors.append(vector)
-        counts = Counter(tokens(text))
-        self.words.append(counts)
-        for word in counts:
-            self.postings.setdefault(word, set()).add(row)
-        self.matrix = None
+        for word in set(tokens(text)):
+            self.postings.setdefault(word, []).append(row)
+            self._posting_arrays.pop(word, None)
+        if row >= len(self._has_vector):
+            # Grow geometrically so adding a memory is amortised O(dimension).
+            capacity = max(16, 2 * len(self._has_vector))
+            matrix = np.zeros((capacity, self._matrix.shape[1]), dtype=np.float32)
+            matrix[:row] = self._matrix[:row]
+            present = np.zeros(capacity, dtype=bool)
+            present[:row] = self._has_vector[:row]
+            self._matrix, self._has_vector = matrix, present
+        if vector is not None and self.dimension is not None and vector.shape == (self.dimension,):
+            self._matrix[row] = vector
+            self._has_vector[row] = True
 
-    def remove(self, doomed: set[int]) -> _UserMemories:
-        kept = _UserMemories()
+    def vectors(self) -> tuple[Vector, npt.NDArray[np.bool_]]:
+        count = len(self.ids)
+        return self._matrix[:count], self._has_vector[:count]
+
+    def vector(self, row: int) -> Vector | None:
+        return self._matrix[row].copy() if self._has_vector[row] else None
+
+    def rows_with(self, word: str) -> npt.NDArray[np.intp]:
+        array = self._posting_arrays.get(word)
+        if array is None:
+            array = np.fromiter(self.postings[word], dtype=np.intp)
+            self._posting_arrays[word] = array
+        return array
+
+    def without(self, doomed: set[int]) -> _UserMemories:
+        kept = _UserMemories(self.dimension)
         for row, memory_id in enumerate(self.ids):
             if memory_id not in doomed:
                 kept.add(
@@ -192,20 +219,9 @@ class _UserMemories:
                     self.created[row],
                     self.sessions[row],
                     self.expires[row],
-                    self.vectors[row],
+                    self.vector(row),
                 )
         return kept
-
-    def dense(self, dimension: int) -> tuple[Vector, npt.NDArray[np.bool_]]:
-        if self.matrix is None or self.has_vector is None:
-            matrix = np.zeros((len(self.ids), dimension), dtype=np.float32)
-            present = np.zeros(len(self.ids), dtype=bool)
-            for row, vector in enumerate(self.vectors):
-                if vector is not None and vector.shape == (dimension,):
-                    matrix[row] = vector
-                    present[row] = True
-            self.matrix, self.has_vector = matrix, present
-        return self.matrix, self.has_vector
 
 
 class MemoryIndex:
@@ -221,7 +237,7 @@ class MemoryIndex:
         return user_id in self._users
 
     def load(self, user_id: str, rows: Iterable[_Row]) -> None:
-        partition = _UserMemories()
+        partition = _UserMemories(self.dimension)
         for memory_id, text, created, session, expires, vector in rows:
             partition.add(memory_id, text, created, session, expires, vector)
         self._users[user_id] = partition
@@ -243,11 +259,11 @@ class MemoryIndex:
         if memory_ids is None:
             self._users.pop(user_id, None)
         elif user_id in self._users:
-            self._users[user_id] = self._users[user_id].remove(set(memory_ids))
+            self._users[user_id] = self._users[user_id].without(set(memory_ids))
 
     def size(self, user_id: str) -> int:
         partition = self._users.get(user_id)
-        return len(partition.ids) if partition else 0
+        return len(partition) if partition else 0
 
     def cached_query(self, text: str) -> Vector | None:
         vector = self._query_vectors.get(text)
@@ -271,16 +287,19 @@ class MemoryIndex:
     ) -> list[Memory]:
         """The user's best-matching live memories, best first, scores in [0, 1]."""
         partition = self._users.get(user_id)
-        if partition is None or not partition.ids:
+        if partition is None or not len(partition):
             return []
-        count = len(partition.ids)
+        count = len(partition)
         scores = self._lexical(partition, tokens(query), count)
         present: npt.NDArray[np.bool_] | None = None
         if query_vector is not None and self.dimension is not None:
-            matrix, present = partition.dense(self.dimension)
+            matrix, present = partition.vectors()
             semantic = np.clip(matrix @ query_vector, 0.0, 1.0)
             scores = np.where(present, 0.8 * semantic + 0.2 * scores, scores)
-        top = np.argsort(-scores)[: max(limit * 3, limit)]
+        # Look past expired ones without sorting everything.
+        wanted = min(count, limit * 3)
+        top = np.argpartition(-scores, wanted - 1)[:wanted]
+        top = top[np.argsort(-scores[top])]
         found: list[Memory] = []
         for row in top:
             if scores[row] <= 0:
@@ -317,6 +336,5 @@ class MemoryIndex:
         if not weights or total <= 0:
             return scores
         for word, weight in weights.items():
-            for row in partition.postings[word]:
-                scores[row] += weight
+            scores[partition.rows_with(word)] += weight
         return scores / total
