@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -92,4 +93,4 @@ def test_hook_checks_memories_and_history() -> None:
             )
         ],
     )
-    assert [gap.topic for gap in mongars_find_gaps(turn)] == ["Zorblax Quintero"]
+    assert [gap.topic for gap in asyncio.run(mongars_find_gaps(turn))] == ["Zorblax Quintero"]

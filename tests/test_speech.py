@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import types
 
 import pytest
@@ -129,8 +130,8 @@ def make_turn(settings: object) -> Turn:
 def test_hook_uses_the_configured_rate_or_the_default() -> None:
     text = "One two three four five six."
     configured = types.SimpleNamespace(speech=types.SimpleNamespace(words_per_second=5.2))
-    fast = mongars_plan_speech(make_turn(configured), text)
-    default = mongars_plan_speech(make_turn(None), text)
+    fast = asyncio.run(mongars_plan_speech(make_turn(configured), text))
+    default = asyncio.run(mongars_plan_speech(make_turn(None), text))
     assert fast.turn_id == "t-9"
     assert default.segments[0].estimated_duration == pytest.approx(
         2 * fast.segments[0].estimated_duration, rel=0.01

@@ -55,6 +55,9 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except MongarsError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print()
+        raise typer.Exit(130) from None
 
 
 def _command(function: Callable[..., Awaitable[None]]) -> Callable[..., None]:
@@ -151,22 +154,35 @@ async def _one_turn(
 
 
 def progress_reporter() -> Callable[[str, int, int | None], None]:
-    """A ``progress(stage, done, total)`` callback that draws rich progress bars on stderr."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+    """A ``progress(stage, done, total)`` callback that draws rich progress bars on stderr.
+
+    Totals above 10,000 are taken as bytes and shown in MB, smaller ones as steps.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     bars: dict[str, Any] = {}
     state: dict[str, Progress] = {}
 
+    def amount(done: int, total: int | None) -> str:
+        if total is None or total > 10_000:
+            shown = f"{done / 1e6:.1f}"
+            return f"{shown}/{total / 1e6:.1f} MB" if total else f"{shown} MB"
+        return f"{done}/{total}"
+
     def report(stage: str, done: int, total: int | None) -> None:
         if "progress" not in state:
             state["progress"] = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[amount]}"),
+                TimeRemainingColumn(),
+                console=err,
             )
             state["progress"].start()
         progress = state["progress"]
         if stage not in bars:
-            bars[stage] = progress.add_task(f"model: {stage}", total=total)
-        progress.update(bars[stage], completed=done, total=total)
+            bars[stage] = progress.add_task(f"model: {stage}", total=total, amount="")
+        progress.update(bars[stage], completed=done, total=total, amount=amount(done, total))
         if total is not None and done >= total and all(task.finished for task in progress.tasks):
             progress.stop()
             state.pop("progress")

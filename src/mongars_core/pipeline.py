@@ -36,6 +36,7 @@ from mongars_core.storage.models import MemoryRecord
 from mongars_core.storage.store import Store
 from mongars_core.types import (
     GenerationRequest,
+    HistoryTurn,
     Memory,
     Reply,
     SpeechPlan,
@@ -259,7 +260,7 @@ class Assistant:
 
         await asyncio.gather(persist(), remember(), observe())
 
-    async def history(self, user_id: str, limit: int = 50) -> list[Any]:
+    async def history(self, user_id: str, limit: int = 50) -> list[HistoryTurn]:
         """A user's turns across sessions, newest first."""
         await self._require_user(user_id)
         return await self.store.history(user_id, limit)

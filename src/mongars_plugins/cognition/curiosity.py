@@ -11,6 +11,7 @@ import re
 import unicodedata
 
 from mongars_core import hookimpl
+from mongars_core.offload import run_by_size
 from mongars_core.types import KnowledgeGap, Turn
 
 MAX_GAPS = 5
@@ -224,9 +225,9 @@ def find_gaps(message: str, known_texts: list[str]) -> list[KnowledgeGap]:
 
 
 @hookimpl(trylast=True)
-def mongars_find_gaps(turn: Turn) -> list[KnowledgeGap]:
+async def mongars_find_gaps(turn: Turn) -> list[KnowledgeGap]:
     """Gaps of ``turn.message`` against recalled memories and the session history."""
     known = [memory.text for memory in turn.memories]
     for past in turn.history:
         known.extend((past.message, past.reply))
-    return find_gaps(turn.message, known)
+    return await run_by_size(len(turn.message), find_gaps, turn.message, known)

@@ -16,6 +16,7 @@ from datetime import date
 from fractions import Fraction
 
 from mongars_core import hookimpl
+from mongars_core.offload import run_by_size
 from mongars_core.types import ReasoningHint, Turn
 from mongars_plugins.cognition.dates import WEEKDAYS, mentioned_dates
 from mongars_plugins.cognition.evaluator import find_hints
@@ -34,13 +35,20 @@ _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @hookimpl(trylast=True)
-def mongars_reason(turn: Turn) -> list[ReasoningHint]:
+async def mongars_reason(turn: Turn) -> list[ReasoningHint]:
     """Arithmetic, unit and date facts computed from ``turn.message``."""
-    return find_hints(turn.message)
+    return await run_by_size(len(turn.message), find_hints, turn.message)
 
 
 @hookimpl(tryfirst=True)
-def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
+async def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
+    """Prepend the verified facts the reply doesn't state (see :func:`correct`)."""
+    if not turn.reasoning:
+        return None
+    return await run_by_size(len(text), correct, turn, text)
+
+
+def correct(turn: Turn, text: str) -> str | None:
     """Prepend each verified fact of ``turn.reasoning`` that the reply doesn't state.
 
     Runs first among reply transforms (``tryfirst``) so it judges the model's

