@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,20 @@ POSTGRES_URL = os.environ.get(
 MODEL_CACHE = Path(
     os.environ.get("MONGARS_TEST_CACHE_DIR") or platformdirs.user_cache_dir("mongars")
 )
+
+
+def run_mongars(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The ``mongars`` command in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mongars_core", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +74,7 @@ async def _admin(statement: str) -> None:
 def _postgres_reachable() -> bool:
     try:
         asyncio.run(_admin("SELECT 1"))
-    except (OSError, ImportError) as exc:
-        _postgres_reachable.reason = str(exc)  # type: ignore[attr-defined]
+    except (OSError, ImportError):
         return False
     return True
 
@@ -165,12 +180,10 @@ async def make_assistant(
     """
     made: list[Assistant] = []
 
-    async def make(
-        *extra: tuple[str, object], bundled: list[str] | None = None, **overrides: Any
-    ) -> Assistant:
+    async def make(*extra: tuple[str, object], **overrides: Any) -> Assistant:
         chosen = settings.model_copy(update={"database_url": database_url, **overrides})
         chosen.load_plugins = [
-            *(BUNDLED_WITHOUT_MODELS if bundled is None else bundled),
+            *BUNDLED_WITHOUT_MODELS,
             "instant",
             *(name for name, _ in extra),
         ]
@@ -182,13 +195,3 @@ async def make_assistant(
     yield make
     for assistant in made:
         await assistant.aclose()
-
-
-@pytest.fixture(scope="session")
-def shared_embedder() -> Any:
-    """The real MiniLM embedder, loaded once for the whole run."""
-    from mongars_plugins.cuda.embedder import MiniLMEmbedder
-
-    embedder = MiniLMEmbedder()
-    embedder.embed(["warm up"])
-    return embedder

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import build_plugin_manager
 from mongars_core.settings import Settings
-from tests.conftest import InstantBackendPlugin
+from tests.conftest import InstantBackendPlugin, run_mongars
 
 
 @pytest.fixture
@@ -30,14 +29,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def mongars(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mongars_core", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_mongars(*args, env=env)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
@@ -119,3 +111,25 @@ def test_db_upgrade_migrates_postgres(env: dict[str, str], empty_postgres_url: s
     result = mongars("db", "upgrade", env={**env, "MONGARS_DATABASE_URL": empty_postgres_url})
     assert result.returncode == 0, result.stderr
     assert "is at revision 0001" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("prepare", "extra_env", "text"),
+    [
+        ("corrupt", {}, "cannot be loaded"),
+        ("missing", {"MONGARS_LOCAL__FETCH": "false"}, "fetching is off"),
+        ("missing", {"MONGARS_LOCAL__GGUF_PATH": "/nonexistent/m.gguf"}, "does not exist"),
+    ],
+)
+def test_a_corrupt_or_missing_model_gives_one_error_line(
+    env: dict[str, str], tmp_path: Path, prepare: str, extra_env: dict[str, str], text: str
+) -> None:
+    if prepare == "corrupt":
+        model = tmp_path / "cache" / "models" / "smollm2-135m-instruct"
+        model.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (model / name).write_text("garbage")
+    result = mongars(
+        "chat", "--message", "hi", env={**env, "MONGARS_DISABLE_PLUGINS": "", **extra_env}
+    )
+    assert_one_line_error(result, text)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
 from mongars_plugins.cuda.backend import LocalModelBackend
-from tests.conftest import MODEL_CACHE
+from tests.conftest import MODEL_CACHE, run_mongars
 
 pytestmark = pytest.mark.model
 
@@ -34,17 +32,6 @@ def local_settings(tmp_path: Path, database_url: str) -> Settings:
         cache_dir=MODEL_CACHE,
         database_url=database_url,
         llm={"backend": "local", "max_new_tokens": 40, "temperature": 0},
-    )
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mongars_core", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
     )
 
 
@@ -64,7 +51,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_cli_answers_17_times_23_with_391(cli_env: dict[str, str]) -> None:
-    result = run_cli("chat", "--message", "What is 17 * 23?", "--json", env=cli_env)
+    result = run_mongars(
+        "chat", "--message", "What is 17 * 23?", "--json", env=cli_env, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
     assert reply["backend"] == "local"

@@ -227,13 +227,7 @@ class PluginHost:
     ) -> Any:
         """Call implementations one after another, each given the previous value."""
         for impl in self._impls(hook_name):
-            try:
-                result = await self._call(impl, {**kwargs, key: value})
-            except Exception as exc:
-                failure = HookFailure(hook_name, impl.plugin_name, exc)
-                logger.error("%s", failure.describe(), exc_info=exc)
-                failures.append(failure)
-                continue
+            result = await self._call_recorded(impl, hook_name, {**kwargs, key: value}, failures)
             if result is not None:
                 value = result
         return value
@@ -241,13 +235,7 @@ class PluginHost:
     async def first(self, hook_name: str, failures: list[HookFailure], **kwargs: Any) -> Any:
         """Call implementations in order until one returns something other than ``None``."""
         for impl in self._impls(hook_name):
-            try:
-                result = await self._call(impl, kwargs)
-            except Exception as exc:
-                failure = HookFailure(hook_name, impl.plugin_name, exc)
-                logger.error("%s", failure.describe(), exc_info=exc)
-                failures.append(failure)
-                continue
+            result = await self._call_recorded(impl, hook_name, kwargs, failures)
             if result is not None:
                 return result
         return None
@@ -288,6 +276,22 @@ class PluginHost:
     @staticmethod
     def _kwargs(impl: pluggy.HookImpl, **available: Any) -> dict[str, Any]:
         return {name: available[name] for name in impl.argnames}
+
+    async def _call_recorded(
+        self,
+        impl: pluggy.HookImpl,
+        hook_name: str,
+        kwargs: dict[str, Any],
+        failures: list[HookFailure],
+    ) -> Any:
+        """:meth:`_call`, with a failure logged and recorded as ``None``."""
+        try:
+            return await self._call(impl, kwargs)
+        except Exception as exc:
+            failure = HookFailure(hook_name, impl.plugin_name, exc)
+            logger.error("%s", failure.describe(), exc_info=exc)
+            failures.append(failure)
+            return None
 
     async def _call(
         self, impl: pluggy.HookImpl, kwargs: dict[str, Any], deadline: float | bool | None = True
