@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,18 @@ def test_a_corrupt_or_missing_model_gives_one_error_line(
         "chat", "--message", "hi", env={**env, "MONGARS_DISABLE_PLUGINS": "", **extra_env}
     )
     assert_one_line_error(result, text)
+
+
+async def test_a_reply_revised_after_streaming_is_shown_again(
+    make_assistant: Any, instant: InstantBackendPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mongars_core import cli
+
+    instant.backend.reply = lambda request: "It is 370."
+    assistant = await make_assistant()
+    await cli._one_turn(assistant, "alice", "What is 17 * 23?", None, None, False)
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "monGARS> It is 370."
+    assert lines[1] == "monGARS (revised)> 17 * 23 = 391."
+    assert lines[3] == "It is 370."

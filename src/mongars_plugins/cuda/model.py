@@ -191,7 +191,7 @@ def convert(gguf: Path, target: Path, progress: Progress) -> None:
             raise CorruptModelError(f"{gguf} is not a GGUF file")
     progress("convert", 0, 3)
     try:
-        with _own_progress_only():
+        with own_progress_only():
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             progress("convert", 1, 3)
             model = AutoModelForCausalLM.from_pretrained(
@@ -208,7 +208,7 @@ def convert(gguf: Path, target: Path, progress: Progress) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        with _own_progress_only():
+        with own_progress_only():
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
         if target.exists():
@@ -220,7 +220,7 @@ def convert(gguf: Path, target: Path, progress: Progress) -> None:
 
 
 @contextmanager
-def _own_progress_only() -> Iterator[None]:
+def own_progress_only() -> Iterator[None]:
     """Hide transformers' progress bars while monGARS reports its own."""
     from transformers.utils import logging as transformers_logging
 
@@ -240,7 +240,7 @@ def load(path: Path, device: str) -> tuple[Any, Any]:
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        with _own_progress_only():
+        with own_progress_only():
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     except Exception as exc:  # any loader failure means an unusable file
