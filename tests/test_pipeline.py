@@ -289,3 +289,32 @@ async def test_a_plugin_that_fails_to_forget_makes_deletion_fail_loudly(
     await assistant.chat("alice", "remember this")
     with pytest.raises(RuntimeError, match="read-only"):
         await assistant.delete_memories("alice")
+
+
+async def test_memories_expire_after_their_ttl(make_assistant: Any, settings: Any) -> None:
+    memory = settings.memory.model_copy(update={"ttl_days": 0.5 / 86400})  # half a second
+    assistant = await make_assistant(memory=memory)
+    await assistant.chat("alice", "My locker code is 4521", session_id="a")
+    soon = await assistant.chat("alice", "What is my locker code?", session_id="b")
+    assert [m.text for m in soon.memories] == ["My locker code is 4521"]
+
+    await asyncio.sleep(0.6)
+    later = await assistant.chat("alice", "What is my locker code?", session_id="c")
+    assert all("4521" not in m.text for m in later.memories)
+    assert all("4521" not in m.text for m in await assistant.list_memories("alice"))
+
+
+async def test_each_user_keeps_at_most_capacity_memories(
+    make_assistant: Any, settings: Any
+) -> None:
+    memory = settings.memory.model_copy(update={"capacity": 2})
+    assistant = await make_assistant(memory=memory)
+    for message in ["first fact", "second fact", "third fact", "fourth fact"]:
+        await assistant.chat("alice", message)
+    await assistant.chat("bob", "bob's only fact")
+
+    assert [m.text for m in await assistant.list_memories("alice")] == [
+        "third fact",
+        "fourth fact",
+    ]
+    assert [m.text for m in await assistant.list_memories("bob")] == ["bob's only fact"]

@@ -50,6 +50,7 @@ class Hippocampus:
         )
 
     async def remember(self, user_id: str, session_id: str, turn_id: str, text: str) -> int:
+        await self._ensure_loaded(user_id)  # the capacity check counts the index
         # Recall embedded this very message as its query: reuse that vector.
         vector = await self._embed_query(text)
         expires = (
