@@ -194,9 +194,9 @@ Target: added p50 under 5 ms — {"met" if results["target_met"] else "NOT met"}
 
 One trivial database round trip (`SELECT 1` through the store's async
 SQLAlchemy session) costs {database_round_trip["p50_ms"]} ms p50 on this
-machine. A turn waits for two rounds of database work, one after the other:
-loading the history (beside recall, reasoning and style) and writing the turn
-(beside remember and observe, each a write of its own). Stages that run side by
+machine. A turn waits for three rounds of database work, one after the other:
+loading the history (beside recall, reasoning and style), writing the turn, and
+then remember and observe side by side (each a write of its own). Stages that run side by
 side share two CPU cores, so their wall times overlap rather than add up.
 
 Median time per stage (ms):

@@ -205,8 +205,8 @@ def mongars_forget(services: Any, user_id: str, memory_ids: list[int] | None) ->
 def mongars_turn_completed(turn: Turn, reply: Reply) -> MaybeAwaitable:
     """Observe a completed turn (style learning, metrics, self-training curation).
 
-    Stage 10, the last one. Returns nothing useful. A failure is logged and
-    does not fail the turn.
+    Stage 10, after the turn is persisted, beside :func:`mongars_remember`.
+    Returns nothing useful. A failure is logged and does not fail the turn.
     """
 
 

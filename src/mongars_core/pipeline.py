@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import pluggy
 from mongars_core.errors import (
     ConfigurationError,
     EmptyMessageError,
+    InvalidInputError,
     InvalidUserIdError,
     MessageTooLongError,
     UnknownUserError,
@@ -46,7 +47,14 @@ from mongars_core.types import (
 
 logger = logging.getLogger(__name__)
 
-USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,150}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,150}")
+
+
+def _check_id(kind: str, value: str) -> None:
+    """User and session ids: 1-150 letters, digits, '_', '-', '.' or '@'."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        error = InvalidUserIdError if kind == "user id" else InvalidInputError
+        raise error(f"invalid {kind} {value!r}: use 1-150 letters, digits, '_', '-', '.' or '@'")
 
 
 @dataclass
@@ -163,14 +171,15 @@ class Assistant:
         Closing the iterator early stops generation; nothing of the turn is
         stored then.
         """
-        text = self._validate(user_id, message)
+        session_id = session_id or "default"
+        text = self._validate(user_id, message, session_id)
         backend_name, _ = self.router.get(backend)
         timings: dict[str, float] = {}
         failures: list[HookFailure] = []
         turn = Turn(
             turn_id=uuid.uuid4().hex,
             user_id=user_id,
-            session_id=session_id or "default",
+            session_id=session_id,
             message=text,
             services=self.services,
         )
@@ -184,10 +193,13 @@ class Assistant:
         )
         pieces: list[str] = []
         started = time.perf_counter()
-        async for delta in self.router.stream(request, backend_name):
-            if delta:
-                pieces.append(delta)
-                yield StreamEvent(type="token", delta=delta)
+        # aclosing: a consumer that stops early stops the backend at once,
+        # not whenever the abandoned generator is collected.
+        async with aclosing(self.router.stream(request, backend_name)) as deltas:
+            async for delta in deltas:
+                if delta:
+                    pieces.append(delta)
+                    yield StreamEvent(type="token", delta=delta)
         timings["generate"] = _ms_since(started)
         generated = "".join(pieces).strip()
 
@@ -226,9 +238,10 @@ class Assistant:
         timings: dict[str, float],
         failures: list[HookFailure],
     ) -> None:
-        """Stages 9-10, side by side: persist the turn, remember, observe.
+        """Stages 9-10: persist the turn, then remember and observe side by side.
 
-        A failure to persist raises; the optional stages only report theirs.
+        A failure to persist raises before any plugin remembers the turn; the
+        optional stages only report their failures.
         """
 
         async def persist() -> None:
@@ -258,7 +271,8 @@ class Assistant:
                     "mongars_turn_completed", failures, turn=turn, reply=reply
                 )
 
-        await asyncio.gather(persist(), remember(), observe())
+        await persist()
+        await asyncio.gather(remember(), observe())
 
     async def history(self, user_id: str, limit: int = 50) -> list[HistoryTurn]:
         """A user's turns across sessions, newest first."""
@@ -285,11 +299,9 @@ class Assistant:
 
     # -- internals --------------------------------------------------------------------
 
-    def _validate(self, user_id: str, message: str) -> str:
-        if not USER_ID_PATTERN.match(user_id or ""):
-            raise InvalidUserIdError(
-                f"invalid user id {user_id!r}: use 1-150 letters, digits, '_', '-', '.' or '@'"
-            )
+    def _validate(self, user_id: str, message: str, session_id: str) -> str:
+        _check_id("user id", user_id)
+        _check_id("session id", session_id)
         text = (message or "").strip()
         if not text:
             raise EmptyMessageError("the message is empty")
@@ -298,6 +310,14 @@ class Assistant:
             raise MessageTooLongError(
                 f"the message has {len(text)} characters; the limit is {limit}"
             )
+        if "\x00" in text:
+            raise InvalidInputError("the message contains a NUL character")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                "the message is not valid text (it holds bytes that are not UTF-8)"
+            ) from None
         return text
 
     async def _forget(self, user_id: str, memory_ids: list[int] | None) -> None:
@@ -315,8 +335,7 @@ class Assistant:
             raise failures[0].error
 
     async def _require_user(self, user_id: str) -> None:
-        if not USER_ID_PATTERN.match(user_id or ""):
-            raise InvalidUserIdError(f"invalid user id {user_id!r}")
+        _check_id("user id", user_id)
         if not await self.store.user_exists(user_id):
             raise UnknownUserError(f"no user {user_id!r} has talked to this assistant")
 

@@ -52,7 +52,7 @@ def select_memories(memories: list[Memory], turn: Turn, settings: MemorySettings
         if memory.score < settings.min_score:
             continue
         key = memory.text.strip().lower()
-        if any(key.startswith(message) for message in in_history if message):
+        if key in in_history:
             continue
         if key not in best or memory.score > best[key].score:
             best[key] = memory

@@ -9,6 +9,7 @@ punctuation, language) is learned from the user's messages and stored through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import unicodedata
@@ -298,6 +299,7 @@ async def save_profile(store: StateStore, user_id: str, profile: StyleProfile) -
 
 
 PROFILE_CACHE = "personality.profiles"
+PROFILE_LOCKS = "personality.locks"
 
 
 async def _cached_profile(services: Any, user_id: str) -> StyleProfile:
@@ -325,9 +327,15 @@ async def mongars_style_instructions(turn: Turn) -> list[str]:
 
 @hookimpl(trylast=True)
 async def mongars_turn_completed(turn: Turn, reply: Reply) -> None:
-    """Learn from the user's message of the finished turn and save the profile."""
+    """Learn from the user's message of the finished turn and save the profile.
+
+    Turns of one user may finish together; a per-user lock makes each
+    read-observe-save see the previous one's result, so none is lost.
+    """
     if turn.services is None:
         return
-    updated = observe(await _cached_profile(turn.services, turn.user_id), turn.message)
-    await save_profile(turn.services.store, turn.user_id, updated)
-    turn.services.stash[PROFILE_CACHE][turn.user_id] = updated
+    locks: dict[str, asyncio.Lock] = turn.services.stash.setdefault(PROFILE_LOCKS, {})
+    async with locks.setdefault(turn.user_id, asyncio.Lock()):
+        updated = observe(await _cached_profile(turn.services, turn.user_id), turn.message)
+        await save_profile(turn.services.store, turn.user_id, updated)
+        turn.services.stash[PROFILE_CACHE][turn.user_id] = updated

@@ -25,6 +25,8 @@ from mongars_plugins.memory.index import MemoryIndex, Vector
 logger = logging.getLogger(__name__)
 
 STASH_KEY = "memory"
+PRUNE_EVERY = 100
+"""Turns of a user between two deletions of their expired memories."""
 
 
 class Hippocampus:
@@ -36,7 +38,8 @@ class Hippocampus:
         self.embedder = services.embedder
         self.embedder_name = services.embedder_name
         self.index = MemoryIndex(self.embedder.dimension if self.embedder else None)
-        self._loading: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._since_prune: dict[str, int] = {}
 
     async def warm_up(self) -> None:
         """Load the embedding model now rather than in the first turn's recall."""
@@ -67,36 +70,55 @@ class Hippocampus:
         )
         assert record.id is not None
         self.index.add(user_id, record.id, text, record.created_at, session_id, expires, vector)
-        if self.index.size(user_id) > self.settings.capacity:
-            doomed = await self.services.store.prune_memories(user_id, self.settings.capacity)
-            self.index.forget(user_id, doomed)
+        await self._prune(user_id)
         return record.id
 
-    def forget(self, user_id: str, memory_ids: list[int] | None) -> None:
-        self.index.forget(user_id, memory_ids)
+    async def _prune(self, user_id: str) -> None:
+        """Delete expired memories now and then, and the oldest past capacity.
+
+        Over capacity, the user is pruned a tenth below it, so pruning (a
+        delete and an index update) happens once in many turns, not every turn.
+        """
+        capacity = self.settings.capacity
+        self._since_prune[user_id] = self._since_prune.get(user_id, 0) + 1
+        over = self.index.size(user_id) > capacity
+        if not over and self._since_prune[user_id] < PRUNE_EVERY:
+            return
+        self._since_prune[user_id] = 0
+        keep = capacity - capacity // 10 if over else capacity
+        doomed = await self.services.store.prune_memories(user_id, keep)
+        if doomed:
+            await self.forget(user_id, doomed)
+
+    async def forget(self, user_id: str, memory_ids: list[int] | None) -> None:
+        # Under the user's lock: a load that read the database before the
+        # deletion finishes first, and its stale rows are then dropped.
+        async with self._lock(user_id):
+            self.index.forget(user_id, memory_ids)
+
+    def _lock(self, user_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(user_id, asyncio.Lock())
 
     async def _ensure_loaded(self, user_id: str) -> None:
         if self.index.loaded(user_id):
             return
-        lock = self._loading.setdefault(user_id, asyncio.Lock())
-        async with lock:
+        async with self._lock(user_id):
             if self.index.loaded(user_id):
                 return
             records = await self.services.store.list_memories(user_id)
-            self.index.load(
-                user_id,
+            rows = [
                 (
-                    (
-                        record.id or 0,
-                        record.text,
-                        record.created_at,
-                        record.session_id,
-                        record.expires_at,
-                        self._stored_vector(record.embedding, record.embedder),
-                    )
-                    for record in records
-                ),
-            )
+                    record.id or 0,
+                    record.text,
+                    record.created_at,
+                    record.session_id,
+                    record.expires_at,
+                    self._stored_vector(record.embedding, record.embedder),
+                )
+                for record in records
+            ]
+            # Tokenising tens of thousands of memories takes a while: not on the loop.
+            await asyncio.to_thread(self.index.load, user_id, rows)
 
     def _stored_vector(self, blob: bytes | None, embedder: str | None) -> Vector | None:
         if blob is None or self.embedder is None or embedder != self.embedder_name:
@@ -144,5 +166,5 @@ async def mongars_remember(turn: Turn, reply: Reply) -> None:
 
 
 @hookimpl(trylast=True)
-def mongars_forget(services: Services, user_id: str, memory_ids: list[int] | None) -> None:
-    _memory(services).forget(user_id, memory_ids)
+async def mongars_forget(services: Services, user_id: str, memory_ids: list[int] | None) -> None:
+    await _memory(services).forget(user_id, memory_ids)

@@ -158,12 +158,22 @@ class _UserMemories:
         self.expires: list[datetime | None] = []
         self.postings: dict[str, list[int]] = {}
         self._posting_arrays: dict[str, npt.NDArray[np.intp]] = {}
+        self.rows: dict[int, int] = {}
+        self.dead = 0
         width = dimension or 0
         self._matrix: Vector = np.zeros((0, width), dtype=np.float32)
         self._has_vector: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        self._live: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        # Expiry as POSIX seconds (infinity: never), so a search masks expired
+        # rows in one vector operation.
+        self._expires_at: npt.NDArray[np.float64] = np.zeros(0, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def live_count(self) -> int:
+        return len(self.ids) - self.dead
 
     def add(
         self,
@@ -175,6 +185,7 @@ class _UserMemories:
         vector: Vector | None,
     ) -> None:
         row = len(self.ids)
+        self.rows[memory_id] = row
         self.ids.append(memory_id)
         self.texts.append(text)
         self.created.append(created)
@@ -190,7 +201,14 @@ class _UserMemories:
             matrix[:row] = self._matrix[:row]
             present = np.zeros(capacity, dtype=bool)
             present[:row] = self._has_vector[:row]
+            live = np.zeros(capacity, dtype=bool)
+            live[:row] = self._live[:row]
+            expires_at = np.zeros(capacity, dtype=np.float64)
+            expires_at[:row] = self._expires_at[:row]
             self._matrix, self._has_vector = matrix, present
+            self._live, self._expires_at = live, expires_at
+        self._live[row] = True
+        self._expires_at[row] = expires.timestamp() if expires is not None else np.inf
         if vector is not None and self.dimension is not None and vector.shape == (self.dimension,):
             self._matrix[row] = vector
             self._has_vector[row] = True
@@ -198,6 +216,22 @@ class _UserMemories:
     def vectors(self) -> tuple[Vector, npt.NDArray[np.bool_]]:
         count = len(self.ids)
         return self._matrix[:count], self._has_vector[:count]
+
+    def usable(self, now: datetime) -> npt.NDArray[np.bool_]:
+        """Rows neither forgotten nor expired at ``now``."""
+        count = len(self.ids)
+        live: npt.NDArray[np.bool_] = self._live[:count] & (
+            self._expires_at[:count] > now.timestamp()
+        )
+        return live
+
+    def kill(self, memory_ids: Iterable[int]) -> None:
+        """Mark memories as forgotten; :meth:`compacted` drops them for good."""
+        for memory_id in memory_ids:
+            row = self.rows.pop(memory_id, None)
+            if row is not None and self._live[row]:
+                self._live[row] = False
+                self.dead += 1
 
     def vector(self, row: int) -> Vector | None:
         return self._matrix[row].copy() if self._has_vector[row] else None
@@ -209,10 +243,10 @@ class _UserMemories:
             self._posting_arrays[word] = array
         return array
 
-    def without(self, doomed: set[int]) -> _UserMemories:
+    def compacted(self) -> _UserMemories:
         kept = _UserMemories(self.dimension)
         for row, memory_id in enumerate(self.ids):
-            if memory_id not in doomed:
+            if self._live[row]:
                 kept.add(
                     memory_id,
                     self.texts[row],
@@ -256,14 +290,22 @@ class MemoryIndex:
             self._users[user_id].add(memory_id, text, created, session, expires, vector)
 
     def forget(self, user_id: str, memory_ids: Iterable[int] | None) -> None:
+        """Drop memories (all of the user's with ``None``) from the index."""
         if memory_ids is None:
             self._users.pop(user_id, None)
-        elif user_id in self._users:
-            self._users[user_id] = self._users[user_id].without(set(memory_ids))
+            return
+        partition = self._users.get(user_id)
+        if partition is None:
+            return
+        partition.kill(memory_ids)
+        # Marking is O(1) per memory; rebuilding is O(all), so only now and then.
+        if partition.dead > max(1000, len(partition) // 2):
+            self._users[user_id] = partition.compacted()
 
     def size(self, user_id: str) -> int:
+        """How many live (not forgotten) memories of the user the index holds."""
         partition = self._users.get(user_id)
-        return len(partition) if partition else 0
+        return partition.live_count if partition else 0
 
     def cached_query(self, text: str) -> Vector | None:
         vector = self._query_vectors.get(text)
@@ -296,17 +338,14 @@ class MemoryIndex:
             matrix, present = partition.vectors()
             semantic = np.clip(matrix @ query_vector, 0.0, 1.0)
             scores = np.where(present, 0.8 * semantic + 0.2 * scores, scores)
-        # Look past expired ones without sorting everything.
-        wanted = min(count, limit * 3)
+        scores = np.where(partition.usable(now), scores, 0.0)
+        wanted = min(count, limit)
         top = np.argpartition(-scores, wanted - 1)[:wanted]
         top = top[np.argsort(-scores[top])]
         found: list[Memory] = []
         for row in top:
             if scores[row] <= 0:
                 break
-            expires = partition.expires[row]
-            if expires is not None and expires <= now:
-                continue
             found.append(
                 Memory(
                     id=partition.ids[row],
@@ -317,8 +356,6 @@ class MemoryIndex:
                     session_id=partition.sessions[row],
                 )
             )
-            if len(found) == limit:
-                break
         return found
 
     @staticmethod
