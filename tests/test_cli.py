@@ -56,6 +56,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -
             "cannot reach the database at postgresql+asyncpg://x:***@127.0.0.1:1/db",
         ),
         (["memories", "list", "--user", "nobody"], {}, "no user 'nobody'"),
+        (["chat", "--backend", "[/x]", "--message", "hi"], {}, "no LLM backend named '[/x]'"),
+        (["chat", "--message", os.fsdecode(b"caf\xe9")], {}, "not valid text"),
+        (["db", "upgrade", "nonexistent"], {}, "cannot migrate the database"),
+        (
+            ["chat", "--message", "hi"],
+            {"MONGARS_DISABLE_PLUGINS": "", "MONGARS_LOCAL__DEVICE": "cuda:99"},
+            "MONGARS_LOCAL__DEVICE is 'cuda:99'",
+        ),
         (
             ["chat", "--message", "hi"],
             {"MONGARS_MAX_MESSAGE_CHARS": "many"},

@@ -100,6 +100,8 @@ async def test_tokens_stream_and_a_closed_stream_stops_generation(
     first = await anext(stream)
     await asyncio.wait_for(stream.aclose(), timeout=30)
     assert first
+    # The stop flag, not the token limit or the end of the story, ended it.
+    assert backend.stopped_generations == 1
     # The model is free again at once: a short request completes.
     assert (await backend.generate(request("Say hi.", 4))).strip()
 

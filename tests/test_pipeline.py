@@ -16,6 +16,7 @@ from mongars_core.errors import (
     BackendError,
     EmptyMessageError,
     GenerationTimeoutError,
+    InvalidInputError,
     InvalidUserIdError,
     MessageTooLongError,
     UnknownBackendError,
@@ -318,3 +319,86 @@ async def test_each_user_keeps_at_most_capacity_memories(
         "fourth fact",
     ]
     assert [m.text for m in await assistant.list_memories("bob")] == ["bob's only fact"]
+
+
+@pytest.mark.parametrize(
+    ("user", "message", "session", "error"),
+    [
+        ("alice\n", "hello", "s", InvalidUserIdError),
+        ("alice", "hello", "x" * 151, InvalidInputError),
+        ("alice", "hello", "two words", InvalidInputError),
+        ("alice", "nul \x00 inside", "s", InvalidInputError),
+        ("alice", "caf\udce9", "s", InvalidInputError),
+    ],
+)
+async def test_odd_ids_and_text_are_refused_before_generation(
+    make_assistant: Any,
+    instant: InstantBackendPlugin,
+    user: str,
+    message: str,
+    session: str,
+    error: type[Exception],
+) -> None:
+    assistant = await make_assistant()
+    with pytest.raises(error):
+        await assistant.chat(user, message, session_id=session)
+    assert instant.backend.requests == []
+
+
+async def test_closing_the_stream_closes_the_backend_stream_at_once(
+    make_assistant: Any, settings: Any
+) -> None:
+    closed: list[bool] = []
+
+    class Watched(InstantBackend):
+        async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+            try:
+                for word in ["one", " two", " three", " four"]:
+                    yield word
+            finally:
+                closed.append(True)
+
+    class WatchedPlugin(InstantBackendPlugin):
+        @hookimpl
+        def mongars_register_llm_backends(self, register: Any, settings: Any) -> None:
+            register("watched", self.backend)
+
+    assistant = await make_assistant(("watched", WatchedPlugin(Watched())))
+    stream = assistant.stream("alice", "hello", backend="watched")
+    await anext(stream)
+    await stream.aclose()
+    assert closed == [True]
+
+
+async def test_concurrent_turns_of_one_user_all_count_for_style(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    await asyncio.gather(
+        *(assistant.chat("alice", f"message number {n}", session_id=f"s{n}") for n in range(6))
+    )
+    profile = await assistant.store.get_state("style", "alice")
+    assert profile is not None and profile["messages_seen"] == 6
+    assert len(await assistant.history("alice")) == 6
+
+
+async def test_a_memory_that_starts_like_an_earlier_message_is_still_recalled(
+    make_assistant: Any,
+) -> None:
+    assistant = await make_assistant()
+    await assistant.chat("alice", "Hiking in the Alps is my favourite hobby", session_id="a")
+    await assistant.chat("alice", "hi", session_id="b")
+    reply = await assistant.chat("alice", "What is my favourite hobby?", session_id="b")
+    assert [m.text for m in reply.memories] == ["Hiking in the Alps is my favourite hobby"]
+
+
+async def test_expired_memories_do_not_crowd_out_live_ones(
+    make_assistant: Any, settings: Any
+) -> None:
+    memory = settings.memory.model_copy(update={"ttl_days": 3.0 / 86400})  # three seconds
+    assistant = await make_assistant(memory=memory)
+    # More than the index looks at for one search (30), all matching better.
+    for n in range(35):
+        await assistant.chat("alice", f"the locker code is {1000 + n}", session_id=f"old{n}")
+    await asyncio.sleep(3.1)
+    await assistant.chat("alice", "the new locker code is 9999", session_id="new")
+    reply = await assistant.chat("alice", "what is the locker code?", session_id="ask")
+    assert [m.text for m in reply.memories] == ["the new locker code is 9999"]

@@ -201,3 +201,19 @@ def test_empty_environment_values_mean_defaults(monkeypatch: pytest.MonkeyPatch)
     assert settings.memory.ttl_days is None
     assert settings.local.threads is None
     assert settings.resolved_database_url().startswith("sqlite+aiosqlite:///")
+
+
+def test_two_distributions_offering_one_plugin_name_is_an_error(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    first.mkdir()
+    second.mkdir()
+    source = "from mongars_core import hookimpl\n"
+    install_distribution(first, monkeypatch, "mongars-memory-a", "clash", source)
+    install_distribution(second, monkeypatch, "mongars-memory-b", "clash", source)
+    with pytest.raises(DuplicateRegistrationError) as caught:
+        build_plugin_manager(settings)
+    message = str(caught.value)
+    assert "'clash'" in message
+    assert "mongars-memory-a" in message and "mongars-memory-b" in message

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mongars_core.errors import MongarsError
@@ -44,9 +45,14 @@ T = TypeVar("T")
 UserOption = Annotated[str, typer.Option("--user", "-u", help="Who is talking.")]
 
 
+def printable(text: str) -> str:
+    """``text`` with Rich markup escaped and undecodable bytes shown as escapes."""
+    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def fail(message: str) -> typer.Exit:
     """Print one error line on stderr; raise the returned exit (status 1)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {printable(message)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -81,15 +87,23 @@ def _settings() -> Settings:
 def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else _OneLineFormatter()
     )
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log lines without tracebacks: the CLI shows those only with --verbose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = record.getMessage().splitlines()
+        return f"{record.levelname} {record.name}: {lines[0] if lines else ''}"
 
 
 @app.command()
-@_command
-async def chat(
+def chat(
     user: UserOption = "me",
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Send one message and exit.")
@@ -100,26 +114,52 @@ async def chat(
 ) -> None:
     """Chat with the assistant: interactive, or one turn with --message."""
     settings = _settings()
-    progress = progress_reporter()
-    async with await Assistant.from_settings(settings) as assistant:
-        _attach_progress(assistant, progress)
-        if message is not None:
-            await _one_turn(assistant, user, message, session, backend, as_json)
-            return
-        interactive = sys.stdin.isatty()
-        if interactive:
-            out.print("[dim]monGARS — type a message, Ctrl-D to quit.[/]")
-        while True:
-            try:
-                line = await asyncio.to_thread(_prompt, interactive)
-            except EOFError:
-                break
-            if not line.strip():
-                continue
-            try:
-                await _one_turn(assistant, user, line, session or "cli", backend, as_json)
-            except MongarsError as exc:
-                err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # The prompt is read on the main thread, between turns run by one event
+    # loop: Ctrl-C then ends the command at once, wherever it is pressed.
+    with asyncio.Runner() as runner:
+        try:
+            assistant = runner.run(Assistant.from_settings(settings))
+        except MongarsError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        try:
+            _attach_progress(assistant, progress_reporter())
+            if message is not None:
+                runner.run(_one_turn(assistant, user, message, session, backend, as_json))
+                return
+            _conversation(runner, assistant, user, session or "cli", backend, as_json)
+        except MongarsError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err.print()
+            raise typer.Exit(130) from None
+        finally:
+            runner.run(assistant.aclose())
+
+
+def _conversation(
+    runner: asyncio.Runner,
+    assistant: Assistant,
+    user: str,
+    session: str,
+    backend: str | None,
+    as_json: bool,
+) -> None:
+    interactive = sys.stdin.isatty()
+    if interactive:
+        out.print("[dim]monGARS — type a message, Ctrl-D to quit.[/]")
+    while True:
+        try:
+            line = _prompt(interactive)
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        try:
+            runner.run(_one_turn(assistant, user, line, session, backend, as_json))
+        except MongarsError as exc:
+            err.print(f"[bold red]error:[/] {printable(str(exc))}", highlight=False)
 
 
 def _prompt(interactive: bool) -> str:
@@ -143,21 +183,25 @@ async def _one_turn(
         reply = await assistant.chat(user, message, session_id=session, backend=backend)
         sys.stdout.write(reply.model_dump_json(indent=2) + "\n")
         return
-    out.print("[bold cyan]monGARS>[/] ", end="")
     streamed: list[str] = []
+    # The prefix waits for the first event, so a refused message prints only its error.
     async for event in assistant.stream(user, message, session_id=session, backend=backend):
+        if not streamed and event.type == "token":
+            out.print("[bold cyan]monGARS>[/] ", end="")
         if event.type == "token":
             streamed.append(event.delta)
             out.print(event.delta, end="", highlight=False, markup=False)
         elif event.reply is not None:
-            out.print()
+            if streamed:
+                out.print()
             # Reply transforms (say, a verified fact the model got wrong) change
             # the text after it streamed: show the final version too.
             if event.reply.text != "".join(streamed).strip():
-                out.print("[bold cyan]monGARS (revised)>[/] ", end="")
+                label = "monGARS (revised)>" if streamed else "monGARS>"
+                out.print(f"[bold cyan]{label}[/] ", end="")
                 out.print(event.reply.text, highlight=False, markup=False)
             for warning in event.reply.warnings:
-                err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+                err.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False)
 
 
 def progress_reporter() -> Callable[[str, int, int | None], None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -98,7 +98,7 @@ class LLMRouter:
 
     async def stream(
         self, request: GenerationRequest, backend: str | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Stream deltas from the backend, within the first-token and total deadlines."""
         name, chosen = self.get(backend)
         await prepare_backend(chosen)

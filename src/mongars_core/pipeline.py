@@ -27,6 +27,8 @@ from mongars_core.errors import (
     InvalidInputError,
     InvalidUserIdError,
     MessageTooLongError,
+    MongarsError,
+    PluginError,
     UnknownUserError,
 )
 from mongars_core.llm import Embedder, LLMRouter
@@ -119,10 +121,15 @@ class Assistant:
         )
         assistant = cls(services)
         failures: list[HookFailure] = []
-        await host.gather("mongars_startup", failures, deadline=None, services=services)
+        await host.gather("mongars_startup", failures, deadline=None, log=False, services=services)
         if failures:
             await assistant.aclose()
-            raise failures[0].error
+            failure = failures[0]
+            if isinstance(failure.error, MongarsError):
+                raise failure.error
+            raise PluginError(
+                f"plugin {failure.plugin!r} failed to start: {failure.error}"
+            ) from failure.error
         return assistant
 
     async def aclose(self) -> None:
@@ -327,6 +334,7 @@ class Assistant:
         await self.plugins.gather(
             "mongars_forget",
             failures,
+            log=False,
             services=self.services,
             user_id=user_id,
             memory_ids=memory_ids,

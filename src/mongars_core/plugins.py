@@ -51,8 +51,10 @@ def build_plugin_manager(
     """A fresh plugin manager with the hook specs and the allowed plugins.
 
     ``plugins`` are registered first, by name (tests build exactly the
-    manager they want this way); entry points follow unless
-    ``load_entrypoints`` is false. Allow/block lists apply to both.
+    manager they want this way), and replace entry points of the same name;
+    entry points follow unless ``load_entrypoints`` is false. Two installed
+    distributions offering the same plugin name are an error naming both.
+    Allow/block lists apply to all.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -60,13 +62,26 @@ def build_plugin_manager(
         pm.set_blocked(name)
     for name, plugin in plugins:
         _register(pm, plugin, name, settings, distribution=None)
+    explicit = {name for name, _ in plugins}
+    providers: dict[str, str | None] = {}
     if load_entrypoints:
         for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if pm.has_plugin(entry_point.name) or pm.is_blocked(entry_point.name):
+            dist = entry_point.dist.name if entry_point.dist else None
+            if entry_point.name in providers:
+                if providers[entry_point.name] == dist:
+                    continue  # the same distribution seen twice on sys.path
+                raise DuplicateRegistrationError(
+                    "plugin",
+                    entry_point.name,
+                    providers[entry_point.name] or "unknown distribution",
+                    dist or "unknown distribution",
+                )
+            providers[entry_point.name] = dist
+            # Plugins passed in explicitly replace entry points of the same name.
+            if entry_point.name in explicit or pm.is_blocked(entry_point.name):
                 continue
             if not _allowed(entry_point.name, settings):
                 continue
-            dist = entry_point.dist.name if entry_point.dist else None
             try:
                 plugin = entry_point.load()
             except Exception as exc:
@@ -184,6 +199,7 @@ class PluginHost:
         failures: list[HookFailure],
         *,
         deadline: float | bool | None = True,
+        log: bool = True,
         **kwargs: Any,
     ) -> list[Any]:
         """Call every implementation concurrently; return non-``None`` results.
@@ -193,7 +209,8 @@ class PluginHost:
         slow implementation is logged and recorded in ``failures``; the
         others' results still count. ``deadline`` is the limit in seconds per
         implementation: ``True`` for ``settings.stage_timeout_s``, ``None``
-        for none.
+        for none. ``log=False`` leaves logging to a caller that raises the
+        failure itself.
         """
         impls = self._impls(hook_name)
         if not impls:
@@ -207,7 +224,8 @@ class PluginHost:
                 if not isinstance(outcome, Exception):
                     raise outcome
                 failure = HookFailure(hook_name, impl.plugin_name, outcome)
-                logger.error("%s", failure.describe(), exc_info=outcome)
+                if log:
+                    logger.error("%s", failure.describe(), exc_info=outcome)
                 failures.append(failure)
             elif outcome is not None:
                 results.append(outcome)

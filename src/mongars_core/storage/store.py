@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import delete, event, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -133,7 +134,13 @@ class Store:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
-        await self._run_sync(run)
+        try:
+            await self._run_sync(run)
+        except CommandError as exc:
+            raise ConfigurationError(
+                f"cannot migrate the database at {self.safe_url} to {revision!r}: {exc}"
+                " (is it from a newer monGARS?)"
+            ) from exc
 
     async def current_revision(self) -> str | None:
         def read(connection: Connection) -> str | None:
@@ -143,8 +150,17 @@ class Store:
         return result
 
     async def check_schema(self) -> None:
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        scripts = ScriptDirectory.from_config(_alembic_config())
+        head = scripts.get_current_head()
         current = await self.current_revision()
+        if current is not None and current != head:
+            try:
+                scripts.get_revision(current)
+            except CommandError:
+                raise ConfigurationError(
+                    f"the database at {self.safe_url} is at schema revision {current}, "
+                    "which this monGARS does not know: it is from a newer version"
+                ) from None
         if current != head:
             raise ConfigurationError(
                 f"the database at {self.safe_url} is at schema revision {current or 'none'}, "
@@ -386,7 +402,13 @@ def _create_engine(url: str) -> AsyncEngine:
             f"{driver!r}; monGARS talks to {backend} through {backend}+{wanted}://"
         )
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot use {folder} as the data directory: {exc.strerror or exc}"
+            ) from exc
     try:
         engine = create_async_engine(parsed, pool_pre_ping=backend != "sqlite")
     except ImportError as exc:

