@@ -31,11 +31,12 @@ MODEL_CACHE = Path(
 
 
 def run_mongars(
-    *args: str, env: dict[str, str], timeout: float = 120
+    *args: str, env: dict[str, str], timeout: float = 120, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """The ``mongars`` command in a subprocess, as a user runs it."""
+    """The ``mongars`` command in a subprocess, as a user runs it (``stdin`` typed in)."""
     return subprocess.run(
         [sys.executable, "-m", "mongars_core", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env,

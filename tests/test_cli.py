@@ -77,6 +77,13 @@ def test_bad_input_gives_one_error_line_and_no_traceback(
     assert_one_line_error(mongars(*args, env={**env, **extra_env}), text)
 
 
+def test_a_conversation_without_a_backend_fails_before_the_first_prompt(
+    env: dict[str, str],
+) -> None:
+    result = run_mongars("chat", env=env, stdin="hello\n")
+    assert_one_line_error(result, "no LLM backend named 'local'")
+
+
 def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
     result = mongars("plugins", env={**env, "MONGARS_DISABLE_PLUGINS": ""})
     assert result.returncode == 0, result.stderr

