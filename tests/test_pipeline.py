@@ -402,3 +402,40 @@ async def test_expired_memories_do_not_crowd_out_live_ones(
     await assistant.chat("alice", "the new locker code is 9999", session_id="new")
     reply = await assistant.chat("alice", "what is the locker code?", session_id="ask")
     assert [m.text for m in reply.memories] == ["the new locker code is 9999"]
+
+
+async def test_a_memory_deleted_while_it_is_being_loaded_does_not_come_back(
+    make_assistant: Any, settings: Any, database_url: str, instant: InstantBackendPlugin
+) -> None:
+    from mongars_core.pipeline import Assistant
+    from mongars_core.plugins import build_plugin_manager
+    from mongars_core.storage.store import Store
+
+    writer = await make_assistant()
+    await writer.chat("alice", "My locker code is 4521", session_id="a")
+    memory_id = (await writer.list_memories("alice"))[0].id
+
+    reading = asyncio.Event()
+
+    class SlowStore(Store):
+        """Reads memories, then dawdles: the deletion lands during the index load."""
+
+        async def list_memories(self, user_id: str, **options: Any) -> Any:
+            records = await super().list_memories(user_id, **options)
+            reading.set()
+            await asyncio.sleep(0.3)
+            return records
+
+    chosen = settings.model_copy(
+        update={"database_url": database_url, "load_plugins": ["memory", "instant"]}
+    )
+    pm = build_plugin_manager(chosen, plugins=[("instant", instant)])
+    async with await Assistant.from_settings(
+        chosen, plugin_manager=pm, store=await SlowStore.open(database_url)
+    ) as reader:
+        asking = asyncio.create_task(reader.chat("alice", "What is my locker code?"))
+        await reading.wait()
+        await reader.delete_memory("alice", memory_id)
+        await asking
+        again = await reader.chat("alice", "What is my locker code?", session_id="b")
+    assert all("4521" not in memory.text for memory in again.memories)

@@ -96,8 +96,13 @@ class Assistant:
         settings: Settings | None = None,
         *,
         plugin_manager: pluggy.PluginManager | None = None,
+        store: Store | None = None,
     ) -> Assistant:
-        """Load plugins, open storage, collect backends and embedders, start plugins."""
+        """Load plugins, open storage, collect backends and embedders, start plugins.
+
+        ``store`` is an already-open store to use instead of opening
+        ``settings.resolved_database_url()``; the assistant closes it.
+        """
         settings = settings or Settings()
         pm = plugin_manager or build_plugin_manager(settings)
         host = PluginHost(pm, settings)
@@ -110,7 +115,7 @@ class Assistant:
             first_token_timeout_s=settings.llm.first_token_timeout_s,
         )
         embedder_name, embedder = _choose_embedder(embedders, settings.memory.embedder)
-        store = await Store.open(settings.resolved_database_url())
+        store = store or await Store.open(settings.resolved_database_url())
         services = Services(
             settings=settings,
             store=store,
