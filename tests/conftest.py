@@ -87,7 +87,7 @@ def postgres_available() -> bool:
 
 @pytest.fixture
 def postgres_url(postgres_available: bool) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    """A fresh, empty PostgreSQL database for one test (no schema), dropped afterwards."""
     if not postgres_available:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI")
@@ -108,12 +108,6 @@ async def _upgrade(url: str) -> None:
         await store.upgrade()
     finally:
         await store.close()
-
-
-@pytest.fixture
-def empty_postgres_url(postgres_url: str) -> str:
-    """A PostgreSQL database without any schema (``mongars db upgrade`` not yet run)."""
-    return postgres_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -142,12 +142,12 @@ async def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.postgres
-async def test_postgres_must_be_upgraded_before_use(empty_postgres_url: str) -> None:
+async def test_postgres_must_be_upgraded_before_use(postgres_url: str) -> None:
     with pytest.raises(ConfigurationError, match="run `mongars db upgrade`"):
-        await Store.open(empty_postgres_url)
-    store = Store.connect(empty_postgres_url)
+        await Store.open(postgres_url)
+    store = Store.connect(postgres_url)
     await store.upgrade()
     await store.close()
-    reopened = await Store.open(empty_postgres_url)
+    reopened = await Store.open(postgres_url)
     assert await reopened.current_revision() == "0001"
     await reopened.close()

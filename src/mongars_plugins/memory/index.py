@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -155,7 +155,6 @@ class _UserMemories:
         self.texts: list[str] = []
         self.created: list[datetime] = []
         self.sessions: list[str] = []
-        self.expires: list[datetime | None] = []
         self.postings: dict[str, list[int]] = {}
         self._posting_arrays: dict[str, npt.NDArray[np.intp]] = {}
         self.rows: dict[int, int] = {}
@@ -190,7 +189,6 @@ class _UserMemories:
         self.texts.append(text)
         self.created.append(created)
         self.sessions.append(session)
-        self.expires.append(expires)
         for word in set(tokens(text)):
             self.postings.setdefault(word, []).append(row)
             self._posting_arrays.pop(word, None)
@@ -233,6 +231,10 @@ class _UserMemories:
                 self._live[row] = False
                 self.dead += 1
 
+    def expiry(self, row: int) -> datetime | None:
+        moment = float(self._expires_at[row])
+        return None if math.isinf(moment) else datetime.fromtimestamp(moment, UTC)
+
     def vector(self, row: int) -> Vector | None:
         return self._matrix[row].copy() if self._has_vector[row] else None
 
@@ -252,7 +254,7 @@ class _UserMemories:
                     self.texts[row],
                     self.created[row],
                     self.sessions[row],
-                    self.expires[row],
+                    self.expiry(row),
                     self.vector(row),
                 )
         return kept
