@@ -254,6 +254,33 @@ async def test_memories_can_be_listed_and_deleted(make_assistant: Any) -> None:
     assert await assistant.list_memories("alice") == []
 
 
+async def test_search_finds_a_users_memories_best_first(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    await assistant.chat("alice", "I love sailing on the lake")
+    await assistant.chat("alice", "My cat is called Pixel")
+    await assistant.chat("bob", "My cat is called Tiger")
+    found = await assistant.search_memories("alice", "what is my cat called", limit=5)
+    assert found[0].text == "My cat is called Pixel"
+    assert all("Tiger" not in memory.text for memory in found)
+    assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
+
+
+async def test_invalidate_reloads_what_another_process_changed(make_assistant: Any) -> None:
+    first = await make_assistant()
+    await first.chat("alice", "My cat is called Pixel")  # loads alice's memory index
+    # Another process over the same database deletes the memory and adds one.
+    other = await make_assistant()
+    [pixel] = await other.list_memories("alice")
+    await other.delete_memory("alice", pixel.id)
+    await other.chat("alice", "My dog is called Biscuit")
+
+    stale = await first.search_memories("alice", "my cat called Pixel")
+    assert any("Pixel" in memory.text for memory in stale), "the cache is per process"
+    await first.invalidate("alice")
+    fresh = await first.search_memories("alice", "is my cat or my dog called Pixel or Biscuit")
+    assert [memory.text for memory in fresh] == ["My dog is called Biscuit"]
+
+
 async def test_another_users_memory_cannot_be_deleted(make_assistant: Any) -> None:
     from mongars_core.errors import MemoryNotFoundError
 

@@ -25,7 +25,8 @@ they enter (the storage layer, a backend, a model loader)::
     │   ├── ModelNotFoundError            missing model file, fetch impossible
     │   └── CorruptModelError             a model file exists but cannot be read
     └── StorageError
-        └── DatabaseUnavailableError      the database URL cannot be reached
+        ├── DatabaseUnavailableError      the database URL cannot be reached
+        └── DuplicateRecordError          a record with the same key exists
 """
 
 from __future__ import annotations
@@ -131,3 +132,7 @@ class StorageError(MongarsError):
 
 class DatabaseUnavailableError(StorageError):
     """The database cannot be reached."""
+
+
+class DuplicateRecordError(StorageError):
+    """A record with the same unique key already exists."""

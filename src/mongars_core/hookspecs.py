@@ -202,6 +202,17 @@ def mongars_forget(services: Any, user_id: str, memory_ids: list[int] | None) ->
 
 
 @hookspec
+def mongars_invalidate(services: Any, user_id: str) -> MaybeAwaitable:
+    """Drop whatever the plugin caches about a user: it changed elsewhere.
+
+    Called by ``Assistant.invalidate(user_id)``, which a host running several
+    processes over one database calls when another process changed the user's
+    data (a turn, a deleted memory). The next use reloads from storage. Must
+    not delete stored data. Returns nothing useful; a failure is raised.
+    """
+
+
+@hookspec
 def mongars_turn_completed(turn: Turn, reply: Reply) -> MaybeAwaitable:
     """Observe a completed turn (style learning, metrics, self-training curation).
 

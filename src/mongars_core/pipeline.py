@@ -14,12 +14,13 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from opentelemetry import trace
 
 from mongars_core.errors import (
     ConfigurationError,
@@ -74,6 +75,9 @@ class Services:
     embedder: Embedder | None = None
     embedder_name: str | None = None
     stash: dict[str, Any] = field(default_factory=dict)
+    # The host's tracer (the server's); the default is OpenTelemetry's global,
+    # a no-op unless the host application configured one.
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("mongars_core"))
 
 
 class Assistant:
@@ -195,7 +199,37 @@ class Assistant:
             message=text,
             services=self.services,
         )
-        await self._prepare(turn, timings, failures)
+        tracer = self.services.tracer
+        # Not "current": an async generator's context changes at every yield.
+        turn_span = tracer.start_span("mongars.turn", attributes={"mongars.backend": backend_name})
+        context = trace.set_span_in_context(turn_span)
+        try:
+            # aclosing: a consumer that stops early stops the backend at once.
+            async with aclosing(
+                self._run_turn(turn, backend_name, timings, failures, context)
+            ) as events:
+                async for event in events:
+                    yield event
+        except GeneratorExit:
+            turn_span.set_attribute("mongars.stopped_early", True)
+            raise
+        except BaseException as exc:
+            turn_span.record_exception(exc)
+            turn_span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+            raise
+        finally:
+            turn_span.end()
+
+    async def _run_turn(
+        self,
+        turn: Turn,
+        backend_name: str,
+        timings: dict[str, float],
+        failures: list[HookFailure],
+        context: Any,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        with self._timed(timings, "prepare", context):
+            await self._prepare(turn, timings, failures)
 
         request = GenerationRequest(
             messages=build_messages(self.settings, turn),
@@ -205,27 +239,32 @@ class Assistant:
         )
         pieces: list[str] = []
         started = time.perf_counter()
-        # aclosing: a consumer that stops early stops the backend at once,
-        # not whenever the abandoned generator is collected.
-        async with aclosing(self.router.stream(request, backend_name)) as deltas:
-            async for delta in deltas:
-                if delta:
-                    pieces.append(delta)
-                    yield StreamEvent(type="token", delta=delta)
+        span = self.services.tracer.start_span("mongars.generate", context=context)
+        try:
+            # aclosing: a consumer that stops early stops the backend at once,
+            # not whenever the abandoned generator is collected.
+            async with aclosing(self.router.stream(request, backend_name)) as deltas:
+                async for delta in deltas:
+                    if delta:
+                        pieces.append(delta)
+                        yield StreamEvent(type="token", delta=delta)
+        finally:
+            span.set_attribute("mongars.deltas", len(pieces))
+            span.end()
         timings["generate"] = _ms_since(started)
         generated = "".join(pieces).strip()
 
-        with _timed(timings, "adapt"):
+        with self._timed(timings, "adapt", context):
             final_text = await self.plugins.chain(
                 "mongars_adapt_reply", generated, "text", failures, turn=turn
             )
-        with _timed(timings, "speech"):
+        with self._timed(timings, "speech", context):
             speech = await self.plugins.first(
                 "mongars_plan_speech", failures, turn=turn, text=final_text
             )
         reply = Reply(
             turn_id=turn.turn_id,
-            user_id=user_id,
+            user_id=turn.user_id,
             session_id=turn.session_id,
             text=final_text,
             confidence=estimate_confidence(turn, generated, request),
@@ -237,7 +276,8 @@ class Assistant:
             style_instructions=turn.style_instructions,
             speech=speech if isinstance(speech, SpeechPlan) else None,
         )
-        await self._finish(turn, reply, backend_name, timings, failures)
+        with self._timed(timings, "finish", context):
+            await self._finish(turn, reply, backend_name, timings, failures)
         reply.timings = dict(timings)
         reply.warnings = [failure.describe() for failure in failures]
         yield StreamEvent(type="reply", reply=reply)
@@ -257,7 +297,7 @@ class Assistant:
         """
 
         async def persist() -> None:
-            with _timed(timings, "persist"):
+            with self._timed(timings, "persist"):
                 await self.store.add_turn(
                     turn_id=turn.turn_id,
                     user_id=turn.user_id,
@@ -274,11 +314,11 @@ class Assistant:
                 )
 
         async def remember() -> None:
-            with _timed(timings, "remember"):
+            with self._timed(timings, "remember"):
                 await self.plugins.gather("mongars_remember", failures, turn=turn, reply=reply)
 
         async def observe() -> None:
-            with _timed(timings, "observe"):
+            with self._timed(timings, "observe"):
                 await self.plugins.gather(
                     "mongars_turn_completed", failures, turn=turn, reply=reply
                 )
@@ -296,6 +336,24 @@ class Assistant:
         await self._require_user(user_id)
         return await self.store.list_memories(user_id)
 
+    async def search_memories(self, user_id: str, query: str, limit: int = 10) -> list[Memory]:
+        """A user's memories most relevant to ``query``, best first, as recall finds them."""
+        await self._require_user(user_id)
+        text = self._validate(user_id, query, "search")
+        turn = Turn(
+            turn_id=uuid.uuid4().hex,
+            user_id=user_id,
+            session_id="search",
+            message=text,
+            services=self.services,
+        )
+        failures: list[HookFailure] = []
+        found: list[Memory] = await self.plugins.gather_lists("mongars_recall", failures, turn=turn)
+        if failures:
+            raise failures[0].error
+        found.sort(key=lambda memory: memory.score, reverse=True)
+        return found[:limit]
+
     async def delete_memory(self, user_id: str, memory_id: int) -> None:
         """Delete one of a user's memories (``MemoryNotFoundError`` when it isn't theirs)."""
         await self._require_user(user_id)
@@ -308,6 +366,17 @@ class Assistant:
         count = await self.store.delete_memories(user_id)
         await self._forget(user_id, None)
         return count
+
+    async def invalidate(self, user_id: str) -> None:
+        """Make every plugin drop its cached state of ``user_id`` (another process
+        changed it); the next turn reloads from storage."""
+        _check_id("user id", user_id)
+        failures: list[HookFailure] = []
+        await self.plugins.gather(
+            "mongars_invalidate", failures, log=False, services=self.services, user_id=user_id
+        )
+        if failures:
+            raise failures[0].error
 
     # -- internals --------------------------------------------------------------------
 
@@ -352,6 +421,17 @@ class Assistant:
         if not await self.store.user_exists(user_id):
             raise UnknownUserError(f"no user {user_id!r} has talked to this assistant")
 
+    @contextmanager
+    def _timed(self, timings: dict[str, float], stage: str, context: Any = None) -> Any:
+        """Time a stage into ``timings`` and trace it as a span (child of ``context``
+        when given, else of the current span)."""
+        started = time.perf_counter()
+        try:
+            with self.services.tracer.start_as_current_span(f"mongars.{stage}", context=context):
+                yield
+        finally:
+            timings[stage] = _ms_since(started)
+
     async def _prepare(
         self, turn: Turn, timings: dict[str, float], failures: list[HookFailure]
     ) -> None:
@@ -359,14 +439,14 @@ class Assistant:
         reasoning and style. Only gap detection needs what the others found."""
 
         async def load_history() -> None:
-            with _timed(timings, "history"):
+            with self._timed(timings, "history"):
                 await self.store.ensure_user(turn.user_id)
                 turn.history = await self.store.recent_turns(
                     turn.user_id, turn.session_id, self.settings.history_turns
                 )
 
         async def recall() -> list[Memory]:
-            with _timed(timings, "recall"):
+            with self._timed(timings, "recall"):
                 found: list[Memory] = await self.plugins.gather_lists(
                     "mongars_recall", failures, turn=turn
                 )
@@ -375,24 +455,24 @@ class Assistant:
         async def recall_and_research() -> None:
             _, memories = await asyncio.gather(load_history(), recall())
             turn.memories = select_memories(memories, turn, self.settings.memory)
-            with _timed(timings, "gaps"):
+            with self._timed(timings, "gaps"):
                 turn.gaps = await self.plugins.gather_lists(
                     "mongars_find_gaps", failures, turn=turn
                 )
             if turn.gaps:
-                with _timed(timings, "research"):
+                with self._timed(timings, "research"):
                     turn.findings = await self.plugins.gather_lists(
                         "mongars_research", failures, turn=turn, gaps=turn.gaps
                     )
 
         async def reason() -> None:
-            with _timed(timings, "reason"):
+            with self._timed(timings, "reason"):
                 turn.reasoning = await self.plugins.gather_lists(
                     "mongars_reason", failures, turn=turn
                 )
 
         async def style() -> None:
-            with _timed(timings, "style"):
+            with self._timed(timings, "style"):
                 turn.style_instructions = await self.plugins.gather_lists(
                     "mongars_style_instructions", failures, turn=turn
                 )
@@ -415,12 +495,3 @@ def _choose_embedder(embedders: dict[str, Any], wanted: str) -> tuple[str | None
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Any:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = _ms_since(started)

@@ -10,10 +10,10 @@ docs/configuration.md documents every field (a test keeps it complete).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -108,6 +108,61 @@ class SpeechSettings(BaseModel):
     words_per_second: float = Field(2.6, gt=0, description="Speaking rate of the planned speech.")
 
 
+class ServerSettings(BaseModel):
+    """The HTTP server (``mongars serve``, the ``mongars_server`` package)."""
+
+    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes; more than one needs a Redis URL."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="Secret that signs access tokens and websocket tickets; default: "
+        "generated on first run and kept in <data dir>/server-secret (mode 0600).",
+    )
+    token_ttl_s: int = Field(3600, ge=60, le=30 * 86400, description="Access token lifetime.")
+    ticket_ttl_s: int = Field(
+        30, ge=1, le=60, description="Websocket ticket lifetime in seconds (at most 60)."
+    )
+    allow_registration: bool = Field(True, description="Let anyone register a user account.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed for CORS and websockets, besides the "
+        "server's own origin.",
+    )
+    rate_limit_per_minute: float = Field(
+        120.0, gt=0, description="Sustained requests per minute per user (token bucket)."
+    )
+    rate_limit_burst: int = Field(30, ge=1, description="Requests a user may make at once.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    metrics_access: Literal["public", "admin", "off"] = Field(
+        "admin", description='Who may read /metrics: "public", "admin" or "off".'
+    )
+    traces_exporter: Literal["none", "console", "otlp"] = Field(
+        "none", description='Where OpenTelemetry traces go: "none", "console" or "otlp".'
+    )
+    metrics_exporter: Literal["prometheus", "console", "otlp"] = Field(
+        "prometheus",
+        description='Where metrics go besides /metrics: "prometheus" (only /metrics), '
+        '"console" or "otlp".',
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector URL; default: the OpenTelemetry SDK's."
+    )
+    ws_heartbeat_s: float = Field(20.0, gt=0, description="Seconds between websocket pings.")
+    ws_queue_size: int = Field(
+        512,
+        ge=8,
+        description="Events queued for one websocket; a client further behind is disconnected.",
+    )
+
+    _split_origins = field_validator("allowed_origins", mode="before")(_split_names)
+    _optional = field_validator("jwt_secret", "otlp_endpoint", mode="before")(_empty_is_none)
+
+
 class Settings(BaseSettings):
     """Every monGARS setting. Build one and pass it to ``Assistant.from_settings``."""
 
@@ -129,7 +184,12 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy async URL; default: SQLite in the data directory.",
     )
-    _optional_url = field_validator("database_url", mode="before")(_empty_is_none)
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (redis://...) shared by server processes for tickets, "
+        "rate limits and websocket fan-out; default: kept in process.",
+    )
+    _optional_url = field_validator("database_url", "redis_url", mode="before")(_empty_is_none)
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
         None, description="Comma-separated allow-list of plugin names; empty loads all."
     )
@@ -150,6 +210,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     _split_plugin_lists = field_validator("load_plugins", "disable_plugins", mode="before")(
         _split_names

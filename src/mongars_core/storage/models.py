@@ -63,3 +63,35 @@ class PluginStateRecord(SQLModel, table=True):
     user_id: str = Field(primary_key=True, max_length=150)
     value: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = _timestamp()
+
+
+class AccountRecord(SQLModel, table=True):
+    """A server login. ``username`` is also the conversation user id."""
+
+    __tablename__ = "accounts"
+
+    username: str = Field(primary_key=True, max_length=150)
+    password_hash: str = Field(max_length=255)
+    is_admin: bool = False
+    # Bumped on every password change; access tokens carry it, so older ones stop working.
+    password_version: int = 1
+    created_at: datetime = _timestamp()
+
+
+class ApiKeyRecord(SQLModel, table=True):
+    """A per-user API key (OpenAI-compatible API). Only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(foreign_key="accounts.username", max_length=150, index=True)
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _timestamp()
+    last_used_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )

@@ -24,13 +24,14 @@ from sqlalchemy import delete, event, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlmodel import col
 
 from mongars_core.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    DuplicateRecordError,
     MemoryNotFoundError,
     MissingDependencyError,
     StorageError,
@@ -115,6 +116,8 @@ class Store:
         try:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 yield session
+        except IntegrityError as exc:
+            raise DuplicateRecordError(f"duplicate record: {_reason(exc)}") from exc
         except (OSError, DBAPIError) as exc:
             if isinstance(exc, OSError) or exc.connection_invalidated:
                 raise DatabaseUnavailableError(

@@ -339,3 +339,9 @@ async def mongars_turn_completed(turn: Turn, reply: Reply) -> None:
         updated = observe(await _cached_profile(turn.services, turn.user_id), turn.message)
         await save_profile(turn.services.store, turn.user_id, updated)
         turn.services.stash[PROFILE_CACHE][turn.user_id] = updated
+
+
+@hookimpl(trylast=True)
+async def mongars_invalidate(services: Any, user_id: str) -> None:
+    """Another process saved this user's profile: read it again next time."""
+    services.stash.get(PROFILE_CACHE, {}).pop(user_id, None)

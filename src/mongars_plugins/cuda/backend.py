@@ -83,6 +83,17 @@ class LocalModelBackend:
             if self._model is None:
                 await asyncio.to_thread(self._load_blocking)
 
+    async def fetch(self) -> Path:
+        """Fetch and convert the model files without loading them (``mongars serve``
+        does this with progress bars before the server starts)."""
+        require_torch()
+        require_transformers()
+        pick_device(self.settings.local.device)
+        path: Path = await asyncio.to_thread(
+            model_files.ensure_model, self.settings, self.progress or model_files._log_progress
+        )
+        return path
+
     def _load_blocking(self) -> None:
         torch = require_torch()
         require_transformers()

@@ -166,5 +166,11 @@ async def mongars_remember(turn: Turn, reply: Reply) -> None:
 
 
 @hookimpl(trylast=True)
+async def mongars_invalidate(services: Services, user_id: str) -> None:
+    # Dropping the user's partition makes the next recall reload it from storage.
+    await _memory(services).forget(user_id, None)
+
+
+@hookimpl(trylast=True)
 async def mongars_forget(services: Services, user_id: str, memory_ids: list[int] | None) -> None:
     await _memory(services).forget(user_id, memory_ids)

@@ -1,0 +1,173 @@
+"""``create_app(settings)``: the FastAPI app, assembled from the installed plugins.
+
+Every router, the bundled ones included, comes from the
+``mongars_register_routers`` hook. The assistant, accounts, signers, rate
+limiter, event hub and telemetry are built in the app's lifespan and reach
+routes through :func:`mongars_server.deps.server_state`; nothing is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from mongars_core.errors import ConfigurationError, MissingDependencyError, MongarsError
+from mongars_core.pipeline import Assistant
+from mongars_core.plugins import PluginHost, build_plugin_manager
+from mongars_core.settings import Settings
+from mongars_server.accounts import AccountStore
+from mongars_server.errors import install_error_handlers
+from mongars_server.events import EventHub
+from mongars_server.limits import BodySizeLimit, RateLimiter, RedisRateLimiter
+from mongars_server.security import (
+    AccessTokens,
+    RedisUsedTickets,
+    TicketSigner,
+    UsedTickets,
+    load_or_create_secret,
+)
+from mongars_server.telemetry import RequestTelemetry, Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerState:
+    """Everything a route needs, built once per app in its lifespan."""
+
+    settings: Settings
+    assistant: Assistant
+    accounts: AccountStore
+    tokens: AccessTokens
+    tickets: TicketSigner
+    limiter: RateLimiter
+    hub: EventHub
+    telemetry: Telemetry
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    model_error: str | None = None
+
+    async def changed(self, user: str) -> None:
+        """``user``'s turns or memories changed: other server processes drop their caches."""
+        await self.hub.announce_change(user)
+
+    def spawn(self, coroutine: Any) -> None:
+        """Run ``coroutine`` in the background, kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> FastAPI:
+    """Build the server for ``settings`` from the installed (or given) plugins."""
+    settings = settings or Settings()
+    pm = plugin_manager or build_plugin_manager(settings)
+    host = PluginHost(pm, settings)
+    routers = host.collect("mongars_register_routers", "router")
+    secret = load_or_create_secret(settings)  # fail at build time, not at first login
+    telemetry = Telemetry(settings.server)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        redis = _connect_redis(settings)
+        assistant = await Assistant.from_settings(settings, plugin_manager=pm)
+        assistant.services.tracer = telemetry.pipeline_tracer
+        hub = EventHub(settings.server.ws_queue_size, redis, assistant.invalidate)
+        server = ServerState(
+            settings=settings,
+            assistant=assistant,
+            accounts=AccountStore(assistant.store),
+            tokens=AccessTokens(secret, settings.server.token_ttl_s),
+            tickets=TicketSigner(
+                secret,
+                settings.server.ticket_ttl_s,
+                RedisUsedTickets(redis) if redis is not None else UsedTickets(),
+            ),
+            limiter=(
+                RedisRateLimiter(
+                    redis, settings.server.rate_limit_per_minute, settings.server.rate_limit_burst
+                )
+                if redis is not None
+                else RateLimiter(
+                    settings.server.rate_limit_per_minute, settings.server.rate_limit_burst
+                )
+            ),
+            hub=hub,
+            telemetry=telemetry,
+        )
+        try:
+            await hub.start()
+            server.spawn(_load_model(server))
+            yield {"server": server}
+        finally:
+            await hub.stop()
+            for task in list(server.background):
+                task.cancel()
+            await asyncio.gather(*server.background, return_exceptions=True)
+            await assistant.aclose()
+            if redis is not None:
+                await redis.aclose()
+            telemetry.shutdown()
+
+    app = FastAPI(
+        title="monGARS",
+        version=_version(),
+        description="A self-hosted, privacy-first conversational assistant.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for name, router in routers.items():
+        if not isinstance(router, APIRouter):
+            raise ConfigurationError(f"router {name!r} is not a fastapi.APIRouter")
+        app.include_router(router)
+    # Middleware runs outside-in in reverse order of adding: size limit first.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.server.allowed_origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    app.add_middleware(RequestTelemetry, telemetry=telemetry)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    return app
+
+
+async def _load_model(server: ServerState) -> None:
+    """Load the default backend's model at start-up, so the first chat doesn't wait."""
+    try:
+        await server.assistant.router.prepare()
+    except MongarsError as exc:
+        server.model_error = str(exc)
+        logger.error("the LLM backend failed to load: %s", exc)
+
+
+def _connect_redis(settings: Settings) -> Any:
+    if settings.redis_url is None:
+        return None
+    try:
+        import redis.asyncio as redis
+    except ImportError:
+        raise MissingDependencyError("redis", "redis") from None
+    return redis.from_url(settings.redis_url)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mongars")
+    except PackageNotFoundError:
+        return "0+unknown"

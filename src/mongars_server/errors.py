@@ -1,0 +1,141 @@
+"""Every error leaves the server as JSON with the right status.
+
+monGARS API routes answer ``{"detail": message, "code": machine_code}``; the
+OpenAI-compatible routes (``/v1/...``) answer OpenAI's
+``{"error": {"message", "type", "param", "code"}}``. Validation errors list
+``{loc, msg, type}`` only: echoing the client's input back could leak or fail
+to encode it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mongars_core.errors import (
+    BackendError,
+    DuplicateRecordError,
+    InvalidInputError,
+    MongarsError,
+    NotFoundError,
+    StorageError,
+)
+from mongars_server.accounts import AccountExistsError
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_UNAVAILABLE_S = 5
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(StarletteHTTPException):
+    """An HTTP error with a machine-readable ``code``."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code, detail, headers)
+        self.code = code or _CODES.get(status_code, "error")
+
+
+def classify(exc: MongarsError) -> ApiError:
+    """The HTTP answer to a monGARS error."""
+    if isinstance(exc, AccountExistsError):
+        return ApiError(409, str(exc), "username_taken")
+    if isinstance(exc, DuplicateRecordError):
+        return ApiError(409, str(exc), "conflict")
+    if isinstance(exc, InvalidInputError):
+        return ApiError(422, str(exc), "invalid_input")
+    if isinstance(exc, NotFoundError):
+        return ApiError(404, str(exc), "not_found")
+    if isinstance(exc, BackendError | StorageError):
+        return ApiError(
+            503,
+            str(exc),
+            "backend_unavailable" if isinstance(exc, BackendError) else "storage_unavailable",
+            {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)},
+        )
+    return ApiError(500, "internal error", "internal_error")
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    body: dict[str, Any]
+    if request.url.path.startswith("/v1/"):
+        body = {
+            "error": {
+                "message": error.detail,
+                "type": "invalid_request_error" if error.status_code < 500 else "server_error",
+                "param": None,
+                "code": error.code,
+            }
+        }
+    else:
+        body = {"detail": error.detail, "code": error.code}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error = (
+            exc
+            if isinstance(exc, ApiError)
+            else ApiError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        )
+        return error_response(request, error)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            {
+                "loc": list(item.get("loc", ())),
+                "msg": str(item.get("msg", "")),
+                "type": item.get("type", ""),
+            }
+            for item in exc.errors()
+        ]
+        if request.url.path.startswith("/v1/"):
+            summary = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in problems
+            )
+            return error_response(request, ApiError(422, summary or "invalid request"))
+        return JSONResponse({"detail": problems, "code": "invalid_input"}, status_code=422)
+
+    async def on_mongars_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, MongarsError)
+        error = classify(exc)
+        if error.status_code >= 500:
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return error_response(request, error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(request, ApiError(500, "internal error", "internal_error"))
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(MongarsError, on_mongars_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,161 @@
+"""Per-user rate limits (token bucket) and the request body size limit."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RateLimiter:
+    """A token bucket per key: ``burst`` requests at once, ``per_minute`` sustained.
+
+    ``take`` returns 0 when the request may go ahead, else the seconds to wait.
+    """
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    async def take(self, key: str, cost: float = 1.0) -> float:
+        now = time.monotonic()
+        tokens, updated = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - updated) * self.rate)
+        if tokens >= cost:
+            self._buckets[key] = (tokens - cost, now)
+            self._forget_full_buckets(now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (cost - tokens) / self.rate
+
+    def _forget_full_buckets(self, now: float) -> None:
+        if len(self._buckets) < 10_000:
+            return
+        refill = self.burst / self.rate
+        self._buckets = {
+            key: value for key, value in self._buckets.items() if now - value[1] < refill
+        }
+
+
+# KEYS[1]: the bucket; ARGV: rate per second, burst, cost. Redis' own clock, so
+# every server process agrees on "now".
+_TAKE_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(state[1]) or burst
+local updated = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - updated) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    """The same token bucket, kept in Redis so every server process shares it."""
+
+    def __init__(self, redis: Any, per_minute: float, burst: int) -> None:
+        super().__init__(per_minute, burst)
+        self._script = redis.register_script(_TAKE_SCRIPT)
+
+    async def take(self, key: str, cost: float = 1.0) -> float:
+        wait = await self._script(keys=[f"mongars:rate:{key}"], args=[self.rate, self.burst, cost])
+        return float(wait)
+
+
+def retry_after(seconds: float) -> str:
+    """A ``Retry-After`` value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 to a body larger than ``max_bytes``.
+
+    Checks ``Content-Length`` up front; a chunked body is read here (at most
+    ``max_bytes``), so a client cannot stream an unbounded body either.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                await _send_error(scope, send, 400, "invalid Content-Length", "bad_request")
+                return
+            if too_big:
+                await _send_error(scope, send, 413, self._message(), "body_too_large")
+                return
+            # The server stops at Content-Length, so the body cannot grow past it.
+            await self.app(scope, receive, send)
+            return
+        if b"chunked" not in headers.get(b"transfer-encoding", b""):
+            await self.app(scope, receive, send)
+            return
+        # A chunked body announces no size: read it here, at most max_bytes, so
+        # every route answers 413 to an oversized one, even a route that
+        # would not have read it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_error(scope, send, 413, self._message(), "body_too_large")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _message(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
+
+
+async def _send_error(scope: Scope, send: Send, status: int, detail: str, code: str) -> None:
+    # The same shapes as mongars_server.errors (this runs outside FastAPI).
+    if scope.get("path", "").startswith("/v1/"):
+        error = {"message": detail, "type": "invalid_request_error", "param": None, "code": code}
+        body = json.dumps({"error": error}).encode()
+    else:
+        body = json.dumps({"detail": detail, "code": code}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

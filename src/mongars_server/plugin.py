@@ -1,0 +1,43 @@
+"""The bundled server plugin: registers the built-in routers and the
+``serve``, ``users`` and ``keys`` commands.
+
+Importing it needs no FastAPI; the routers are imported when the server
+assembles, so ``mongars serve`` without the ``server`` extra says what to
+install instead of failing at start-up.
+"""
+
+from __future__ import annotations
+
+from mongars_core import hookimpl
+from mongars_core.hookspecs import Register
+from mongars_core.settings import Settings
+
+
+@hookimpl
+def mongars_register_routers(register: Register, settings: Settings) -> None:
+    from mongars_server.routes import (
+        auth,
+        console,
+        conversation,
+        health,
+        memories,
+        openai_api,
+        websocket,
+    )
+
+    register("auth", auth.router)
+    register("conversation", conversation.router)
+    register("memories", memories.router)
+    register("websocket", websocket.router)
+    register("openai", openai_api.router)
+    register("health", health.router)
+    register("console", console.router)
+
+
+@hookimpl
+def mongars_register_commands(register: Register, settings: Settings) -> None:
+    from mongars_server.cli import keys_app, serve_app, users_app
+
+    register("serve", serve_app)
+    register("users", users_app)
+    register("keys", keys_app)

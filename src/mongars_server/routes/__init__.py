@@ -1,0 +1,1 @@
+"""The bundled routers; :mod:`mongars_server.plugin` registers them."""

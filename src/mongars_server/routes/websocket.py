@@ -1,0 +1,247 @@
+"""``/ws/chat/``: streaming chat and live events over a websocket.
+
+Connect with a ticket from ``POST /api/v1/auth/ws/ticket``:
+``/ws/chat/?t=<ticket>``. The server sends ``ws.connected`` then
+``history.snapshot``; every client frame gets an ``ack``; ``chat.send`` frames
+stream ``chat.delta`` events and end with ``chat.reply`` (or ``chat.error``).
+docs/http_api.md describes every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from mongars_core.errors import MongarsError
+from mongars_server.app import ServerState
+from mongars_server.errors import classify
+from mongars_server.events import Subscriber, make_event
+from mongars_server.routes.conversation import ChatRequest, history_item, run_chat
+from mongars_server.security import AuthenticationError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["websocket"])
+
+MAX_FRAME_CHARS = 16_384
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+HISTORY_SNAPSHOT = 20
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Browsers always send ``Origin``: it must be the server's own or allow-listed.
+
+    Other clients (scripts, the CLI) send none; the ticket alone admits them.
+    """
+    if origin is None:
+        return True
+    if origin in allowed or "*" in allowed:
+        return True
+    parts = urlsplit(origin)
+    return bool(host) and parts.scheme in {"http", "https"} and parts.netloc == host
+
+
+@router.websocket("/ws/chat/")
+async def chat_socket(websocket: WebSocket) -> None:
+    server: ServerState = websocket.state.server
+    if not origin_allowed(
+        websocket.headers.get("origin"),
+        websocket.headers.get("host"),
+        server.settings.server.allowed_origins,
+    ):
+        await websocket.close(POLICY_VIOLATION, "origin not allowed")
+        return
+    try:
+        user = await server.tickets.redeem(websocket.query_params.get("t", ""))
+    except AuthenticationError as exc:
+        await websocket.close(POLICY_VIOLATION, str(exc))
+        return
+    if await server.accounts.get(user) is None:
+        await websocket.close(POLICY_VIOLATION, "the account no longer exists")
+        return
+    await websocket.accept()
+    await ChatConnection(server, websocket, user).run()
+
+
+class ChatConnection:
+    """One accepted socket: a sender task draining the queue, a heartbeat, a reader."""
+
+    def __init__(self, server: ServerState, websocket: WebSocket, user: str) -> None:
+        self.server = server
+        self.websocket = websocket
+        self.user = user
+        self.subscriber: Subscriber = server.hub.subscribe(user, self._overflowed)
+        self.turn: asyncio.Task[None] | None = None
+        self.last_pong = time.monotonic()
+        self.closing = False
+
+    async def run(self) -> None:
+        telemetry = self.server.telemetry
+        telemetry.websockets.add(1)
+        heartbeat_s = self.server.settings.server.ws_heartbeat_s
+        sender = asyncio.create_task(self._send_loop())
+        heartbeat = asyncio.create_task(self._heartbeat(heartbeat_s))
+        try:
+            self._emit("ws.connected", {"heartbeat_s": heartbeat_s})
+            turns = await self.server.assistant.store.history(self.user, HISTORY_SNAPSHOT)
+            items = [history_item(turn).model_dump(mode="json") for turn in turns]
+            self._emit("history.snapshot", {"items": items})
+            await self._read_loop()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.closing = True
+            self.server.hub.unsubscribe(self.subscriber)
+            for task in (heartbeat, self.turn, sender):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(
+                *(t for t in (heartbeat, self.turn, sender) if t is not None),
+                return_exceptions=True,
+            )
+            telemetry.websockets.add(-1)
+
+    # -- outgoing ----------------------------------------------------------------
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        self.subscriber.offer(make_event(kind, self.user, data))
+        if self.subscriber.overflowed and not self.closing:
+            self.server.hub.unsubscribe(self.subscriber)
+            asyncio.get_running_loop().create_task(self._overflowed())
+
+    def _ack(self, ref: Any, error: dict[str, str] | None = None) -> None:
+        data: dict[str, Any] = {"ref": ref, "ok": error is None}
+        if error is not None:
+            data["error"] = error
+        self._emit("ack", data)
+
+    async def _send_loop(self) -> None:
+        queue = self.subscriber.queue
+        while True:
+            event = await queue.get()
+            if event is None:
+                await self._close(1001, "server shutting down")
+                return
+            await self.websocket.send_text(json.dumps(event))
+
+    async def _overflowed(self) -> None:
+        await self._close(
+            TRY_AGAIN_LATER,
+            f"too slow: {self.server.hub.queue_size} events behind",
+        )
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await self.websocket.close(code, reason)
+
+    async def _heartbeat(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_pong > 3 * interval:
+                await self._close(POLICY_VIOLATION, "no pong to three heartbeats")
+                return
+            self._emit("ping", {})
+
+    # -- incoming ----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while not self.closing:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                self._ack(None, _error("invalid_frame", "frames must be JSON text"))
+                continue
+            self._handle(text)
+
+    def _handle(self, text: str) -> None:
+        if len(text) > MAX_FRAME_CHARS:
+            self._ack(
+                None, _error("frame_too_large", f"frames are at most {MAX_FRAME_CHARS} characters")
+            )
+            return
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            self._ack(None, _error("invalid_json", "the frame is not valid JSON"))
+            return
+        if not isinstance(frame, dict):
+            self._ack(None, _error("invalid_frame", "a frame is a JSON object"))
+            return
+        ref = frame.get("id")
+        if ref is not None and not (isinstance(ref, str | int) and len(str(ref)) <= 100):
+            self._ack(
+                None, _error("invalid_frame", "id is a string or number of at most 100 characters")
+            )
+            return
+        kind = frame.get("type")
+        self.last_pong = time.monotonic()  # any frame shows the client is alive
+        if kind == "pong":
+            self._ack(ref)
+        elif kind == "ping":
+            self._ack(ref)
+            self._emit("pong", {})
+        elif kind == "chat.send":
+            self._start_turn(ref, frame.get("data"))
+        else:
+            self._ack(ref, _error("unknown_type", f"unknown frame type {str(kind)[:50]!r}"))
+
+    def _start_turn(self, ref: Any, data: Any) -> None:
+        if self.turn is not None and not self.turn.done():
+            self._ack(ref, _error("busy", "a turn is still running on this socket"))
+            return
+        try:
+            request = ChatRequest.model_validate(data)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "data"
+            self._ack(ref, _error("invalid_input", f"{where}: {problem['msg']}"))
+            return
+        self._ack(ref)
+        self.turn = asyncio.create_task(self._turn(ref, request))
+
+    async def _turn(self, ref: Any, request: ChatRequest) -> None:
+        wait = await self.server.limiter.take(f"user:{self.user}")
+        if wait > 0:
+            self._emit(
+                "chat.error",
+                {"ref": ref, "code": "rate_limited", "message": f"retry in {wait:.1f} s"},
+            )
+            return
+
+        async def on_delta(delta: str) -> None:
+            self._emit("chat.delta", {"ref": ref, "delta": delta})
+
+        try:
+            response = await run_chat(
+                self.server, self.user, request.message, request.session_id, on_delta
+            )
+        except MongarsError as exc:
+            error = classify(exc)
+            self._emit("chat.error", {"ref": ref, "code": error.code, "message": error.detail})
+            return
+        except Exception:
+            logger.exception("a websocket turn of %s failed", self.user)
+            self._emit(
+                "chat.error", {"ref": ref, "code": "internal_error", "message": "internal error"}
+            )
+            return
+        data = {**response.model_dump(mode="json"), "ref": ref}
+        await self.server.hub.publish(make_event("chat.reply", self.user, data))
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
