@@ -1,9 +1,11 @@
-"""Shared helpers for the benchmarks: percentiles and writing results."""
+"""Shared helpers for the benchmarks: percentiles, CPU accounting and writing results."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 import statistics
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,3 +41,27 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
     path.write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.strip() + "\n")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent not idle since boot (``/proc/stat``)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def table(columns: list[str], rows: list[str]) -> str:
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows])

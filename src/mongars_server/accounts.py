@@ -34,7 +34,7 @@ class AccountStore:
             created_at=utcnow(),
         )
         try:
-            async with self.store.session() as session:
+            async with self.store.session(write=True) as session:
                 session.add(record)
                 await session.commit()
         except DuplicateRecordError:
@@ -59,7 +59,7 @@ class AccountStore:
 
     async def change_password(self, username: str, new_password: str) -> AccountRecord:
         new_hash = await self.passwords.hash(new_password)
-        async with self.store.session() as session:
+        async with self.store.session(write=True) as session:
             account = await session.get(AccountRecord, username)
             if account is None:
                 raise LookupError(username)
@@ -69,7 +69,7 @@ class AccountStore:
             return account
 
     async def set_admin(self, username: str, is_admin: bool) -> None:
-        async with self.store.session() as session:
+        async with self.store.session(write=True) as session:
             await session.execute(
                 update(AccountRecord)
                 .where(AccountRecord.username == username)  # type: ignore[arg-type]
@@ -103,7 +103,7 @@ class AccountStore:
             key_hash=hash_api_key(key),
             created_at=utcnow(),
         )
-        async with self.store.session() as session:
+        async with self.store.session(write=True) as session:
             session.add(record)
             await session.commit()
         return record, key
@@ -119,7 +119,7 @@ class AccountStore:
 
     async def revoke_key(self, username: str, key_id: int) -> bool:
         """Revoke one of ``username``'s keys; ``False`` when they have no such live key."""
-        async with self.store.session() as session:
+        async with self.store.session(write=True) as session:
             result = await session.execute(
                 update(ApiKeyRecord)
                 .where(

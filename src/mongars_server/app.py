@@ -81,41 +81,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = _connect_redis(settings)
-        assistant = await Assistant.from_settings(settings, plugin_manager=pm)
-        assistant.services.tracer = telemetry.pipeline_tracer
-        hub = EventHub(settings.server.ws_queue_size, redis, assistant.invalidate)
-        server = ServerState(
-            settings=settings,
-            assistant=assistant,
-            accounts=AccountStore(assistant.store),
-            tokens=AccessTokens(secret, settings.server.token_ttl_s),
-            tickets=TicketSigner(
-                secret,
-                settings.server.ticket_ttl_s,
-                RedisUsedTickets(redis) if redis is not None else UsedTickets(),
-            ),
-            limiter=(
-                RedisRateLimiter(
-                    redis, settings.server.rate_limit_per_minute, settings.server.rate_limit_burst
-                )
-                if redis is not None
-                else RateLimiter(
-                    settings.server.rate_limit_per_minute, settings.server.rate_limit_burst
-                )
-            ),
-            hub=hub,
-            telemetry=telemetry,
-        )
         try:
-            await hub.start()
-            server.spawn(_load_model(server))
-            yield {"server": server}
+            async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
+                server = _server_state(settings, assistant, secret, telemetry, redis)
+                await server.hub.start()
+                try:
+                    server.spawn(_load_model(server))
+                    yield {"server": server}
+                finally:
+                    await server.hub.stop()
+                    for task in list(server.background):
+                        task.cancel()
+                    await asyncio.gather(*server.background, return_exceptions=True)
         finally:
-            await hub.stop()
-            for task in list(server.background):
-                task.cancel()
-            await asyncio.gather(*server.background, return_exceptions=True)
-            await assistant.aclose()
             if redis is not None:
                 await redis.aclose()
             telemetry.shutdown()
@@ -143,6 +121,31 @@ def create_app(
     app.add_middleware(RequestTelemetry, telemetry=telemetry)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     return app
+
+
+def _server_state(
+    settings: Settings, assistant: Assistant, secret: bytes, telemetry: Telemetry, redis: Any
+) -> ServerState:
+    assistant.services.tracer = telemetry.pipeline_tracer
+    limits = settings.server
+    return ServerState(
+        settings=settings,
+        assistant=assistant,
+        accounts=AccountStore(assistant.store),
+        tokens=AccessTokens(secret, limits.token_ttl_s),
+        tickets=TicketSigner(
+            secret,
+            limits.ticket_ttl_s,
+            RedisUsedTickets(redis) if redis is not None else UsedTickets(),
+        ),
+        limiter=(
+            RedisRateLimiter(redis, limits.rate_limit_per_minute, limits.rate_limit_burst)
+            if redis is not None
+            else RateLimiter(limits.rate_limit_per_minute, limits.rate_limit_burst)
+        ),
+        hub=EventHub(limits.ws_queue_size, redis, assistant.invalidate),
+        telemetry=telemetry,
+    )
 
 
 async def _load_model(server: ServerState) -> None:

@@ -117,6 +117,13 @@ def install_error_handlers(app: FastAPI) -> None:
             }
             for item in exc.errors()
         ]
+        content_type = request.headers.get("content-type", "")
+        if problems and all(p["loc"] == ["body"] for p in problems) and "json" not in content_type:
+            # FastAPI reads a body only with a JSON content type; say so plainly.
+            return error_response(
+                request,
+                ApiError(415, "send the body as JSON (Content-Type: application/json)"),
+            )
         if request.url.path.startswith("/v1/"):
             summary = "; ".join(
                 f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in problems

@@ -72,6 +72,7 @@ class EventHub:
         self._redis = redis
         self._origin = uuid.uuid4().hex
         self._listener: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.dropped_clients = 0
 
     @property
@@ -114,16 +115,23 @@ class EventHub:
                 continue
             if subscriber.offer(event):
                 delivered += 1
-            elif subscriber.overflowed:
-                self.dropped_clients += 1
-                logger.warning(
-                    "disconnecting a websocket of %s: %d events behind",
-                    subscriber.user,
-                    self.queue_size,
-                )
-                self.unsubscribe(subscriber)
-                asyncio.get_running_loop().create_task(subscriber.on_overflow())
+            else:
+                self.drop(subscriber)
         return delivered
+
+    def drop(self, subscriber: Subscriber) -> None:
+        """Disconnect a subscriber whose queue overflowed (once)."""
+        subscribers = self._subscribers.get(subscriber.user, set())
+        if subscriber not in subscribers:
+            return
+        self.unsubscribe(subscriber)
+        self.dropped_clients += 1
+        logger.warning(
+            "disconnecting a websocket of %s: %d events behind", subscriber.user, self.queue_size
+        )
+        task = asyncio.get_running_loop().create_task(subscriber.on_overflow())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def start(self) -> None:
         if self._redis is None:

@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,7 +48,10 @@ class Telemetry:
             endpoint = _otlp(settings, "metrics")
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        self.tracer_provider = TracerProvider(resource=resource)
+        # With no trace exporter, spans are not recorded at all: a request then
+        # pays for a non-recording span, not for building one nobody reads.
+        sampler = ALWAYS_OFF if settings.traces_exporter == "none" else ALWAYS_ON
+        self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
         if settings.traces_exporter == "console":
             self.tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         elif settings.traces_exporter == "otlp":

@@ -220,3 +220,13 @@ async def test_registration_can_be_closed(make_server: Callable[..., LiveServer]
         )
         assert response.status_code == 403
         assert response.json()["code"] == "registration_closed"
+
+
+async def test_a_json_body_without_its_content_type_is_415(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/api/v1/auth/login",
+        content='{"username": "alice", "password": "whatever1"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"

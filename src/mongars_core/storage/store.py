@@ -7,6 +7,7 @@ database URL says so. Driver errors are translated here, at the boundary, into
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -75,6 +76,11 @@ class Store:
         self.url = url
         # Users are never deleted yet, so one that exists stays known.
         self._known_users: set[str] = set()
+        # SQLite allows one writer at a time. Writers that wait inside SQLite's
+        # busy handler sleep with growing back-off while holding pooled
+        # connections (seconds at the tail under load); queueing them here
+        # instead costs nothing.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool | None = None) -> Store:
@@ -111,8 +117,16 @@ class Store:
         return make_url(self.url).render_as_string(hide_password=True)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose driver errors come out as :class:`StorageError`."""
+    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session whose driver errors come out as :class:`StorageError`.
+
+        ``write=True`` for a session that writes: on SQLite, such sessions run
+        one at a time within the process.
+        """
+        if write and self._write_lock is not None:
+            async with self._write_lock, self.session() as session:
+                yield session
+            return
         try:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 yield session
@@ -187,7 +201,7 @@ class Store:
         if user_id in self._known_users:
             return
         statement = self._insert(UserRecord).values(id=user_id, created_at=utcnow())
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
             await session.commit()
         self._known_users.add(user_id)
@@ -231,7 +245,7 @@ class Store:
             backend=backend,
             meta=json.dumps(meta, default=str),
         )
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             session.add(record)
             await session.commit()
         return _history(record)
@@ -284,14 +298,14 @@ class Store:
             embedder=embedder,
             expires_at=expires_at,
         )
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             session.add(record)
             await session.commit()
         return record
 
     async def add_memories(self, records: Sequence[MemoryRecord]) -> None:
         """Insert many memories in one transaction (imports, benchmarks)."""
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             session.add_all(records)
             await session.commit()
 
@@ -317,7 +331,7 @@ class Store:
         return records
 
     async def delete_memory(self, user_id: str, memory_id: int) -> None:
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             result = await session.execute(
                 delete(MemoryRecord).where(
                     col(MemoryRecord.id) == memory_id, col(MemoryRecord.user_id) == user_id
@@ -328,7 +342,7 @@ class Store:
             raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
 
     async def delete_memories(self, user_id: str) -> int:
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             result = await session.execute(
                 delete(MemoryRecord).where(col(MemoryRecord.user_id) == user_id)
             )
@@ -341,7 +355,7 @@ class Store:
         Returns the ids deleted, so caches can follow.
         """
         now = utcnow()
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             expired = select(col(MemoryRecord.id)).where(
                 col(MemoryRecord.user_id) == user_id, col(MemoryRecord.expires_at) <= now
             )
@@ -382,7 +396,7 @@ class Store:
                 index_elements=["namespace", "user_id"], set_={"value": blob, "updated_at": now}
             )
         )
-        async with self.session() as session:
+        async with self.session(write=True) as session:
             await session.execute(statement)
             await session.commit()
 

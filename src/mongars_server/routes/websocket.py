@@ -113,10 +113,8 @@ class ChatConnection:
     # -- outgoing ----------------------------------------------------------------
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
-        self.subscriber.offer(make_event(kind, self.user, data))
-        if self.subscriber.overflowed and not self.closing:
-            self.server.hub.unsubscribe(self.subscriber)
-            asyncio.get_running_loop().create_task(self._overflowed())
+        if not self.subscriber.offer(make_event(kind, self.user, data)):
+            self.server.hub.drop(self.subscriber)
 
     def _ack(self, ref: Any, error: dict[str, str] | None = None) -> None:
         data: dict[str, Any] = {"ref": ref, "ok": error is None}
