@@ -164,3 +164,25 @@ async def test_a_reply_revised_after_streaming_is_shown_again(
     assert lines[0] == "monGARS> It is 370."
     assert lines[1] == "monGARS (revised)> 17 * 23 = 391."
     assert lines[3] == "It is 370."
+
+
+def test_backends_lists_each_roles_endpoints(env: dict[str, str]) -> None:
+    roles = (
+        '{"general": [{"backend": "local", "model": "smollm2"}],'
+        ' "coding": [{"backend": "local", "params": {"temperature": 0}}]}'
+    )
+    result = mongars(
+        "backends",
+        "--json",
+        env={**env, "MONGARS_DISABLE_PLUGINS": "", "MONGARS_LLM__ROLES": roles},
+    )
+    assert result.returncode == 0, result.stderr
+    endpoints = json.loads(result.stdout)
+    assert [(e["role"], e["backend"], e["model"], e["state"]) for e in endpoints] == [
+        ("coding", "local", None, "closed"),
+        ("general", "local", "smollm2", "closed"),
+    ]
+    unknown = mongars(
+        "backends", env={**env, "MONGARS_LLM__ROLES": '{"general": [{"backend": "nope"}]}'}
+    )
+    assert_one_line_error(unknown, "no LLM backend named 'nope'")

@@ -106,6 +106,19 @@ async def test_tokens_stream_and_a_closed_stream_stops_generation(
     assert (await backend.generate(request("Say hi.", 4))).strip()
 
 
+async def test_a_prefix_is_continued_not_restarted(local_settings: Settings) -> None:
+    """Failover mid-stream hands the text already sent as ``prefix``."""
+    backend = LocalModelBackend(local_settings)
+    whole = await backend.generate(request("Count from one to ten in words.", 24))
+    cut = whole[: len(whole) // 2]
+    continued = await backend.generate(
+        request("Count from one to ten in words.", 24).model_copy(update={"prefix": cut})
+    )
+    # Greedy decoding: the continuation of the first half is the second half.
+    assert (cut + continued).startswith(whole[: len(cut) + 8])
+    assert not continued.startswith(cut)
+
+
 async def test_the_cached_model_loads_quickly_and_reports_its_device(
     local_settings: Settings,
 ) -> None:

@@ -23,6 +23,7 @@ from rich.table import Table
 from mongars_core.errors import MongarsError
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
+from mongars_core.router import LLMRouter
 from mongars_core.settings import Settings, describe_invalid_settings
 from mongars_core.storage.store import Store
 
@@ -274,6 +275,27 @@ def plugins() -> None:
             ", ".join(hook.removeprefix("mongars_") for hook in info.hooks),
         )
     out.print(table)
+
+
+@app.command()
+@_command
+async def backends(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show every LLM endpoint by model role: breaker state and health."""
+    settings = _settings()
+    host = PluginHost(build_plugin_manager(settings), settings)
+    router = LLMRouter.from_settings(host.llm_backends(), settings.llm)
+    statuses = await router.health()
+    if as_json:
+        sys.stdout.write(json.dumps([status.__dict__ for status in statuses], indent=2) + "\n")
+        return
+    table = Table("role", "endpoint", "model", "breaker", "healthy")
+    for status in statuses:
+        healthy = {True: "yes", False: "[red]no[/]", None: "-"}[status.healthy]
+        table.add_row(status.role, status.backend, status.model or "-", status.state, healthy)
+    out.print(table)
+    out.print(f"registered backends: {', '.join(router.names) or 'none'}")
 
 
 @db_app.command("upgrade")

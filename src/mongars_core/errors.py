@@ -20,7 +20,8 @@ they enter (the storage layer, a backend, a model loader)::
     │   ├── UnknownBackendError
     │   └── MemoryNotFoundError
     ├── BackendError                      an LLM backend failed
-    │   └── GenerationTimeoutError
+    │   ├── GenerationTimeoutError
+    │   └── BackendUnavailableError       unreachable or overloaded; another may answer
     ├── ModelError
     │   ├── ModelNotFoundError            missing model file, fetch impossible
     │   └── CorruptModelError             a model file exists but cannot be read
@@ -112,6 +113,18 @@ class BackendError(MongarsError):
 
 class GenerationTimeoutError(BackendError):
     """An LLM backend did not answer within the deadline."""
+
+
+class BackendUnavailableError(BackendError):
+    """A backend cannot be reached, refused the call or is overloaded.
+
+    Trying again (later, or on another endpoint) may succeed. ``retry_after``
+    is the wait in seconds the backend asked for (HTTP ``Retry-After``), if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ModelError(MongarsError):

@@ -32,9 +32,10 @@ from mongars_core.errors import (
     PluginError,
     UnknownUserError,
 )
-from mongars_core.llm import Embedder, LLMRouter
+from mongars_core.llm import Embedder
 from mongars_core.plugins import HookFailure, PluginHost, build_plugin_manager
 from mongars_core.prompt import build_messages, estimate_confidence, select_memories
+from mongars_core.router import Endpoint, LLMRouter, RedisResponseCache
 from mongars_core.settings import Settings
 from mongars_core.storage.models import MemoryRecord
 from mongars_core.storage.store import Store
@@ -112,12 +113,12 @@ class Assistant:
         host = PluginHost(pm, settings)
         backends = host.llm_backends()
         embedders = host.embedders()
-        router = LLMRouter(
-            backends,
-            settings.llm.backend,
-            timeout_s=settings.llm.timeout_s,
-            first_token_timeout_s=settings.llm.first_token_timeout_s,
+        cache = (
+            RedisResponseCache(settings.redis_url)
+            if settings.redis_url and settings.llm.cache_ttl_s > 0
+            else None
         )
+        router = LLMRouter.from_settings(backends, settings.llm, cache=cache)
         embedder_name, embedder = _choose_embedder(embedders, settings.memory.embedder)
         store = store or await Store.open(settings.resolved_database_url())
         services = Services(
@@ -189,7 +190,8 @@ class Assistant:
         """
         session_id = session_id or "default"
         text = self._validate(user_id, message, session_id)
-        backend_name, _ = self.router.get(backend)
+        role = self.settings.llm.role
+        self.router.endpoints(role, backend)  # an unknown backend fails before any work
         timings: dict[str, float] = {}
         failures: list[HookFailure] = []
         turn = Turn(
@@ -201,12 +203,14 @@ class Assistant:
         )
         tracer = self.services.tracer
         # Not "current": an async generator's context changes at every yield.
-        turn_span = tracer.start_span("mongars.turn", attributes={"mongars.backend": backend_name})
+        turn_span = tracer.start_span(
+            "mongars.turn", attributes={"mongars.backend": backend or "", "mongars.role": role}
+        )
         context = trace.set_span_in_context(turn_span)
         try:
             # aclosing: a consumer that stops early stops the backend at once.
             async with aclosing(
-                self._run_turn(turn, backend_name, timings, failures, context)
+                self._run_turn(turn, backend, timings, failures, context)
             ) as events:
                 async for event in events:
                     yield event
@@ -223,7 +227,7 @@ class Assistant:
     async def _run_turn(
         self,
         turn: Turn,
-        backend_name: str,
+        backend: str | None,
         timings: dict[str, float],
         failures: list[HookFailure],
         context: Any,
@@ -236,14 +240,25 @@ class Assistant:
             max_new_tokens=self.settings.llm.max_new_tokens,
             temperature=self.settings.llm.temperature,
             top_p=self.settings.llm.top_p,
+            cacheable=not (
+                turn.history
+                or turn.memories
+                or turn.style_instructions
+                or turn.findings
+                or turn.reasoning
+            ),
         )
+        served: list[Endpoint] = []
         pieces: list[str] = []
         started = time.perf_counter()
         span = self.services.tracer.start_span("mongars.generate", context=context)
         try:
             # aclosing: a consumer that stops early stops the backend at once,
             # not whenever the abandoned generator is collected.
-            async with aclosing(self.router.stream(request, backend_name)) as deltas:
+            stream = self.router.stream(
+                request, backend, role=self.settings.llm.role, on_endpoint=served.append
+            )
+            async with aclosing(stream) as deltas:
                 async for delta in deltas:
                     if delta:
                         pieces.append(delta)
@@ -253,6 +268,8 @@ class Assistant:
             span.end()
         timings["generate"] = _ms_since(started)
         generated = "".join(pieces).strip()
+        # The endpoint that finished the reply ("cache" when none had to).
+        backend_name = served[-1].backend_name if served else "cache"
 
         with self._timed(timings, "adapt", context):
             final_text = await self.plugins.chain(

@@ -33,6 +33,18 @@ def _empty_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+class EndpointSpec(BaseModel):
+    """One place a model role can be served from: a backend, a model, parameters."""
+
+    backend: str = Field(description="Name of a registered LLM backend.")
+    model: str | None = Field(None, description="Model name for that backend; default: its own.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Generation parameters for this endpoint (temperature, top_p, "
+        "max_new_tokens, or backend options).",
+    )
+
+
 class LLMSettings(BaseModel):
     """Which backend generates replies, and how."""
 
@@ -47,6 +59,29 @@ class LLMSettings(BaseModel):
     )
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling probability mass.")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="The assistant's base prompt.")
+    role: str = Field("general", description="Model role that answers conversation turns.")
+    roles: dict[str, list[EndpointSpec]] = Field(
+        default_factory=dict,
+        description="Model profile: role -> ordered endpoints (JSON); a role that is not "
+        "listed is served by `backend` alone.",
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Attempts after the first, across endpoints, per request."
+    )
+    retry_base_s: float = Field(
+        0.2, ge=0, description="First retry back-off in seconds; doubles, with full jitter."
+    )
+    retry_max_s: float = Field(2.0, ge=0, description="Longest back-off between two attempts.")
+    breaker_failures: int = Field(
+        3, ge=1, description="Failures in a row that open an endpoint's circuit breaker."
+    )
+    breaker_reset_s: float = Field(
+        30.0, gt=0, description="Seconds an open breaker waits before one probe request."
+    )
+    cache_ttl_s: float = Field(
+        0.0, ge=0, description="Seconds identical non-personalised replies are cached; 0: off."
+    )
+    cache_size: int = Field(1024, ge=1, description="Most replies kept by the in-process cache.")
 
 
 class MemorySettings(BaseModel):
@@ -106,6 +141,52 @@ class SpeechSettings(BaseModel):
     """Speech planning."""
 
     words_per_second: float = Field(2.6, gt=0, description="Speaking rate of the planned speech.")
+
+
+class OllamaSettings(BaseModel):
+    """Ollama servers (the ollama plugin)."""
+
+    hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:11434"],
+        description='Comma-separated Ollama servers, each "URL" or "NAME=URL"; each becomes '
+        'a backend named "ollama" (one unnamed host) or "ollama:NAME".',
+    )
+    model: str = Field("smollm2:135m", description="Model that generates replies.")
+    embed_model: str | None = Field(
+        None, description="Model for embeddings; empty: no Ollama embedder is registered."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Deadline in seconds for one HTTP call.")
+    keep_alive: str | None = Field(
+        None, description='How long Ollama keeps the model loaded ("5m", "-1"); default: its own.'
+    )
+
+    _split_hosts = field_validator("hosts", mode="before")(_split_names)
+    _optional = field_validator("embed_model", "keep_alive", mode="before")(_empty_is_none)
+
+
+class RayServeSettings(BaseModel):
+    """The local model on Ray Serve replicas (the ray_serve plugin)."""
+
+    address: str | None = Field(
+        None,
+        description='Ray cluster to join ("ray://host:10001" or "auto"); default: start a '
+        "local Ray when deploying.",
+    )
+    app_name: str = Field("mongars-llm", description="Name of the Serve application.")
+    replicas: int = Field(1, ge=1, description="Replicas when autoscaling is off.")
+    min_replicas: int | None = Field(
+        None, ge=0, description="Autoscaling lower bound; set both bounds to autoscale."
+    )
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound.")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each replica.")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs reserved by each replica; 0 runs on the CPU."
+    )
+    max_ongoing_requests: int = Field(4, ge=1, description="Requests one replica handles at once.")
+
+    _optional = field_validator("address", "min_replicas", "max_replicas", mode="before")(
+        _empty_is_none
+    )
 
 
 class ServerSettings(BaseModel):
@@ -210,6 +291,8 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    ray: RayServeSettings = Field(default_factory=RayServeSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     _split_plugin_lists = field_validator("load_plugins", "disable_plugins", mode="before")(

@@ -118,6 +118,12 @@ class GenerationRequest(BaseModel):
     top_p: float = 0.9
     stop: list[str] = Field(default_factory=list)
     model: str | None = None
+    prefix: str = ""
+    """Reply text already sent: the backend continues it (failover mid-stream)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Backend-specific options from the endpoint's ``params``."""
+    cacheable: bool = False
+    """No user history, memory or style in it: identical requests may share a reply."""
 
 
 class Reply(BaseModel):

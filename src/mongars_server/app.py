@@ -127,6 +127,7 @@ def _server_state(
     settings: Settings, assistant: Assistant, secret: bytes, telemetry: Telemetry, redis: Any
 ) -> ServerState:
     assistant.services.tracer = telemetry.pipeline_tracer
+    assistant.router.instrument(telemetry.meter)
     limits = settings.server
     return ServerState(
         settings=settings,

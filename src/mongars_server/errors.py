@@ -10,6 +10,7 @@ to encode it.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,11 +73,12 @@ def classify(exc: MongarsError) -> ApiError:
     if isinstance(exc, NotFoundError):
         return ApiError(404, str(exc), "not_found")
     if isinstance(exc, BackendError | StorageError):
+        retry_after = getattr(exc, "retry_after", None) or RETRY_AFTER_UNAVAILABLE_S
         return ApiError(
             503,
             str(exc),
             "backend_unavailable" if isinstance(exc, BackendError) else "storage_unavailable",
-            {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)},
+            {"Retry-After": str(max(1, math.ceil(retry_after)))},
         )
     return ApiError(500, "internal error", "internal_error")
 

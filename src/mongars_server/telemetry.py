@@ -63,7 +63,7 @@ class Telemetry:
             )
         self.tracer = self.tracer_provider.get_tracer("mongars_server")
         self.pipeline_tracer = self.tracer_provider.get_tracer("mongars_core")
-        meter = self.meter_provider.get_meter("mongars_server")
+        meter = self.meter = self.meter_provider.get_meter("mongars_server")
         self.requests = meter.create_counter(
             "mongars_http_requests", description="HTTP requests served."
         )

@@ -80,10 +80,12 @@ class LiveServer:
 def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
     server = {"rate_limit_per_minute": 100_000, "rate_limit_burst": 10_000}
     server.update(overrides.pop("server", {}))
+    llm = {"backend": "instant", "timeout_s": 10, "first_token_timeout_s": 5}
+    llm.update(overrides.pop("llm", {}))
     return Settings(
         data_dir=tmp_path / "data",
         cache_dir=MODEL_CACHE,
-        llm={"backend": "instant", "timeout_s": 10, "first_token_timeout_s": 5},
+        llm=llm,
         memory={"embedder": "none"},
         load_plugins=[*BUNDLED_WITHOUT_MODELS, "server", "instant"],
         server=server,

@@ -22,6 +22,7 @@ PUBLIC = {
     ("GET", "/static/{name}"),
     ("GET", "/metrics"),  # admins only; tested in test_observability
     ("GET", "/v1/models"),  # backend names only
+    ("GET", "/api/v1/llm/health"),  # admins only; endpoint health, no user data
 }
 CHECKED_HERE = {
     ("POST", "/api/v1/user/change-password"),

@@ -160,9 +160,14 @@ class LocalModelBackend:
                 return False
 
         try:
+            messages = [message.model_dump() for message in request.messages]
+            if request.prefix:
+                # Failover mid-stream: continue the reply another backend began.
+                messages.append({"role": "assistant", "content": request.prefix})
             encoded = tokenizer.apply_chat_template(
-                [message.model_dump() for message in request.messages],
-                add_generation_prompt=True,
+                messages,
+                add_generation_prompt=not request.prefix,
+                continue_final_message=bool(request.prefix),
                 return_tensors="pt",
                 return_dict=True,
             )

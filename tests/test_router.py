@@ -1,0 +1,311 @@
+"""The LLM router: endpoint choice, breakers, retries, failover, deadlines, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from mongars_core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    GenerationTimeoutError,
+    UnknownBackendError,
+)
+from mongars_core.resilience import Backoff
+from mongars_core.router import LLMRouter, MemoryResponseCache
+from mongars_core.settings import EndpointSpec
+from mongars_core.types import ChatMessage, GenerationRequest
+
+REPLY = "The quick brown fox jumps over the lazy dog."
+
+
+def request(text: str = "hello", **fields: Any) -> GenerationRequest:
+    return GenerationRequest(messages=[ChatMessage(role="user", content=text)], **fields)
+
+
+def words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [parts[0], *(" " + part for part in parts[1:])]
+
+
+class Backend:
+    """Streams ``REPLY`` word by word, continuing from ``request.prefix``; ``fail``
+    decides, per call, to raise before the first word or after ``n`` words."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail: Callable[[int], tuple[int, Exception] | None] = lambda call: None,
+        delay_s: float = 0.0,
+        first_delay_s: float = 0.0,
+        honour_prefix: bool = True,
+    ) -> None:
+        self.name = name
+        self.fail = fail
+        self.delay_s = delay_s
+        self.first_delay_s = first_delay_s
+        self.honour_prefix = honour_prefix
+        self.calls: list[GenerationRequest] = []
+        self.active = 0
+        self.peak = 0
+
+    async def generate(self, request: GenerationRequest) -> str:
+        return "".join([d async for d in self.stream(request)])
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        call = len(self.calls)
+        self.calls.append(request)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            text = REPLY
+            if self.honour_prefix and request.prefix:
+                text = REPLY[len(request.prefix) :]
+            failure = self.fail(call)
+            if self.first_delay_s:
+                await asyncio.sleep(self.first_delay_s)
+            for index, word in enumerate(words(text) if text else []):
+                if failure is not None and index == failure[0]:
+                    raise failure[1]
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield word
+            if failure is not None and failure[0] >= len(words(text)):
+                raise failure[1]
+        finally:
+            self.active -= 1
+
+
+def dead(after_words: int = 0, retry_after: float | None = None) -> Callable[[int], Any]:
+    return lambda call: (
+        after_words,
+        BackendUnavailableError("connection refused", retry_after=retry_after),
+    )
+
+
+def router(*backends: Backend, **options: Any) -> LLMRouter:
+    options.setdefault("backoff", Backoff(0.01, 0.05))
+    options.setdefault("first_token_timeout_s", 1.0)
+    options.setdefault("timeout_s", 5.0)
+    roles = {"general": [EndpointSpec(backend=b.name) for b in backends]}
+    return LLMRouter({b.name: b for b in backends}, backends[0].name, roles=roles, **options)
+
+
+async def collect(llm: LLMRouter, **kwargs: Any) -> str:
+    return "".join([delta async for delta in llm.stream(request(), **kwargs)])
+
+
+async def test_requests_go_round_robin_and_to_the_least_busy() -> None:
+    a, b = Backend("a"), Backend("b")
+    llm = router(a, b)
+    for _ in range(4):
+        assert await collect(llm) == REPLY
+    assert (len(a.calls), len(b.calls)) == (2, 2)
+    slow_a, slow_b = Backend("a", delay_s=0.01), Backend("b", delay_s=0.01)
+    busy = router(slow_a, slow_b)
+    await asyncio.gather(*(collect(busy) for _ in range(6)))
+    assert (len(slow_a.calls), len(slow_b.calls)) == (3, 3)
+    assert slow_a.peak == slow_b.peak == 3
+
+
+async def test_an_unreachable_endpoint_fails_over_at_once() -> None:
+    down, up = Backend("down", fail=dead()), Backend("up")
+    llm = router(down, up, backoff=Backoff(5, 5))  # a back-off would blow the deadline
+    started = time.perf_counter()
+    served: list[str] = []
+    text = "".join(
+        [
+            d
+            async for d in llm.stream(
+                request(), on_endpoint=lambda e: served.append(e.backend_name)
+            )
+        ]
+    )
+    assert text == REPLY
+    assert served[-1] == "up"
+    assert time.perf_counter() - started < 1
+
+
+@pytest.mark.parametrize("honour_prefix", [True, False])
+async def test_a_backend_dying_mid_stream_is_continued_without_repeats(honour_prefix: bool) -> None:
+    dies = Backend("dies", fail=dead(after_words=4))
+    rescuer = Backend("rescuer", honour_prefix=honour_prefix)
+    llm = router(dies, rescuer)
+    deltas = [delta async for delta in llm.stream(request(), role="general")]
+    assert "".join(deltas) == REPLY, "no text repeated or lost"
+    assert deltas[:4] == words(REPLY)[:4]
+    assert rescuer.calls[0].prefix == "The quick brown fox"
+
+
+async def test_a_slow_first_token_fails_over_and_the_total_deadline_holds() -> None:
+    slow, fast = Backend("slow", first_delay_s=5), Backend("fast")
+    llm = router(slow, fast, first_token_timeout_s=0.2)
+    started = time.perf_counter()
+    assert await collect(llm) == REPLY
+    assert time.perf_counter() - started < 1.5
+
+    crawling = Backend("crawling", delay_s=0.3)
+    alone = router(crawling, timeout_s=0.5)
+    started = time.perf_counter()
+    with pytest.raises(GenerationTimeoutError):
+        await collect(alone)
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_a_flapping_endpoint_opens_its_breaker_and_a_probe_closes_it() -> None:
+    flapping_calls = {"fail": True}
+
+    def flaky(call: int) -> Any:
+        return (0, BackendUnavailableError("503")) if flapping_calls["fail"] else None
+
+    flapping, steady = Backend("flapping", fail=flaky), Backend("steady")
+    llm = router(flapping, steady, breaker_failures=2, breaker_reset_s=0.3)
+    for _ in range(4):
+        assert await collect(llm) == REPLY
+    status = {s.backend: s for s in llm.status()}
+    assert status["flapping"].state == "open"
+    assert len(flapping.calls) == 2, "no calls once the breaker is open"
+    for _ in range(3):
+        await collect(llm)
+    assert len(flapping.calls) == 2
+
+    await asyncio.sleep(0.35)
+    flapping_calls["fail"] = False
+    assert {s.backend: s.state for s in llm.status()}["flapping"] == "half_open"
+    results = await asyncio.gather(*(collect(llm) for _ in range(4)))
+    assert results == [REPLY] * 4
+    assert len(flapping.calls) == 3, "one probe while half-open"
+    assert {s.backend: s.state for s in llm.status()}["flapping"] == "closed"
+
+
+async def test_every_endpoint_down_is_a_clear_error_within_the_deadline() -> None:
+    a, b = Backend("a", fail=dead()), Backend("b", fail=dead())
+    llm = router(a, b, breaker_failures=1, breaker_reset_s=30, timeout_s=2)
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailableError) as failed:
+        await collect(llm)
+    assert time.perf_counter() - started < 2
+    assert failed.value.retry_after is not None and 29 < failed.value.retry_after <= 30
+    # With every breaker open the answer is immediate, and says when to come back.
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailableError, match="every LLM endpoint"):
+        await collect(llm)
+    assert time.perf_counter() - started < 0.05
+
+
+async def test_retries_wait_at_least_retry_after_and_stop_at_the_deadline() -> None:
+    once = Backend(
+        "once",
+        fail=lambda call: (
+            (0, BackendUnavailableError("busy", retry_after=0.3)) if call == 0 else None
+        ),
+    )
+    llm = router(once)
+    started = time.perf_counter()
+    assert await collect(llm) == REPLY
+    assert time.perf_counter() - started >= 0.3
+
+    busy = Backend("busy", fail=dead(retry_after=10))
+    llm = router(busy, timeout_s=1)
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailableError):
+        await collect(llm)
+    assert time.perf_counter() - started < 0.5, "a wait past the deadline is not taken"
+    assert len(busy.calls) == 1
+
+
+async def test_bad_requests_are_not_retried() -> None:
+    bad = Backend("bad", fail=lambda call: (0, BackendError("400 bad request")))
+    other = Backend("other")
+    llm = router(bad, other)
+    with pytest.raises(BackendError, match="400"):
+        await collect(llm)
+    assert other.calls == []
+
+
+async def test_identical_non_personalised_requests_share_a_cached_reply() -> None:
+    backend = Backend("a")
+    clock = {"now": 0.0}
+    cache = MemoryResponseCache(clock=lambda: clock["now"])
+    llm = router(backend, cache=cache, cache_ttl_s=60)
+    cacheable = request("what is a fox?", cacheable=True)
+    first = "".join([d async for d in llm.stream(cacheable)])
+    second = "".join([d async for d in llm.stream(cacheable)])
+    assert first == second == REPLY
+    assert len(backend.calls) == 1
+    personal = request("what is a fox?")
+    assert "".join([d async for d in llm.stream(personal)]) == REPLY
+    assert len(backend.calls) == 2, "personalised requests are never cached"
+    clock["now"] = 61
+    assert "".join([d async for d in llm.stream(cacheable)]) == REPLY
+    assert len(backend.calls) == 3, "the TTL ran out"
+
+
+async def test_closing_the_stream_stops_the_backend_and_frees_the_probe() -> None:
+    backend = Backend("a", delay_s=0.01)
+    llm = router(backend)
+    stream = llm.stream(request())
+    await anext(stream)
+    await stream.aclose()
+    assert backend.active == 0
+    assert llm.endpoints()[0].outstanding == 0
+
+
+async def test_metrics_and_status() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    down, up = Backend("down", fail=dead()), Backend("up")
+    llm = router(down, up)
+    llm.instrument(provider.get_meter("test"))
+    assert await collect(llm) == REPLY
+    data = reader.get_metrics_data()
+    points = {
+        metric.name: [
+            (dict(p.attributes), getattr(p, "value", None)) for p in metric.data.data_points
+        ]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert ({"endpoint": "general#1:up", "outcome": "ok"}, 1) in points["mongars_llm_requests"]
+    assert ({"endpoint": "general#0:down", "kind": "BackendUnavailableError"}, 1) in points[
+        "mongars_llm_failures"
+    ]
+    assert ({"endpoint": "general#1:up"}, 9) in points["mongars_llm_tokens"]
+    assert {"endpoint": "general#0:down"} in [a for a, _ in points["mongars_llm_breaker_state"]]
+    provider.shutdown()
+    status = {s.name: s for s in llm.status()}
+    assert status["general#0:down"].consecutive_failures == 1
+    assert status["general#0:down"].last_error == "connection refused"
+    assert status["general#1:up"].served == 1
+
+
+def test_an_unknown_backend_in_a_role_is_named() -> None:
+    llm = LLMRouter({"a": Backend("a")}, "a", roles={"coding": [EndpointSpec(backend="nope")]})
+    with pytest.raises(UnknownBackendError, match="nope"):
+        llm.endpoints("coding")
+
+
+async def test_endpoint_parameters_reach_the_backend() -> None:
+    backend = Backend("a")
+    llm = LLMRouter(
+        {"a": backend},
+        "a",
+        roles={
+            "coding": [
+                EndpointSpec(
+                    backend="a", model="coder:7b", params={"temperature": 0, "num_ctx": 4096}
+                )
+            ]
+        },
+    )
+    await collect(llm, role="coding")
+    sent = backend.calls[0]
+    assert (sent.model, sent.temperature, sent.options) == ("coder:7b", 0, {"num_ctx": 4096})
