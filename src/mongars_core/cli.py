@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mongars_core.adapters import AdapterRegistry
 from mongars_core.errors import MongarsError
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
@@ -35,8 +37,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 memories_app = typer.Typer(help="A user's long-term memories.", no_args_is_help=True)
+adapters_app = typer.Typer(
+    help="LoRA adapters: register, activate, roll back.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(memories_app, name="memories")
+app.add_typer(adapters_app, name="adapters")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -364,3 +370,70 @@ def main() -> None:
     except (MongarsError, ValueError) as exc:
         logging.getLogger(__name__).debug("plugin commands unavailable: %s", exc)
     app()
+
+
+def _registry() -> AdapterRegistry:
+    return AdapterRegistry(_settings().data_dir / "adapters")
+
+
+@adapters_app.command("list")
+def adapters_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """List registered adapters; the active version of each is marked."""
+    registry = _registry()
+    adapters = registry.adapters()
+    if as_json:
+        sys.stdout.write(json.dumps([a.model_dump(mode="json") for a in adapters], indent=2) + "\n")
+        return
+    table = Table("name", "version", "base model", "sha256", "created", "active")
+    for adapter in adapters:
+        active = registry.active(adapter.name)
+        is_active = active is not None and active.version == adapter.version
+        table.add_row(
+            adapter.name,
+            adapter.version,
+            adapter.base_model,
+            adapter.sha256[:12],
+            f"{adapter.created_at:%Y-%m-%d %H:%M}",
+            "yes" if is_active else "",
+        )
+    out.print(table)
+
+
+@adapters_app.command("register")
+def adapters_register(
+    path: Annotated[Path, typer.Argument(help="The adapter: a file or a folder.")],
+    name: Annotated[str, typer.Option(help="Adapter name.")],
+    version: Annotated[str, typer.Option(help="Adapter version.")],
+    base_model: Annotated[str, typer.Option(help="The model it was trained on.")],
+) -> None:
+    """Copy an adapter into the registry and record its checksum."""
+    try:
+        adapter = _registry().register(path, name=name, version=version, base_model=base_model)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"registered {adapter.name} {adapter.version} (sha256 {adapter.sha256[:12]})")
+
+
+@adapters_app.command("activate")
+def adapters_activate(
+    name: Annotated[str, typer.Argument(help="Adapter name.")],
+    version: Annotated[str, typer.Argument(help="The version to make active.")],
+) -> None:
+    """Make a version the active one, after checking its files."""
+    try:
+        adapter = _registry().activate(name, version)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{adapter.name} {adapter.version} is active")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(name: Annotated[str, typer.Argument(help="Adapter name.")]) -> None:
+    """Go back to the version that was active before."""
+    try:
+        adapter = _registry().rollback(name)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{name}: {adapter.version} is active" if adapter else f"{name}: none is active")

@@ -1,0 +1,122 @@
+"""The adapter registry: register, verify, activate, roll back, across processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from mongars_core.adapters import AdapterNotFoundError, AdapterRegistry
+from mongars_core.errors import InvalidInputError
+from tests.conftest import run_mongars
+
+
+def adapter_dir(tmp_path: Path, name: str, weights: bytes) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"r": 8}')
+    (folder / "adapter_model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_register_activate_and_roll_back(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    first = registry.register(
+        adapter_dir(tmp_path, "v1", b"one"), name="alice-style", version="1", base_model="smollm2"
+    )
+    assert first.files == ["adapter_config.json", "adapter_model.safetensors"]
+    assert len(first.sha256) == 64
+    second = registry.register(
+        adapter_dir(tmp_path, "v2", b"two"), name="alice-style", version="2", base_model="smollm2"
+    )
+    assert first.sha256 != second.sha256
+    assert registry.active("alice-style") is None
+
+    registry.activate("alice-style", "1")
+    registry.activate("alice-style", "2")
+    assert registry.active("alice-style").version == "2"  # type: ignore[union-attr]
+    rolled = registry.rollback("alice-style")
+    assert rolled is not None and rolled.version == "1"
+    assert registry.rollback("alice-style") is None
+    assert registry.active("alice-style") is None
+    with pytest.raises(AdapterNotFoundError):
+        registry.rollback("alice-style")
+
+    manifest = json.loads((tmp_path / "adapters" / "manifest.json").read_text())
+    assert [(a["name"], a["version"]) for a in manifest["adapters"]] == [
+        ("alice-style", "1"),
+        ("alice-style", "2"),
+    ]
+
+
+def test_a_tampered_or_unknown_adapter_is_refused(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    adapter = registry.register(
+        adapter_dir(tmp_path, "v1", b"weights"), name="a", version="1", base_model="m"
+    )
+    (Path(adapter.path) / "adapter_model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(InvalidInputError, match="checksum"):
+        registry.activate("a", "1")
+    with pytest.raises(AdapterNotFoundError):
+        registry.activate("a", "9")
+    with pytest.raises(InvalidInputError, match="already registered"):
+        registry.register(tmp_path / "v1", name="a", version="1", base_model="m")
+    with pytest.raises(InvalidInputError, match="invalid adapter name"):
+        registry.register(tmp_path / "v1", name="../escape", version="2", base_model="m")
+    single = tmp_path / "lora.bin"
+    single.write_bytes(b"file")
+    assert registry.register(single, name="a", version="2", base_model="m").files == ["lora.bin"]
+
+
+def test_a_failed_change_leaves_the_manifest_as_it_was(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.register(adapter_dir(tmp_path, "v1", b"one"), name="a", version="1", base_model="m")
+    before = registry.manifest_path.read_bytes()
+    with pytest.raises(RuntimeError), registry._locked() as manifest:
+        manifest.active["a"] = "1"
+        raise RuntimeError("crash in the middle of a change")
+    assert registry.manifest_path.read_bytes() == before
+    assert [p.name for p in registry.root.iterdir() if p.name.startswith(".manifest-")] == []
+
+
+def _register_many(root: str, worker: int) -> None:
+    registry = AdapterRegistry(Path(root))
+    source = Path(root).parent / f"src{worker}"
+    source.mkdir()
+    (source / "w.bin").write_bytes(str(worker).encode())
+    for index in range(5):
+        registry.register(source, name=f"w{worker}", version=str(index), base_model="m")
+
+
+def test_processes_registering_at_once_lose_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "adapters"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_register_many, args=(str(root), n)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert len(AdapterRegistry(root).adapters()) == 20
+
+
+def test_the_cli(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
+    env["MONGARS_DATA_DIR"] = str(tmp_path / "data")
+    source = adapter_dir(tmp_path, "v1", b"one")
+    registered = run_mongars(
+        "adapters", "register", str(source), "--name", "a", "--version", "1",
+        "--base-model", "smollm2", env=env,
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    assert run_mongars("adapters", "activate", "a", "1", env=env).returncode == 0
+    listed = run_mongars("adapters", "list", "--json", env=env)
+    assert json.loads(listed.stdout)[0]["version"] == "1"
+    rolled = run_mongars("adapters", "rollback", "a", env=env)
+    assert "none is active" in rolled.stdout
+    missing = run_mongars("adapters", "activate", "a", "7", env=env)
+    assert missing.returncode == 1
+    assert "no adapter 'a' version '7'" in missing.stderr
