@@ -21,6 +21,7 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
         conversation,
         health,
         memories,
+        models,
         openai_api,
         websocket,
     )
@@ -31,6 +32,7 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
     register("websocket", websocket.router)
     register("openai", openai_api.router)
     register("health", health.router)
+    register("models", models.router)
     register("console", console.router)
 
 

@@ -87,7 +87,7 @@ def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
         cache_dir=MODEL_CACHE,
         llm=llm,
         memory={"embedder": "none"},
-        load_plugins=[*BUNDLED_WITHOUT_MODELS, "server", "instant"],
+        load_plugins=overrides.pop("load_plugins", [*BUNDLED_WITHOUT_MODELS, "server", "instant"]),
         server=server,
         **overrides,
     )

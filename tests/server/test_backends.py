@@ -9,6 +9,7 @@ import httpx
 from mongars_core.errors import BackendUnavailableError
 from mongars_core.types import GenerationRequest
 from tests.server.conftest import LiveServer, bearer, register
+from tests.test_provision import ManagedBackend
 
 
 class DownBackend:
@@ -50,3 +51,28 @@ async def test_every_backend_down_is_503_with_retry_after_then_health_shows_it(
     assert endpoint["state"] == "open"
     assert endpoint["last_error"] == "connection refused"
     assert 0 < endpoint["retry_after_s"] <= 20
+
+
+async def test_admins_see_the_model_profile_and_provision(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    backend = ManagedBackend(installed={}, registry={"tiny:1b": "sha-tiny"})
+    server = make_server(
+        backend, llm={"roles": {"general": [{"backend": "instant", "model": "tiny:1b"}]}}
+    )
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+        token = await register(client, "root")
+        assert (await client.get("/api/v1/models", headers=bearer(token))).status_code == 403
+        server.call(server.state.accounts.set_admin("root", True))
+        before = (await client.get("/api/v1/models", headers=bearer(token))).json()
+        assert before["roles"]["general"][0]["installed"] is False
+        missing_role = await client.post(
+            "/api/v1/models/provision", json={"roles": ["coding"]}, headers=bearer(token)
+        )
+        assert missing_role.status_code == 404
+        report = await client.post("/api/v1/models/provision", headers=bearer(token))
+        assert report.status_code == 200
+        [result] = report.json()["results"]
+        assert (result["model"], result["status"]) == ("tiny:1b", "installed")
+        after = (await client.get("/api/v1/models", headers=bearer(token))).json()
+        assert after["roles"]["general"][0]["installed"] is True

@@ -23,6 +23,8 @@ PUBLIC = {
     ("GET", "/metrics"),  # admins only; tested in test_observability
     ("GET", "/v1/models"),  # backend names only
     ("GET", "/api/v1/llm/health"),  # admins only; endpoint health, no user data
+    ("GET", "/api/v1/models"),  # admins only; the model profile
+    ("POST", "/api/v1/models/provision"),  # admins only
 }
 CHECKED_HERE = {
     ("POST", "/api/v1/user/change-password"),

@@ -1,0 +1,103 @@
+"""Model provisioning: make sure every role's models are on their backends.
+
+For each endpoint of each role, a backend that manages models (it has
+``async list_models()`` returning objects with ``name`` and ``digest``, and
+``async pull(model, progress)``, as the Ollama backend does) is asked whether
+it has the endpoint's model, and pulls it when not (or always, with
+``update=True``). Each endpoint is reported as ``installed`` (pulled now),
+``exists`` (already there, unchanged), ``updated`` (pulled a newer version),
+``unavailable`` (the backend or the registry failed; ``detail`` says why) or
+``unmanaged`` (the backend fetches its own model, like the local one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from mongars_core.errors import MongarsError
+from mongars_core.router import Endpoint, LLMRouter
+
+Progress = Callable[[str, int, int | None], None]
+Status = Literal["installed", "exists", "updated", "unavailable", "unmanaged"]
+
+
+class ProvisionResult(BaseModel):
+    role: str
+    endpoint: str
+    backend: str
+    model: str | None
+    status: Status
+    detail: str = ""
+
+
+def _full_name(model: str) -> str:
+    """Ollama's naming: a model without a tag is ``:latest``."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+async def provision(
+    router: LLMRouter,
+    *,
+    roles: list[str] | None = None,
+    update: bool = False,
+    progress: Progress | None = None,
+) -> list[ProvisionResult]:
+    """Provision the models of ``roles`` (default: every role), one pull per model."""
+    endpoints = [e for role in (roles or router.roles) for e in router.endpoints(role)]
+    pulls: dict[tuple[str, str], asyncio.Task[tuple[Status, str]]] = {}
+    results: list[tuple[Endpoint, str | None, asyncio.Task[tuple[Status, str]] | None]] = []
+    for endpoint in endpoints:
+        model = endpoint.model or getattr(endpoint.backend, "model", None)
+        if not hasattr(endpoint.backend, "pull") or not hasattr(endpoint.backend, "list_models"):
+            results.append((endpoint, model, None))
+            continue
+        key = (endpoint.backend_name, str(model))
+        if key not in pulls:
+            pulls[key] = asyncio.ensure_future(_provision_one(endpoint, model, update, progress))
+        results.append((endpoint, model, pulls[key]))
+    report = []
+    for endpoint, model, task in results:
+        if task is None:
+            status: Status = "unmanaged"
+            detail = "the backend fetches its own model"
+        else:
+            status, detail = await task
+        report.append(
+            ProvisionResult(
+                role=endpoint.role,
+                endpoint=endpoint.name,
+                backend=endpoint.backend_name,
+                model=model,
+                status=status,
+                detail=detail,
+            )
+        )
+    return report
+
+
+async def _provision_one(
+    endpoint: Endpoint, model: str | None, update: bool, progress: Progress | None
+) -> tuple[Status, str]:
+    backend: Any = endpoint.backend
+    if not model:
+        return "unavailable", "no model is configured for this endpoint"
+    wanted = _full_name(model)
+    try:
+        before = {_full_name(m.name): m.digest for m in await backend.list_models()}
+        if wanted in before and not update:
+            return "exists", before[wanted]
+        await backend.pull(model, progress)
+        after = {_full_name(m.name): m.digest for m in await backend.list_models()}
+    except MongarsError as exc:
+        return "unavailable", str(exc)
+    if wanted not in after:
+        return "unavailable", f"{endpoint.backend_name} did not list {model!r} after the pull"
+    if wanted not in before:
+        return "installed", after[wanted]
+    if before[wanted] != after[wanted]:
+        return "updated", after[wanted]
+    return "exists", after[wanted]
