@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -309,3 +311,51 @@ async def test_endpoint_parameters_reach_the_backend() -> None:
     await collect(llm, role="coding")
     sent = backend.calls[0]
     assert (sent.model, sent.temperature, sent.options) == ("coder:7b", 0, {"num_ctx": 4096})
+
+
+failure_plans = st.lists(
+    st.one_of(st.none(), st.integers(min_value=0, max_value=9)), min_size=1, max_size=8
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    plans=st.lists(failure_plans, min_size=1, max_size=3),
+    retries=st.integers(min_value=0, max_value=4),
+)
+def test_whatever_fails_the_caller_gets_the_whole_reply_once_or_a_clear_error(
+    plans: list[list[int | None]], retries: int
+) -> None:
+    """Each endpoint fails (before its first word, or after n words) or succeeds,
+    call after call, as its plan says. Whatever happens, the caller gets the
+    whole reply with nothing repeated, or BackendUnavailableError; and no more
+    than ``retries + 1`` attempts are made."""
+
+    def plan_for(plan: list[int | None]) -> Callable[[int], Any]:
+        def fail(call: int) -> Any:
+            step = plan[call] if call < len(plan) else None
+            return None if step is None else (step, BackendUnavailableError("down"))
+
+        return fail
+
+    backends = [Backend(f"b{n}", fail=plan_for(plan)) for n, plan in enumerate(plans)]
+    llm = router(*backends, retries=retries, backoff=Backoff(0, 0), breaker_failures=100)
+
+    async def run() -> tuple[list[str], Exception | None]:
+        deltas: list[str] = []
+        try:
+            async for delta in llm.stream(request()):
+                deltas.append(delta)
+        except BackendUnavailableError as exc:
+            return deltas, exc
+        return deltas, None
+
+    deltas, error = asyncio.run(run())
+    attempts = sum(len(backend.calls) for backend in backends)
+    assert attempts <= retries + 1
+    text = "".join(deltas)
+    assert REPLY.startswith(text), "what was sent is a prefix of the reply: no repeats"
+    if error is None:
+        assert text == REPLY
+    else:
+        assert attempts == retries + 1
