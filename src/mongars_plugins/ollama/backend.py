@@ -115,16 +115,21 @@ def _error_message(body: str) -> tuple[str, bool]:
     return body.strip()[:200], False
 
 
+def response_error(where: str, response: httpx.Response) -> MongarsError:
+    """The translated error of an HTTP error response whose body has been read."""
+    return status_error(
+        where,
+        response.status_code,
+        response.text,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
 def _async_status_hook(where: str) -> Callable[[httpx.Response], Awaitable[None]]:
     async def raise_for_status(response: httpx.Response) -> None:
         if response.is_error:
             await response.aread()
-            raise status_error(
-                where,
-                response.status_code,
-                response.text,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
+            raise response_error(where, response)
 
     return raise_for_status
 
@@ -135,12 +140,7 @@ def sync_status_hook(where: str) -> Callable[[httpx.Response], None]:
     def raise_for_status(response: httpx.Response) -> None:
         if response.is_error:
             response.read()
-            raise status_error(
-                where,
-                response.status_code,
-                response.text,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
+            raise response_error(where, response)
 
     return raise_for_status
 
