@@ -729,3 +729,21 @@ def test_the_standin_embeds_with_minilm(tmp_path: Path) -> None:
         vectors = embedder.embed(["My sister is called Amélie", "What is my sister's name?"])
         assert vectors.shape == (2, 384) and embedder.dimension == 384
         assert float(vectors[0] @ vectors[1]) > 0.4
+
+
+def test_models_provision_pulls_what_each_role_lacks(cli_env: dict[str, str]) -> None:
+    roles = {
+        "general": [{"backend": "ollama", "model": MODEL}],
+        "small": [{"backend": "ollama", "model": "tinyllama"}],
+        "missing": [{"backend": "ollama", "model": "no-such-model:1b"}],
+    }
+    env = {**cli_env, "MONGARS_LLM__ROLES": json.dumps(roles)}
+    first = run_mongars("models", "provision", env=env, timeout=60)
+    assert first.returncode == 1, "a model the registry lacks is reported and fails the command"
+    rows = {line.split("│")[1].strip(): line for line in first.stdout.splitlines() if "│" in line}
+    assert "exists" in rows["general"]
+    assert "installed" in rows["small"]
+    assert "unavailable" in rows["missing"]
+    again = run_mongars("models", "provision", "--role", "small", env=env, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "exists" in again.stdout

@@ -18,7 +18,17 @@ from mongars_core.errors import (
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
 
-BUNDLED = {"memory", "reasoning", "curiosity", "personality", "speech", "cuda"}
+BUNDLED = {
+    "memory",
+    "reasoning",
+    "curiosity",
+    "personality",
+    "speech",
+    "cuda",
+    "ollama",
+    "ray_serve",
+    "server",
+}
 
 
 def install_distribution(

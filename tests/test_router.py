@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
@@ -20,7 +23,7 @@ from mongars_core.errors import (
     UnknownBackendError,
 )
 from mongars_core.resilience import Backoff
-from mongars_core.router import LLMRouter, MemoryResponseCache
+from mongars_core.router import LLMRouter, MemoryResponseCache, RedisResponseCache
 from mongars_core.settings import EndpointSpec
 from mongars_core.types import ChatMessage, GenerationRequest
 
@@ -359,3 +362,27 @@ def test_whatever_fails_the_caller_gets_the_whole_reply_once_or_a_clear_error(
         assert text == REPLY
     else:
         assert attempts == retries + 1
+
+
+@pytest.mark.redis
+async def test_the_response_cache_can_live_in_redis() -> None:
+    url = os.environ.get("MONGARS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {url} is not reachable in CI")
+        pytest.skip(f"needs the Redis server at {url}")
+    first_process, second_process = Backend("a"), Backend("a")
+    caches = [RedisResponseCache(url), RedisResponseCache(url)]
+    try:
+        question = request(f"what is a fox? {uuid.uuid4().hex}", cacheable=True)
+        one = router(first_process, cache=caches[0], cache_ttl_s=30)
+        two = router(second_process, cache=caches[1], cache_ttl_s=30)
+        assert "".join([d async for d in one.stream(question)]) == REPLY
+        # Another process (another router and connection) gets the cached reply.
+        assert "".join([d async for d in two.stream(question)]) == REPLY
+        assert (len(first_process.calls), len(second_process.calls)) == (1, 0)
+    finally:
+        for cache in caches:
+            await cache.aclose()

@@ -16,7 +16,8 @@ A *role* ("general", "coding", ...) is served by an ordered list of
    to start), records it on the endpoint's breaker and tries again: at once on
    another endpoint, or after an exponential back-off with jitter (at least
    ``Retry-After``) on the same one, up to ``retries`` more attempts, never
-   past the deadline. Retries happen here only: backends do not retry.
+   past the deadline. This is the one retry loop across endpoints (a backend
+   may only retry inside itself, as Ray Serve does across its replicas).
 5. When a backend dies after some text has gone to the caller, the next
    endpoint continues from that text (``GenerationRequest.prefix``); text it
    repeats is dropped, so nothing is sent twice.

@@ -169,8 +169,8 @@ class RayServeSettings(BaseModel):
 
     address: str | None = Field(
         None,
-        description='Ray cluster to join ("ray://host:10001" or "auto"); default: start a '
-        "local Ray when deploying.",
+        description='Ray cluster to join: its GCS address "host:port" or "auto" (ray:// works '
+        "for `mongars ray` only); unset: `mongars ray deploy` starts a local Ray.",
     )
     app_name: str = Field("mongars-llm", description="Name of the Serve application.")
     replicas: int = Field(1, ge=1, description="Replicas when autoscaling is off.")

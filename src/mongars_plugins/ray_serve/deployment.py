@@ -1,0 +1,327 @@
+"""The Serve application: replicas that run the local model, and deploying it.
+
+Each replica is a :class:`ModelReplica`: the cuda plugin's
+:class:`~mongars_plugins.cuda.backend.LocalModelBackend` inside a Ray worker,
+loading the converted model from the shared cache. Replica count, autoscaling
+bounds and resources come from ``settings.ray``; a replica with GPUs runs the
+model on CUDA, one without on the CPU with as many threads as it has CPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from mongars_core.errors import BackendUnavailableError, ConfigurationError
+from mongars_core.settings import Settings
+from mongars_core.types import GenerationRequest
+from mongars_plugins.cuda.backend import LocalModelBackend
+from mongars_plugins.ray_serve._ray import require_ray
+from mongars_plugins.ray_serve.cluster import Report, log_report
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "LocalModel"
+
+
+class ModelReplica:
+    """One Serve replica of the local model (runs inside a Ray worker process).
+
+    Serve calls :meth:`reconfigure` with the deployment's ``user_config``
+    before the replica counts as running, so a running replica has its model
+    loaded. The local backend generates one reply at a time; requests beyond
+    that wait in the replica (up to ``max_ongoing_requests``).
+    """
+
+    def __init__(self) -> None:
+        ray = require_ray()
+        self.replica_id: str = ray.serve.get_replica_context().replica_id.unique_id
+        self.generations = 0
+        self._model: LocalModelBackend | None = None
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Load the model described by ``config`` (see :func:`replica_config`)."""
+        settings = Settings(cache_dir=config["cache_dir"], local=config["local"])
+        model = LocalModelBackend(settings)
+        await model.load()
+        self._model = model
+        logger.info(
+            "replica %s loaded the model on %s in %.2f s",
+            self.replica_id,
+            model.device,
+            model.load_seconds or 0.0,
+        )
+
+    async def generate_stream(self, payload: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
+        """Yield who answers (a dict), then the reply's text deltas.
+
+        ``payload`` is a :class:`GenerationRequest` as JSON. When the caller
+        cancels, Serve cancels this generator and the local backend stops the
+        model within one token.
+        """
+        request = GenerationRequest.model_validate(payload)
+        model = self._model
+        if model is None:  # reconfigure always runs first; this guards a misuse
+            raise RuntimeError("the replica has no model loaded")
+        yield {"replica_id": self.replica_id, "pid": os.getpid()}
+        self.generations += 1
+        async for delta in model.stream(request):
+            yield delta
+
+    async def describe(self) -> dict[str, Any]:
+        """Who this replica is and what it has done (for status and tests)."""
+        model = self._model
+        return {
+            "replica_id": self.replica_id,
+            "pid": os.getpid(),
+            "device": model.device if model else None,
+            "load_seconds": model.load_seconds if model else None,
+            "generations": self.generations,
+            "stopped_generations": model.stopped_generations if model else 0,
+        }
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    replica_id: str
+    state: str
+    pid: int | None
+    node_ip: str | None
+    actor_name: str | None
+    started_at: float | None
+
+
+@dataclass(frozen=True)
+class ApplicationInfo:
+    name: str
+    status: str
+    message: str
+    target_replicas: int | None
+    replicas: list[ReplicaInfo] = field(default_factory=list)
+
+
+def autoscaling(settings: Settings) -> dict[str, int] | None:
+    """The Serve autoscaling config for ``settings.ray``, or ``None`` for a fixed count."""
+    low, high = settings.ray.min_replicas, settings.ray.max_replicas
+    if low is None and high is None:
+        return None
+    if low is None or high is None:
+        raise ConfigurationError(
+            "set both MONGARS_RAY__MIN_REPLICAS and MONGARS_RAY__MAX_REPLICAS to autoscale, "
+            "or neither"
+        )
+    if low > high:
+        raise ConfigurationError(
+            f"MONGARS_RAY__MIN_REPLICAS ({low}) is above MONGARS_RAY__MAX_REPLICAS ({high})"
+        )
+    # A replica generates one reply at a time: anything more is a queue.
+    return {
+        "min_replicas": low,
+        "max_replicas": high,
+        "initial_replicas": max(low, 1),
+        "target_ongoing_requests": 1,
+    }
+
+
+def replica_config(settings: Settings) -> dict[str, Any]:
+    """What each replica needs to load the model: the cache and the local model settings."""
+    ray_settings = settings.ray
+    device = "cuda" if ray_settings.num_gpus > 0 else "cpu"
+    threads = settings.local.threads or max(1, int(ray_settings.num_cpus))
+    local = settings.local.model_copy(update={"device": device, "threads": threads})
+    return {"cache_dir": str(settings.cache_dir), "local": local.model_dump(mode="json")}
+
+
+def build_application(settings: Settings, ray: ModuleType) -> Any:
+    """The Serve application for ``settings`` (a bound deployment)."""
+    ray_settings = settings.ray
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT_NAME,
+        "ray_actor_options": {
+            "num_cpus": ray_settings.num_cpus,
+            "num_gpus": ray_settings.num_gpus,
+        },
+        "max_ongoing_requests": ray_settings.max_ongoing_requests,
+        "user_config": replica_config(settings),
+    }
+    scaling = autoscaling(settings)
+    if scaling is None:
+        options["num_replicas"] = ray_settings.replicas
+    else:
+        options["autoscaling_config"] = scaling
+    return ray.serve.deployment(ModelReplica, **options).bind()
+
+
+def initial_replicas(settings: Settings) -> int:
+    scaling = autoscaling(settings)
+    return settings.ray.replicas if scaling is None else scaling["initial_replicas"]
+
+
+def check_capacity(settings: Settings, ray: ModuleType, *, local: bool) -> None:
+    """Fail early when the replicas cannot fit a local cluster (a remote one may grow)."""
+    count = initial_replicas(settings)
+    resources = ray.cluster_resources()
+    for name, each in (("CPU", settings.ray.num_cpus), ("GPU", settings.ray.num_gpus)):
+        needed = count * each
+        have = float(resources.get(name, 0.0))
+        if needed <= have + 1e-9:
+            continue
+        message = (
+            f"{count} replicas × {each:g} {name}s need {needed:g} {name}s; "
+            f"the Ray cluster has {have:g}"
+        )
+        if local:
+            raise ConfigurationError(
+                f"{message} (lower MONGARS_RAY__REPLICAS or MONGARS_RAY__NUM_{name}S, or "
+                "restart the local Ray with more)"
+            )
+        logger.warning("%s; the replicas wait until the cluster has room", message)
+
+
+def deploy(
+    settings: Settings,
+    ray: ModuleType,
+    *,
+    local: bool,
+    report: Report = log_report,
+    timeout_s: float = 600.0,
+) -> ApplicationInfo:
+    """Deploy (or update) the application and wait until it runs (blocking).
+
+    Returns the running application with its replicas. Raises
+    :class:`BackendUnavailableError` when it fails or is not running within
+    ``timeout_s``.
+    """
+    serve = ray.serve
+    check_capacity(settings, ray, local=local)
+    name = settings.ray.app_name
+    scaling = autoscaling(settings)
+    resources = f"{settings.ray.num_cpus:g} CPUs" + (
+        f", {settings.ray.num_gpus:g} GPUs" if settings.ray.num_gpus else ""
+    )
+    count = (
+        f"{settings.ray.replicas} replicas"
+        if scaling is None
+        else f"{scaling['min_replicas']} to {scaling['max_replicas']} replicas (autoscaling)"
+    )
+    report(f"deploying {name!r}: {count}, {resources} each")
+    with _translated(ray, f"deploying {name!r}"):
+        serve.start(proxy_location="Disabled")  # called through handles only: no HTTP port
+        serve.run_many(
+            [
+                serve.RunTarget(
+                    target=build_application(settings, ray), name=name, route_prefix=None
+                )
+            ],
+            wait_for_applications_running=False,
+        )
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        app = application(ray, name)
+        if app is None:
+            raise BackendUnavailableError(f"the application {name!r} vanished while deploying")
+        states = _count_states(app.replicas)
+        line = f"{app.status.lower()}: replicas {states or 'none yet'}"
+        if line != last:
+            report(line)
+            last = line
+        if app.status == "RUNNING":
+            return app
+        if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise BackendUnavailableError(f"deploying {name!r} failed: {app.message}")
+        if time.monotonic() > deadline:
+            raise BackendUnavailableError(
+                f"{name!r} is not running after {timeout_s:.0f} s (replicas {states}); "
+                "the cluster may lack the resources the replicas ask for"
+            )
+        time.sleep(0.5)
+
+
+def _count_states(replicas: list[ReplicaInfo]) -> str:
+    counts: dict[str, int] = {}
+    for replica in replicas:
+        counts[replica.state] = counts.get(replica.state, 0) + 1
+    return ", ".join(f"{number} {state.lower()}" for state, number in sorted(counts.items()))
+
+
+def application(ray: ModuleType, name: str) -> ApplicationInfo | None:
+    """The application ``name`` and its replicas, or ``None`` when it is not deployed."""
+    details = serve_details(ray)
+    if details is None:
+        return None
+    app = details.get("applications", {}).get(name)
+    if app is None:
+        return None
+    replicas: list[ReplicaInfo] = []
+    target: int | None = None
+    for deployment in app.get("deployments", {}).values():
+        target = deployment.get("target_num_replicas")
+        for replica in deployment.get("replicas", []):
+            replicas.append(
+                ReplicaInfo(
+                    replica_id=str(replica["replica_id"]),
+                    state=_name(replica["state"]),
+                    pid=replica.get("pid"),
+                    node_ip=replica.get("node_ip"),
+                    actor_name=replica.get("actor_name"),
+                    started_at=replica.get("start_time_s"),
+                )
+            )
+    return ApplicationInfo(
+        name=name,
+        status=_name(app["status"]),
+        message=str(app.get("message") or ""),
+        target_replicas=target,
+        replicas=replicas,
+    )
+
+
+def _name(value: Any) -> str:
+    """An enum's value (Serve reports states as ``str`` enums), or the text itself."""
+    return str(getattr(value, "value", value))
+
+
+def serve_details(ray: ModuleType) -> dict[str, Any] | None:
+    """Serve's own description of its applications, or ``None`` when Serve is not running.
+
+    This is what Serve's dashboard shows (the public ``ServeInstanceDetails``
+    schema); the dashboard is off, so it is asked of the Serve controller.
+    """
+    client = ray.serve.context._get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    with _translated(ray, "asking Serve for its applications"):
+        details: dict[str, Any] = client.get_serve_details()
+    return details
+
+
+def delete(ray: ModuleType, name: str) -> bool:
+    """Delete the application ``name``; ``False`` when it was not deployed."""
+    if application(ray, name) is None:
+        return False
+    with _translated(ray, f"deleting {name!r}"):
+        ray.serve.delete(name)
+    return True
+
+
+@contextmanager
+def _translated(ray: ModuleType, doing: str) -> Iterator[None]:
+    """Ray's and Serve's errors as monGARS errors: refused settings, or an unreachable cluster."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:  # Serve validating the deployment's options
+        raise ConfigurationError(f"{doing}: Serve refused it: {exc}") from exc
+    except (ray.exceptions.RayError, ray.serve.exceptions.RayServeException) as exc:
+        raise BackendUnavailableError(f"{doing} failed: {exc}") from exc
+
+
+def other_applications(ray: ModuleType, name: str) -> list[str]:
+    details = serve_details(ray) or {}
+    return sorted(other for other in details.get("applications", {}) if other != name)

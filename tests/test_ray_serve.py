@@ -1,0 +1,345 @@
+"""The ray_serve plugin on a real local Ray: 2 CPUs, no dashboard, loopback only.
+
+One Ray and one two-replica deployment serve the whole module (starting
+them takes about 11 s here); the test that kills a replica runs last. The
+replicas load the converted SmolLM2 from the model cache, fetched once
+before deploying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import mongars_plugins.ray_serve as ray_serve_plugin
+from mongars_core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    MissingDependencyError,
+)
+from mongars_core.pipeline import Assistant
+from mongars_core.plugins import PluginHost, build_plugin_manager
+from mongars_core.settings import Settings
+from mongars_core.types import ChatMessage, GenerationRequest
+from mongars_plugins.cuda import model as model_files
+from mongars_plugins.ray_serve import cluster, deployment
+from mongars_plugins.ray_serve._ray import require_ray
+from mongars_plugins.ray_serve.backend import RayServeBackend
+from mongars_plugins.ray_serve.cli import build_ray_app
+from tests.conftest import BUNDLED_WITHOUT_MODELS, MODEL_CACHE
+
+
+# The tests that take the `local_ray` fixture run a real Ray and the real
+# model: they carry the `ray` and `model` marks, and are skipped (with a reason
+# that names the extra) when ray is not installed. The others need neither.
+def needs_ray(test: Any) -> Any:
+    return pytest.mark.ray(pytest.mark.model(test))
+
+
+PROMPT = "Describe the sea in three sentences."
+
+
+def request(text: str = PROMPT, tokens: int = 16, temperature: float = 0.0) -> GenerationRequest:
+    return GenerationRequest(
+        messages=[ChatMessage(role="user", content=text)],
+        max_new_tokens=tokens,
+        temperature=temperature,
+    )
+
+
+@pytest.fixture(scope="module")
+def ray_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("ray-data"),
+        cache_dir=MODEL_CACHE,
+        # Two replicas of half a CPU each leave room for a third (the CLI test's).
+        ray={"replicas": 2, "num_cpus": 0.5, "max_ongoing_requests": 8},
+    )
+
+
+@pytest.fixture(scope="module")
+def local_ray(ray_settings: Settings) -> Iterator[cluster.Connection]:
+    """A local Ray started as `mongars ray deploy` starts it, with the application deployed."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs ray: pip install 'mongars[ray]'")
+    model_files.ensure_model(ray_settings)  # once, before the replicas look for it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")  # the replicas inherit the head's environment
+        patch.setenv("TOKENIZERS_PARALLELISM", "false")
+        local = cluster.LocalCluster.start(cluster.state_dir(ray_settings), num_cpus=2)
+    try:
+        connection = cluster.connect(ray_settings)
+        deployment.deploy(ray_settings, connection.ray, local=True, timeout_s=120)
+        yield connection
+    finally:
+        cluster.disconnect()
+        local.stop()
+    assert not local.alive()
+
+
+@pytest.fixture
+def backend(ray_settings: Settings, local_ray: cluster.Connection) -> RayServeBackend:
+    return RayServeBackend(ray_settings)
+
+
+def test_importing_the_plugin_does_not_import_ray() -> None:
+    code = (
+        "import sys, mongars_plugins.ray_serve, mongars_plugins.ray_serve.cli; "
+        "assert 'ray' not in sys.modules and 'torch' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_plugin_registers_the_ray_backend_and_command(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, load_plugins=["ray_serve"])
+    host = PluginHost(
+        build_plugin_manager(settings, plugins=[("ray_serve", ray_serve_plugin)]), settings
+    )
+    assert isinstance(host.llm_backends()["ray"], RayServeBackend)
+    assert "ray" in host.commands()
+
+
+def test_a_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
+    with pytest.raises(MissingDependencyError, match=r"mongars\[ray\]"):
+        require_ray()
+
+
+async def test_without_a_cluster_the_backend_is_unavailable_and_unhealthy(
+    tmp_path: Path,
+) -> None:
+    backend = RayServeBackend(Settings(data_dir=tmp_path))
+    with pytest.raises(BackendUnavailableError, match="mongars ray deploy"):
+        await backend.generate(request())
+    assert await backend.health() is False
+
+
+async def test_an_address_nothing_answers_at_fails_fast(tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{cluster.free_port()}"
+    backend = RayServeBackend(Settings(data_dir=tmp_path, ray={"address": nobody}))
+    with pytest.raises(BackendUnavailableError, match="nothing answers"):
+        await asyncio.wait_for(backend.load(), timeout=10)
+
+
+async def test_ray_client_addresses_are_refused_by_the_streaming_backend(tmp_path: Path) -> None:
+    backend = RayServeBackend(Settings(data_dir=tmp_path, ray={"address": "ray://h:10001"}))
+    with pytest.raises(ConfigurationError, match="Ray Client"):
+        await backend.generate(request())
+
+
+def test_autoscaling_needs_both_bounds_in_order(tmp_path: Path) -> None:
+    both = Settings(data_dir=tmp_path, ray={"min_replicas": 1, "max_replicas": 3})
+    assert deployment.autoscaling(both) == {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 1,
+    }
+    assert deployment.autoscaling(Settings(data_dir=tmp_path)) is None
+    with pytest.raises(ConfigurationError, match="MIN_REPLICAS"):
+        deployment.autoscaling(Settings(data_dir=tmp_path, ray={"max_replicas": 3}))
+    with pytest.raises(ConfigurationError, match="above"):
+        deployment.autoscaling(
+            Settings(data_dir=tmp_path, ray={"min_replicas": 4, "max_replicas": 2})
+        )
+
+
+def test_replicas_with_gpus_run_on_cuda_and_cpu_replicas_get_their_threads(
+    tmp_path: Path,
+) -> None:
+    gpu = deployment.replica_config(Settings(data_dir=tmp_path, ray={"num_gpus": 0.5}))
+    cpu = deployment.replica_config(Settings(data_dir=tmp_path, ray={"num_cpus": 3}))
+    assert gpu["local"]["device"] == "cuda"
+    assert (cpu["local"]["device"], cpu["local"]["threads"]) == ("cpu", 3)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@needs_ray
+def test_the_local_ray_listens_on_loopback_only(
+    local_ray: cluster.Connection, ray_settings: Settings
+) -> None:
+    assert local_ray.local is not None
+    assert local_ray.address.startswith("127.0.0.1:")
+    assert local_ray.address != "127.0.0.1:6379"  # Redis's port, Ray's default
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    sockets: list[tuple[str, int]] = []  # (address, pid) of this cluster and this driver
+    for line in listening.splitlines():
+        for pid in (int(found) for found in re.findall(r"pid=(\d+)", line)):
+            if pid == os.getpid() or _session(pid) == local_ray.local.pid:
+                sockets.append((line.split()[3], pid))
+    assert len(sockets) > 5  # GCS, raylet, agents, workers, the driver...
+    exposed = {
+        pid
+        for address, pid in sockets
+        if not address.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))
+    }
+    # The one exception, which Serve hard-codes: each replica's inter-deployment
+    # gRPC server binds [::]:0 (it checks the cluster's token).
+    app = deployment.application(local_ray.ray, ray_settings.ray.app_name)
+    assert app is not None
+    assert exposed <= {replica.pid for replica in app.replicas}
+
+
+@needs_ray
+async def test_both_replicas_serve_requests(
+    backend: RayServeBackend, ray_settings: Settings, local_ray: cluster.Connection
+) -> None:
+    replies = await asyncio.gather(*(backend.generate(request(tokens=8)) for _ in range(6)))
+    assert all(reply.strip() for reply in replies)
+    app = deployment.application(local_ray.ray, ray_settings.ray.app_name)
+    assert app is not None and app.status == "RUNNING"
+    running = {replica.replica_id for replica in app.replicas if replica.state == "RUNNING"}
+    assert len(running) == 2
+    assert set(backend.served_by) == running
+    assert sum(backend.served_by.values()) == 6
+
+
+@needs_ray
+async def test_a_reply_streams_in_several_deltas(backend: RayServeBackend) -> None:
+    deltas = [delta async for delta in backend.stream(request(tokens=16))]
+    assert len(deltas) > 3
+    assert "".join(deltas) == await backend.generate(request(tokens=16))
+    assert backend.retries == 0
+
+
+@needs_ray
+async def test_closing_a_stream_stops_the_replica_generating(backend: RayServeBackend) -> None:
+    stream = backend.stream(request("Write a long story about a dragon.", tokens=400))
+    assert await anext(stream)
+    await asyncio.wait_for(stream.aclose(), timeout=10)
+    # Each replica counts the generations its stream's closing stopped; ask
+    # (through Serve's choice of replica) until both have answered.
+    stopped: dict[str, int] = {}
+    for _ in range(50):
+        described = await backend.describe_replica()
+        stopped[described["replica_id"]] = described["stopped_generations"]
+        if len(stopped) == 2 and sum(stopped.values()) >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert sum(stopped.values()) == 1, stopped
+
+
+@needs_ray
+async def test_a_bad_request_is_a_backend_error_and_not_retried(
+    backend: RayServeBackend,
+) -> None:
+    with pytest.raises(BackendError, match="max_new_tokens") as caught:
+        await backend.generate(request(tokens=0))
+    assert not isinstance(caught.value, BackendUnavailableError)
+    assert backend.retries == 0
+    assert await backend.health() is True
+
+
+@needs_ray
+async def test_an_assistant_chats_through_the_ray_backend(
+    ray_settings: Settings, local_ray: cluster.Connection, tmp_path: Path
+) -> None:
+    settings = ray_settings.model_copy(
+        update={
+            # Same data directory: the backend finds the local Ray through its record.
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'mongars.sqlite3'}",
+            "load_plugins": [*BUNDLED_WITHOUT_MODELS, "ray_serve"],
+            "llm": ray_settings.llm.model_copy(
+                update={"backend": "ray", "max_new_tokens": 12, "temperature": 0}
+            ),
+            "memory": ray_settings.memory.model_copy(update={"embedder": "none"}),
+        }
+    )
+    pm = build_plugin_manager(settings, plugins=[("ray_serve", ray_serve_plugin)])
+    async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
+        reply = await assistant.chat("alice", "Say hello.")
+    assert reply.backend == "ray"
+    assert reply.text.strip()
+
+
+@needs_ray
+def test_the_cli_deploys_shows_and_deletes_an_application_on_a_joined_cluster(
+    local_ray: cluster.Connection, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,  # no local record: the cluster is joined by its address
+        cache_dir=MODEL_CACHE,
+        ray={"address": local_ray.address, "app_name": "cli-test", "num_cpus": 0.5},
+    )
+    app = build_ray_app(settings)
+    runner = CliRunner()
+
+    deployed = runner.invoke(app, ["deploy", "--timeout", "120"])
+    assert deployed.exit_code == 0, deployed.output
+    assert "RUNNING" in deployed.output
+
+    shown = runner.invoke(app, ["status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    status = json.loads(shown.stdout)
+    assert status["address"] == local_ray.address
+    assert status["local_pid"] is None
+    assert status["application"]["status"] == "RUNNING"
+    assert [replica["state"] for replica in status["application"]["replicas"]] == ["RUNNING"]
+    assert status["other_applications"] == ["mongars-llm"]
+
+    stopped = runner.invoke(app, ["shutdown"])
+    assert stopped.exit_code == 0, stopped.output
+    assert "deleted the application 'cli-test'" in stopped.output
+    # Joined by address: the cluster is not monGARS's to stop.
+    assert local_ray.local is not None and local_ray.local.alive()
+    after = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert after["application"] is None
+
+
+@needs_ray
+async def test_a_killed_replica_fails_no_request(
+    backend: RayServeBackend, ray_settings: Settings, local_ray: cluster.Connection
+) -> None:
+    greedy = request(tokens=64)  # ends by itself, well before the limit
+    expected = await backend.generate(greedy)
+
+    async def consume(chosen: GenerationRequest) -> str:
+        return "".join([delta async for delta in backend.stream(chosen)])
+
+    sampled = request(tokens=40, temperature=0.8)
+    tasks = [asyncio.create_task(consume(sampled if i >= 4 else greedy)) for i in range(6)]
+    # Kill a replica while it sends one reply and holds another that has no
+    # text yet: the first is cut mid-way, the second must start elsewhere.
+    for _ in range(600):
+        busy = [
+            replica
+            for replica, replying in backend.replying.items()
+            if replying >= 1 and backend.in_flight[replica] >= 2
+        ]
+        if busy:
+            break
+        await asyncio.sleep(0.05)
+    assert busy, (backend.in_flight, backend.replying)
+    app = deployment.application(local_ray.ray, ray_settings.ray.app_name)
+    assert app is not None
+    [victim] = [replica for replica in app.replicas if replica.replica_id == busy[0]]
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+
+    replies = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+    # A cut reply was continued by the other replica: greedy, it is the same
+    # text, with nothing lost or sent twice.
+    assert replies[:4] == [expected] * 4
+    assert all(reply.strip() for reply in replies[4:])
+    assert backend.retries >= 1
+    assert backend.resumed_streams >= 1
