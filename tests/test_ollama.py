@@ -731,19 +731,29 @@ def test_the_standin_embeds_with_minilm(tmp_path: Path) -> None:
         assert float(vectors[0] @ vectors[1]) > 0.4
 
 
-def test_models_provision_pulls_what_each_role_lacks(cli_env: dict[str, str]) -> None:
+def test_models_provision_pulls_what_each_role_lacks(tmp_path: Path) -> None:
     roles = {
         "general": [{"backend": "ollama", "model": MODEL}],
-        "small": [{"backend": "ollama", "model": "tinyllama"}],
+        "small": [{"backend": "ollama", "model": "provisioned:1b"}],
         "missing": [{"backend": "ollama", "model": "no-such-model:1b"}],
     }
-    env = {**cli_env, "MONGARS_LLM__ROLES": json.dumps(roles)}
-    first = run_mongars("models", "provision", env=env, timeout=60)
+    # A stand-in of its own: the module's shared one may have pulled models already.
+    standin = StandinProcess.start("--echo", "--pullable", "provisioned:1b")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
+    env.update(
+        MONGARS_DATA_DIR=str(tmp_path / "data"),
+        MONGARS_CACHE_DIR=str(tmp_path / "cache"),
+        MONGARS_OLLAMA__HOSTS=standin.url,
+        MONGARS_LLM__ROLES=json.dumps(roles),
+        COLUMNS="200",
+    )
+    with standin:
+        first = run_mongars("models", "provision", env=env, timeout=60)
+        again = run_mongars("models", "provision", "--role", "small", env=env, timeout=60)
     assert first.returncode == 1, "a model the registry lacks is reported and fails the command"
     rows = {line.split("│")[1].strip(): line for line in first.stdout.splitlines() if "│" in line}
     assert "exists" in rows["general"]
     assert "installed" in rows["small"]
     assert "unavailable" in rows["missing"]
-    again = run_mongars("models", "provision", "--role", "small", env=env, timeout=60)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "exists" in again.stdout
