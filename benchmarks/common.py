@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import statistics
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,14 @@ def machine_busy_seconds() -> float:
 
 def table(columns: list[str], rows: list[str]) -> str:
     return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows])
+
+
+class InstantBackend:
+    """An LLM stand-in that answers at once with a fixed reply, in a few stream chunks."""
+
+    async def generate(self, request: Any) -> str:
+        return "".join([delta async for delta in self.stream(request)])
+
+    async def stream(self, request: Any) -> AsyncIterator[str]:
+        for piece in ("Here is ", "what I ", "remember."):
+            yield piece

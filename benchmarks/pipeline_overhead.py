@@ -20,14 +20,13 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from common import summary_ms, write_results
+from common import InstantBackend, summary_ms, write_results
 from sqlalchemy import text
 
 from mongars_core import hookimpl
@@ -51,17 +50,6 @@ MESSAGES = [
 SUBJECTS = ["my sister", "the garden", "my bike", "the piano", "our trip", "my job", "the cat"]
 VERBS = ["loves", "needs", "reminds me of", "is far from", "was fixed by", "smells like"]
 OBJECTS = ["rainy Sundays", "Lyon", "blue paint", "the old bakery", "chess", "jazz", "tea"]
-
-
-class InstantBackend:
-    """Answers at once with a fixed reply, in a few stream chunks."""
-
-    async def generate(self, request: GenerationRequest) -> str:
-        return "".join([delta async for delta in self.stream(request)])
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        for piece in ("Here is ", "what I ", "remember."):
-            yield piece
 
 
 class Plugin:

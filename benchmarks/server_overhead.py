@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import uvicorn
 import uvloop
 from common import (
     RESULTS,
+    InstantBackend,
     cpu_seconds,
     free_port,
     machine_busy_seconds,
@@ -81,17 +81,6 @@ PLUGINS = ["memory", "reasoning", "curiosity", "personality", "speech"]
 
 
 # -- the servers (``--serve chat|bare``) -------------------------------------------
-
-
-class InstantBackend:
-    """Answers at once with a fixed reply, in a few stream chunks."""
-
-    async def generate(self, request: GenerationRequest) -> str:
-        return "".join([delta async for delta in self.stream(request)])
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        for piece in ("Here is ", "what I ", "remember."):
-            yield piece
 
 
 class BenchPlugin:

@@ -294,7 +294,7 @@ async def backends(
     router = LLMRouter.from_settings(host.llm_backends(), settings.llm)
     statuses = await router.health()
     if as_json:
-        sys.stdout.write(json.dumps([status.__dict__ for status in statuses], indent=2) + "\n")
+        sys.stdout.write(json.dumps([status.model_dump() for status in statuses], indent=2) + "\n")
         return
     table = Table("role", "endpoint", "model", "breaker", "healthy")
     for status in statuses:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import metrics
+from pydantic import BaseModel, ConfigDict, Field
 
 from mongars_core.errors import (
     BackendError,
@@ -93,22 +94,25 @@ class Endpoint:
         )
 
 
-@dataclass(frozen=True)
-class EndpointStatus:
+class EndpointStatus(BaseModel):
     """What ``mongars backends`` and the server's ``/api/v1/llm/health`` show."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     role: str
     backend: str
     model: str | None
-    state: str
+    state: str = Field(description='Circuit breaker: "closed", "open" or "half_open".')
     outstanding: int
     served: int
     failed: int
     consecutive_failures: int
     retry_after_s: float
     last_error: str | None
-    healthy: bool | None = None
+    healthy: bool | None = Field(
+        None, description="The backend's own health check; null when it has none."
+    )
 
 
 class ResponseCache(Protocol):
@@ -341,7 +345,7 @@ class LLMRouter:
 
         await asyncio.gather(*(probe(name) for name in {s.backend for s in statuses}))
         return [
-            EndpointStatus(**{**status.__dict__, "healthy": results.get(status.backend)})
+            status.model_copy(update={"healthy": results.get(status.backend)})
             for status in statuses
         ]
 

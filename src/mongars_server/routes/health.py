@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from mongars_core.errors import MongarsError
+from mongars_core.router import EndpointStatus
 from mongars_server.app import ServerState
 from mongars_server.deps import AdminCaller, State, bearer, current_caller
 from mongars_server.errors import ApiError
@@ -83,27 +84,11 @@ async def metrics(server: State, token: Annotated[str | None, Depends(bearer)]) 
     return Response(server.telemetry.render_prometheus(), media_type=CONTENT_TYPE_LATEST)
 
 
-class EndpointHealth(BaseModel):
-    name: str
-    role: str
-    backend: str
-    model: str | None
-    state: str = Field(description='Circuit breaker: "closed", "open" or "half_open".')
-    healthy: bool | None = Field(description="The backend's own health check, if it has one.")
-    outstanding: int
-    served: int
-    failed: int
-    consecutive_failures: int
-    retry_after_s: float
-    last_error: str | None
-
-
 class LLMHealth(BaseModel):
-    endpoints: list[EndpointHealth]
+    endpoints: list[EndpointStatus]
 
 
 @router.get("/api/v1/llm/health", response_model=LLMHealth)
 async def llm_health(server: State, caller: AdminCaller) -> LLMHealth:
     """Every LLM endpoint by role: breaker state, load, failures (administrators only)."""
-    statuses = await server.assistant.router.health()
-    return LLMHealth(endpoints=[EndpointHealth(**status.__dict__) for status in statuses])
+    return LLMHealth(endpoints=await server.assistant.router.health())
