@@ -25,7 +25,11 @@ class UserRecord(SQLModel, table=True):
 
 class TurnRecord(SQLModel, table=True):
     __tablename__ = "turns"
-    __table_args__ = (Index("ix_turns_user_session", "user_id", "session_id", "id"),)
+    __table_args__ = (
+        Index("ix_turns_user_session", "user_id", "session_id", "id"),
+        # A client that retries a turn with the same key gets the stored turn back.
+        Index("ix_turns_user_idempotency", "user_id", "idempotency_key", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     turn_id: str = Field(max_length=64, unique=True)
@@ -36,7 +40,20 @@ class TurnRecord(SQLModel, table=True):
     confidence: float = 0.0
     backend: str = Field(default="", max_length=100)
     meta: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    idempotency_key: str | None = Field(default=None, max_length=200)
     created_at: datetime = _timestamp()
+
+
+class ConversationRecord(SQLModel, table=True):
+    """One conversation (session) of a user: its title and when it was last used."""
+
+    __tablename__ = "conversations"
+
+    user_id: str = Field(foreign_key="users.id", primary_key=True, max_length=150)
+    session_id: str = Field(primary_key=True, max_length=150)
+    title: str = Field(max_length=200)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
 
 
 class MemoryRecord(SQLModel, table=True):
@@ -66,11 +83,18 @@ class PluginStateRecord(SQLModel, table=True):
 
 
 class AccountRecord(SQLModel, table=True):
-    """A server login. ``username`` is also the conversation user id."""
+    """A server login.
+
+    ``username`` is stored casefolded. ``user_id`` owns the account's
+    conversations and memories: it is drawn at random when the account is
+    created, so an account never inherits data it did not create (a library
+    user of the same name, or a deleted account of the same name).
+    """
 
     __tablename__ = "accounts"
 
     username: str = Field(primary_key=True, max_length=150)
+    user_id: str = Field(max_length=150, unique=True, index=True)
     password_hash: str = Field(max_length=255)
     is_admin: bool = False
     # Bumped on every password change; access tokens carry it, so older ones stop working.
@@ -88,6 +112,9 @@ class ApiKeyRecord(SQLModel, table=True):
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=16)
     key_hash: str = Field(max_length=64, unique=True)
+    # The account's user_id when the key was made: a key of a deleted account
+    # never works for a new account of the same name.
+    account_user_id: str | None = Field(default=None, max_length=150)
     created_at: datetime = _timestamp()
     last_used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
