@@ -126,7 +126,7 @@ async def test_memories_can_be_listed_and_deleted_from_the_command_line(
 def test_db_upgrade_migrates_postgres(env: dict[str, str], postgres_url: str) -> None:
     result = mongars("db", "upgrade", env={**env, "MONGARS_DATABASE_URL": postgres_url})
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0002" in result.stdout
+    assert "is at revision 0003" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -154,11 +154,11 @@ def test_a_corrupt_or_missing_model_gives_one_error_line(
 async def test_a_reply_revised_after_streaming_is_shown_again(
     make_assistant: Any, instant: InstantBackendPlugin, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mongars_core import cli
+    from mongars_core import chat_cli
 
     instant.backend.reply = lambda request: "It is 370."
     assistant = await make_assistant()
-    await cli._one_turn(assistant, "alice", "What is 17 * 23?", None, None, False)
+    await chat_cli._one_turn(assistant, "alice", "What is 17 * 23?", None, None, False)
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "monGARS> It is 370."

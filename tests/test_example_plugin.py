@@ -61,3 +61,14 @@ async def test_the_example_plugin_is_discovered_and_signs_replies(
         monkeypatch.setenv("MONGARS_SIGNATURE_TEXT", "-- sent by my assistant")
         custom = await assistant.chat("alice", "hello again")
         assert custom.text.endswith("-- sent by my assistant")
+
+
+def test_the_example_plugin_depends_on_monGARS_by_its_distribution_name(
+    installed_example: Path,
+) -> None:
+    from importlib.metadata import distributions
+
+    (example,) = [d for d in distributions(path=[str(installed_example)])]
+    assert example.metadata["Name"] == "mongars-signature"
+    # `mongars` on PyPI is another project: depending on it would install that.
+    assert example.requires == ["mongars-assistant"]

@@ -172,3 +172,22 @@ def test_the_cuda_plugin_registers_the_backend_and_embedder(tmp_path: Path) -> N
     assert list(host.llm_backends()) == ["local"]
     assert list(host.embedders()) == ["minilm"]
     assert "models" in host.commands()
+
+
+async def test_the_local_model_counts_usage_with_its_tokenizer(local_settings: Settings) -> None:
+    backend = LocalModelBackend(local_settings)
+    messages = [ChatMessage(role="user", content="Say hi.")]
+    assert backend.count_prompt_tokens(messages) is None, "nothing to count with before loading"
+    await backend.load()
+    tokenizer = backend._tokenizer
+    template = tokenizer.apply_chat_template(
+        [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
+    )
+    assert backend.count_prompt_tokens(messages) == len(tokenizer(template)["input_ids"]) > 3
+    assert backend.count_tokens("You said: hello") == 4
+
+    pm = build_plugin_manager(local_settings)
+    async with await Assistant.from_settings(local_settings, plugin_manager=pm) as assistant:
+        reply = await assistant.chat("alice", "Say hi.")
+    assert reply.usage.counted is True
+    assert 0 < reply.usage.completion_tokens <= 40 and reply.usage.prompt_tokens > 10

@@ -192,7 +192,7 @@ async def test_a_missing_ollama_package_names_the_extra(
     backend: OllamaBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "ollama", None)
-    with pytest.raises(MissingDependencyError, match=r"mongars\[ollama\]"):
+    with pytest.raises(MissingDependencyError, match=r"mongars-assistant\[ollama\]"):
         await backend.generate(ask("hello"))
 
 
@@ -241,6 +241,15 @@ async def test_generate_returns_the_whole_reply_within_the_token_limit(
 ) -> None:
     assert await backend.generate(ask("one two three four", max_new_tokens=2)) == "one two"
     assert await backend.generate(ask("keep this STOP not that", stop=["STOP"])) == "keep this"
+
+
+async def test_ollama_says_when_a_reply_was_cut_at_the_cap(backend: OllamaBackend) -> None:
+    cut = ask("one two three four", max_new_tokens=2)
+    assert [delta async for delta in backend.stream(cut)] == ["one", " two"]
+    assert (cut.outcome.finish_reason, cut.outcome.tokens) == ("length", 2)
+    whole = ask("one two", max_new_tokens=50)
+    await backend.generate(whole)
+    assert (whole.outcome.finish_reason, whole.outcome.tokens) == ("stop", 2)
 
 
 async def test_the_request_model_overrides_the_configured_one(server: StandinServer) -> None:

@@ -74,7 +74,7 @@ def ray_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def local_ray(ray_settings: Settings) -> Iterator[cluster.Connection]:
     """A local Ray started as `mongars ray deploy` starts it, with the application deployed."""
     if importlib.util.find_spec("ray") is None:
-        pytest.skip("needs ray: pip install 'mongars[ray]'")
+        pytest.skip("needs ray: pip install 'mongars-assistant[ray]'")
     model_files.ensure_model(ray_settings)  # once, before the replicas look for it
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")  # the replicas inherit the head's environment
@@ -115,7 +115,7 @@ def test_the_plugin_registers_the_ray_backend_and_command(tmp_path: Path) -> Non
 
 def test_a_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
-    with pytest.raises(MissingDependencyError, match=r"mongars\[ray\]"):
+    with pytest.raises(MissingDependencyError, match=r"mongars-assistant\[ray\]"):
         require_ray()
 
 

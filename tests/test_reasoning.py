@@ -346,10 +346,11 @@ def adapt(message: str, reply: str) -> str | None:
 @pytest.mark.parametrize(
     ("message", "reply", "adapted"),
     [
-        ("What is 17 * 23?", "17 times 23 is 381.", "17 * 23 = 391.\n\n17 times 23 is 381."),
+        # A wrong claim is dropped, not shown beside the fact (tests/test_reply_quality.py).
+        ("What is 17 * 23?", "17 times 23 is 381.", "17 * 23 = 391."),
         ("What is 17 * 23?", "I can't do maths.", "17 * 23 = 391.\n\nI can't do maths."),
         ("What is 17 * 23?", "", "17 * 23 = 391."),
-        ("What is 4 / 2?", "4 / 2 = 3", "4 / 2 = 2.\n\n4 / 2 = 3"),
+        ("What is 4 / 2?", "4 / 2 = 3", "4 / 2 = 2."),
         (
             "convert 5 km to miles",
             "That is about 3 miles.",

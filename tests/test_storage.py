@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -90,6 +92,33 @@ async def test_expired_and_surplus_memories_are_pruned(store: Store) -> None:
     assert [m.text for m in await store.list_memories("bob")] == ["bob's"]
 
 
+async def test_a_refreshed_memory_keeps_its_id_and_counts_as_new(store: Store) -> None:
+    await store.ensure_user("alice")
+    await store.ensure_user("bob")
+    first = await store.add_memory(user_id="alice", text="I prefer tea", session_id="a")
+    second = await store.add_memory(user_id="alice", text="I live in Lyon")
+    assert first.id is not None and second.id is not None
+    later = utcnow() + timedelta(days=30)
+    fields = {"session_id": "b", "turn_id": "t2", "embedding": b"\0" * 8, "embedder": "e"}
+
+    assert await store.refresh_memory("bob", first.id, text="x", expires_at=None, **fields) is None
+    refreshed = await store.refresh_memory(
+        "alice", first.id, text="I prefer TEA", expires_at=later, **fields
+    )
+    assert refreshed is not None and refreshed.id == first.id
+    [stored, _] = await store.list_memories("alice")
+    assert (stored.id, stored.text, stored.session_id, stored.turn_id) == (
+        first.id,
+        "I prefer TEA",
+        "b",
+        "t2",
+    )
+    assert stored.created_at > second.created_at and stored.expires_at == later
+    # Past capacity the oldest go: the refreshed one is now the newest.
+    assert await store.prune_memories("alice", capacity=1) == [second.id]
+    assert [m.text for m in await store.list_memories("alice")] == ["I prefer TEA"]
+
+
 async def test_deleting_memory_of_another_user_fails(store: Store) -> None:
     await store.ensure_user("alice")
     memory = await store.add_memory(user_id="alice", text="mine")
@@ -137,7 +166,7 @@ async def test_a_malformed_url_is_a_configuration_error(url: str, message: str) 
 
 async def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if it were not installed
-    with pytest.raises(MissingDependencyError, match=r"mongars\[postgres\]"):
+    with pytest.raises(MissingDependencyError, match=r"mongars-assistant\[postgres\]"):
         await Store.open("postgresql+asyncpg://x@127.0.0.1/db")
 
 
@@ -151,3 +180,28 @@ async def test_postgres_must_be_upgraded_before_use(postgres_url: str) -> None:
     reopened = await Store.open(postgres_url)
     assert await reopened.current_revision() == "0003"
     await reopened.close()
+
+
+async def test_the_sqlite_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    database = data_dir / "mongars.sqlite3"
+    store = await Store.open(f"sqlite+aiosqlite:///{database}")
+    try:
+        await store.ensure_user("alice")  # a write: SQLite creates its -wal and -shm files
+        files = [database, *data_dir.glob("mongars.sqlite3-*")]
+        assert len(files) >= 2
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        await store.close()
+
+
+async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) -> None:
+    database = tmp_path / "mongars.sqlite3"
+    first = await Store.open(f"sqlite+aiosqlite:///{database}")
+    await first.close()
+    database.chmod(0o644)
+    second = await Store.open(f"sqlite+aiosqlite:///{database}")
+    await second.close()
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600

@@ -118,102 +118,22 @@ def chat(
     session: Annotated[str | None, typer.Option("--session", "-s", help="Session id.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full reply as JSON.")] = False,
     backend: Annotated[str | None, typer.Option("--backend", help="LLM backend name.")] = None,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--no-server",
+            "--local",
+            help="Run the turn in this process, even when a `mongars serve` runs.",
+        ),
+    ] = False,
 ) -> None:
-    """Chat with the assistant: interactive, or one turn with --message."""
-    settings = _settings()
-    # The prompt is read on the main thread, between turns run by one event
-    # loop: Ctrl-C then ends the command at once, wherever it is pressed.
-    with asyncio.Runner() as runner:
-        try:
-            assistant = runner.run(Assistant.from_settings(settings))
-        except MongarsError as exc:
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-        try:
-            _attach_progress(assistant, progress_reporter())
-            if message is not None:
-                runner.run(_one_turn(assistant, user, message, session, backend, as_json))
-                return
-            # Load the model before the first prompt rather than after the first
-            # message (a first run shows the fetch's progress bars here).
-            if sys.stdin.isatty():
-                err.print("[dim]loading the model...[/]")
-            runner.run(assistant.router.prepare(backend))
-            _conversation(runner, assistant, user, session or "cli", backend, as_json)
-        except MongarsError as exc:
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            err.print()
-            raise typer.Exit(130) from None
-        finally:
-            runner.run(assistant.aclose())
+    """Chat with the assistant: interactive, or one turn with --message.
 
+    A one-shot --message uses the running local server when there is one.
+    """
+    from mongars_core import chat_cli
 
-def _conversation(
-    runner: asyncio.Runner,
-    assistant: Assistant,
-    user: str,
-    session: str,
-    backend: str | None,
-    as_json: bool,
-) -> None:
-    interactive = sys.stdin.isatty()
-    if interactive:
-        out.print("[dim]monGARS — type a message, Ctrl-D to quit.[/]")
-    while True:
-        try:
-            line = _prompt(interactive)
-        except EOFError:
-            break
-        if not line.strip():
-            continue
-        try:
-            runner.run(_one_turn(assistant, user, line, session, backend, as_json))
-        except MongarsError as exc:
-            err.print(f"[bold red]error:[/] {printable(str(exc))}", highlight=False)
-
-
-def _prompt(interactive: bool) -> str:
-    if interactive:
-        return out.input("[bold green]you>[/] ")
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line
-
-
-async def _one_turn(
-    assistant: Assistant,
-    user: str,
-    message: str,
-    session: str | None,
-    backend: str | None,
-    as_json: bool,
-) -> None:
-    if as_json:
-        reply = await assistant.chat(user, message, session_id=session, backend=backend)
-        sys.stdout.write(reply.model_dump_json(indent=2) + "\n")
-        return
-    streamed: list[str] = []
-    # The prefix waits for the first event, so a refused message prints only its error.
-    async for event in assistant.stream(user, message, session_id=session, backend=backend):
-        if not streamed and event.type == "token":
-            out.print("[bold cyan]monGARS>[/] ", end="")
-        if event.type == "token":
-            streamed.append(event.delta)
-            out.print(event.delta, end="", highlight=False, markup=False)
-        elif event.reply is not None:
-            if streamed:
-                out.print()
-            # Reply transforms (say, a verified fact the model got wrong) change
-            # the text after it streamed: show the final version too.
-            if event.reply.text != "".join(streamed).strip():
-                label = "monGARS (revised)>" if streamed else "monGARS>"
-                out.print(f"[bold cyan]{label}[/] ", end="")
-                out.print(event.reply.text, highlight=False, markup=False)
-            for warning in event.reply.warnings:
-                err.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False)
+    chat_cli.chat(user, message, session, as_json, backend, use_server=not in_process)
 
 
 def progress_reporter() -> Callable[[str, int, int | None], None]:
@@ -252,16 +172,6 @@ def progress_reporter() -> Callable[[str, int, int | None], None]:
             bars.clear()
 
     return report
-
-
-def _attach_progress(
-    assistant: Assistant, progress: Callable[[str, int, int | None], None]
-) -> None:
-    """Show model fetch/convert progress for local backends that report it."""
-    for name in assistant.router.names:
-        _, backend = assistant.router.get(name)
-        if hasattr(backend, "progress") and backend.progress is None:
-            backend.progress = progress
 
 
 @app.command()
@@ -361,14 +271,24 @@ async def memories_delete(
 
 
 def main() -> None:
-    """Entry point of the ``mongars`` script; adds the plugins' commands."""
+    """Entry point of the ``mongars`` script; adds the plugins' commands.
+
+    Plugins add commands (``serve`` among them) from the settings, so a bad
+    setting or a broken plugin is reported here, in one line, rather than as
+    a command that seems not to exist.
+    """
     try:
         settings = Settings()
+    except ValidationError as exc:
+        raise SystemExit(
+            fail(f"invalid settings: {describe_invalid_settings(exc)}").exit_code
+        ) from None
+    try:
         host = PluginHost(build_plugin_manager(settings), settings)
         for name, command in host.commands().items():
             app.add_typer(command, name=name)
-    except (MongarsError, ValueError) as exc:
-        logging.getLogger(__name__).debug("plugin commands unavailable: %s", exc)
+    except MongarsError as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from None
     app()
 
 

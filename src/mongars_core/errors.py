@@ -14,11 +14,13 @@ they enter (the storage layer, a backend, a model loader)::
     ├── InvalidInputError                 ValueError too
     │   ├── EmptyMessageError
     │   ├── MessageTooLongError
-    │   └── InvalidUserIdError
+    │   ├── InvalidUserIdError
+    │   └── IdempotencyKeyReusedError     the key came with a different message
     ├── NotFoundError                     LookupError too
     │   ├── UnknownUserError
     │   ├── UnknownBackendError
-    │   └── MemoryNotFoundError
+    │   ├── MemoryNotFoundError
+    │   └── ConversationNotFoundError
     ├── BackendError                      an LLM backend failed
     │   ├── GenerationTimeoutError
     │   └── BackendUnavailableError       unreachable or overloaded; another may answer
@@ -27,10 +29,15 @@ they enter (the storage layer, a backend, a model loader)::
     │   └── CorruptModelError             a model file exists but cannot be read
     └── StorageError
         ├── DatabaseUnavailableError      the database URL cannot be reached
+        ├── CorruptDatabaseError          the SQLite file is not a database, or damaged
+        ├── ReadOnlyDatabaseError         the database file or its folder is not writable
         └── DuplicateRecordError          a record with the same key exists
+            └── DuplicateTurnError        a turn with this idempotency key is stored
 """
 
 from __future__ import annotations
+
+from mongars_core import DISTRIBUTION
 
 
 class MongarsError(Exception):
@@ -48,7 +55,7 @@ class MissingDependencyError(ConfigurationError):
         self.package = package
         self.extra = extra
         super().__init__(
-            f"{package} is not installed; install it with: pip install 'mongars[{extra}]'"
+            f"{package} is not installed; install it with: pip install '{DISTRIBUTION}[{extra}]'"
         )
 
 
@@ -91,6 +98,10 @@ class InvalidUserIdError(InvalidInputError):
     """A user id does not match the allowed pattern."""
 
 
+class IdempotencyKeyReusedError(InvalidInputError):
+    """An idempotency key already stored a turn with another message or session."""
+
+
 class NotFoundError(MongarsError, LookupError):
     """Something asked for by name or id does not exist."""
 
@@ -105,6 +116,10 @@ class UnknownBackendError(NotFoundError):
 
 class MemoryNotFoundError(NotFoundError):
     """No memory with this id belongs to the user."""
+
+
+class ConversationNotFoundError(NotFoundError):
+    """No conversation with this session id belongs to the user."""
 
 
 class BackendError(MongarsError):
@@ -147,5 +162,17 @@ class DatabaseUnavailableError(StorageError):
     """The database cannot be reached."""
 
 
+class CorruptDatabaseError(StorageError):
+    """The SQLite file is not a database, or its pages are damaged."""
+
+
+class ReadOnlyDatabaseError(StorageError):
+    """The database file, or the folder SQLite keeps its journal in, cannot be written."""
+
+
 class DuplicateRecordError(StorageError):
     """A record with the same unique key already exists."""
+
+
+class DuplicateTurnError(DuplicateRecordError):
+    """The user already has a turn stored under this idempotency key."""

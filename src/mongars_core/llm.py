@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from mongars_core.types import GenerationRequest
+from mongars_core.types import ChatMessage, GenerationRequest, TokenUsage
 
 Vectors = npt.NDArray[np.float32]
 
@@ -43,6 +43,48 @@ async def prepare_backend(backend: LLMBackend) -> None:
     load = getattr(backend, "load", None)
     if load is not None:
         await load()
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that can count tokens with its own tokenizer (optional ability)."""
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
+        """Tokens of ``messages`` as the model reads them (chat template included);
+        ``None`` when the tokenizer is not loaded."""
+        ...
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text``; ``None`` when the tokenizer is not loaded."""
+        ...
+
+
+CHARS_PER_TOKEN = 4
+"""The estimate where no tokenizer counts: about four characters a token
+(English text through a BPE tokenizer), at least one token for any text."""
+
+MESSAGE_OVERHEAD_TOKENS = 3
+"""Estimated tokens the chat template adds around each message."""
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN) if text else 0
+
+
+def count_usage(
+    backend: object | None, messages: Sequence[ChatMessage], completion: str
+) -> TokenUsage:
+    """Prompt and completion tokens of a generation: counted by ``backend``'s
+    tokenizer when it has one (:class:`TokenCounter`), else estimated."""
+    if isinstance(backend, TokenCounter):
+        prompt = backend.count_prompt_tokens(messages)
+        written = backend.count_tokens(completion)
+        if prompt is not None and written is not None:
+            return TokenUsage(prompt_tokens=prompt, completion_tokens=written, counted=True)
+    prompt_estimate = sum(
+        estimate_tokens(message.content) + MESSAGE_OVERHEAD_TOKENS for message in messages
+    )
+    return TokenUsage(prompt_tokens=prompt_estimate, completion_tokens=estimate_tokens(completion))
 
 
 @runtime_checkable

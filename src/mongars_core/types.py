@@ -50,6 +50,29 @@ class Memory(BaseModel):
     session_id: str | None = None
 
 
+def remembered_line(memories: list[Memory], width: int = 60) -> str | None:
+    """One plain line naming the memories a reply had, for the CLI; ``None`` without any.
+
+    ``remembered: "My dog is called Rex" (0.82), "I prefer tea" (0.41)``: each
+    text on one line, cut at a word to at most ``width`` characters, with its
+    relevance score.
+    """
+    if not memories:
+        return None
+    shown = [
+        f'"{_shortened(" ".join(memory.text.split()), width)}" ({memory.score:.2f})'
+        for memory in memories
+    ]
+    return "remembered: " + ", ".join(shown)
+
+
+def _shortened(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"
+
+
 class ReasoningHint(BaseModel):
     """A fact the assistant computed itself and hands the model as verified.
 
@@ -109,6 +132,23 @@ class SpeechPlan(BaseModel):
     tempo: float = 1.0
 
 
+FinishReason = Literal["stop", "length", "repetition"]
+"""Why a reply ended: ``"stop"`` the model finished, ``"length"`` it was cut at
+``max_new_tokens``, ``"repetition"`` the pipeline stopped a loop (one copy kept)."""
+
+
+class GenerationOutcome(BaseModel):
+    """How a generation ended, filled in by a backend that knows (all optional).
+
+    A backend that reports nothing leaves ``finish_reason`` as ``None``; the
+    pipeline then judges from the text.
+    """
+
+    finish_reason: Literal["stop", "length"] | None = None
+    tokens: int | None = None
+    """Tokens the backend generated, when it counts them."""
+
+
 class GenerationRequest(BaseModel):
     """What the pipeline asks an LLM backend to generate."""
 
@@ -124,6 +164,28 @@ class GenerationRequest(BaseModel):
     """Backend-specific options from the endpoint's ``params``."""
     cacheable: bool = False
     """No user history, memory or style in it: identical requests may share a reply."""
+    outcome: GenerationOutcome = Field(default_factory=GenerationOutcome, exclude=True)
+    """Where the backend reports how generation ended (see :class:`GenerationOutcome`).
+
+    Shared by the copies the router makes for each endpoint, and never dumped,
+    so it changes no cache key and never travels to a remote backend.
+    """
+
+
+class TokenUsage(BaseModel):
+    """Tokens of one generation: the prompt the model read and the reply it wrote.
+
+    ``counted`` is true when the serving backend's tokenizer counted them, false
+    for the estimate (about four characters a token) used otherwise.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    counted: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 class Reply(BaseModel):
@@ -136,7 +198,13 @@ class Reply(BaseModel):
     session_id: str
     text: str
     confidence: float
+    """How likely the reply is right, in [0, 1]: calibrated on a labelled set
+    (benchmarks/results/confidence.md); 0 for an empty reply."""
     backend: str
+    truncated: bool = False
+    """The reply was cut at the length limit (``llm.max_new_tokens``): its text
+    ends at the last complete sentence or with an ellipsis."""
+    finish_reason: FinishReason = "stop"
     memories: list[Memory] = Field(default_factory=list)
     reasoning: list[ReasoningHint] = Field(default_factory=list)
     gaps: list[KnowledgeGap] = Field(default_factory=list)
@@ -146,6 +214,9 @@ class Reply(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    replayed: bool = False
+    """True when an idempotency key found this turn already stored: nothing was generated."""
 
 
 class Turn(BaseModel):
@@ -183,3 +254,16 @@ class StreamEvent(BaseModel):
     type: Literal["token", "reply"]
     delta: str = ""
     reply: Reply | None = None
+
+
+class Conversation(BaseModel):
+    """One conversation (session) of a user: its title, size and when it was last used.
+
+    ``title`` is empty until the first turn names it after its message.
+    """
+
+    session_id: str
+    title: str
+    turns: int = 0
+    created_at: datetime
+    updated_at: datetime

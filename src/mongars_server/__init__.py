@@ -1,7 +1,7 @@
 """The monGARS HTTP server: ``create_app(settings)`` builds a FastAPI app from
 the installed plugins. ``mongars serve`` runs it with uvicorn.
 
-Needs the ``server`` extra: ``pip install 'mongars[server]'``.
+Needs the ``server`` extra: ``pip install 'mongars-assistant[server]'``.
 """
 
 from __future__ import annotations

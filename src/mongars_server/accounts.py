@@ -1,20 +1,69 @@
-"""User accounts and API keys, stored beside the conversations."""
+"""User accounts and API keys, stored beside the conversations.
+
+An account is a login (``username``, stored lower-case so ``Alice`` and
+``alice`` are one account) and a ``user_id``, the owner id of its
+conversations, memories and plugin state. The ``user_id`` is drawn at random
+when the account is created, so an account never inherits data it did not
+create: not a library or CLI user's of the same name (``mongars chat --user
+alice`` writes under ``alice``), nor a deleted account's. An operator gives a
+library user's data to an account explicitly (:meth:`AccountStore.link`).
+"""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlmodel import col
 
-from mongars_core.errors import DuplicateRecordError, MongarsError
-from mongars_core.storage.models import AccountRecord, ApiKeyRecord
+from mongars_core.errors import DuplicateRecordError, InvalidInputError, MongarsError
+from mongars_core.storage.models import (
+    AccountRecord,
+    ApiKeyRecord,
+    ConversationRecord,
+    MemoryRecord,
+    PluginStateRecord,
+    TurnRecord,
+    UserRecord,
+)
 from mongars_core.storage.store import Store
 from mongars_core.types import utcnow
+from mongars_server.password_policy import password_problem
 from mongars_server.security import Passwords, hash_api_key, new_api_key
+
+# Who made an account (AccountRecord.created_by).
+REGISTERED = None  # the person registered it over HTTP
+OPERATOR = "operator"  # `mongars users create|create-admin`
+
+
+def new_user_id() -> str:
+    """A fresh conversation-data id for a new account (see AccountRecord)."""
+    return "acct-" + secrets.token_hex(10)
+
+
+def fold(username: str) -> str:
+    """The stored form of a username: unique regardless of case."""
+    return username.casefold()
 
 
 class AccountExistsError(MongarsError):
     """The username is taken."""
+
+
+class WeakPasswordError(InvalidInputError):
+    """The password is too short, trivial or common."""
+
+
+class AccountDataError(MongarsError):
+    """A library user's data cannot be given to this account (the message says why)."""
+
+
+def check_password(password: str, username: str) -> None:
+    """Raise :class:`WeakPasswordError` when ``password`` is refused for ``username``."""
+    problem = password_problem(password, username)
+    if problem is not None:
+        raise WeakPasswordError(problem)
 
 
 class AccountStore:
@@ -25,26 +74,76 @@ class AccountStore:
         self.passwords = passwords or Passwords()
 
     async def create(
-        self, username: str, password: str, *, is_admin: bool = False
+        self,
+        username: str,
+        password: str,
+        *,
+        is_admin: bool = False,
+        created_by: str | None = REGISTERED,
+        data_of: str | None = None,
     ) -> AccountRecord:
+        """A new account with its own, empty data; or, with ``data_of``, the data of
+        that library user (which no other account may own)."""
+        username = fold(username)
+        check_password(password, username)
+        if data_of is not None:
+            await self._check_adoptable(data_of)
+            user_id = data_of
+        else:
+            user_id = await self._fresh_user_id()
         record = AccountRecord(
             username=username,
+            user_id=user_id,
             password_hash=await self.passwords.hash(password),
             is_admin=is_admin,
             created_at=utcnow(),
+            created_by=created_by,
         )
         try:
             async with self.store.session(write=True) as session:
                 session.add(record)
                 await session.commit()
         except DuplicateRecordError:
+            if data_of is not None and await self.owner_of(data_of) is not None:
+                raise AccountDataError(f"another account owns {data_of!r}'s data") from None
             raise AccountExistsError(f"the username {username!r} is taken") from None
-        await self.store.ensure_user(username)
         return record
 
+    async def _fresh_user_id(self) -> str:
+        while True:  # 80 random bits: a clash with a library user is all but impossible
+            user_id = new_user_id()
+            if not await self.store.user_exists(user_id):
+                return user_id
+
+    async def _check_adoptable(self, library_user: str) -> None:
+        owner = await self.owner_of(library_user)
+        if owner is not None:
+            raise AccountDataError(
+                f"{library_user!r}'s data already belongs to the account {owner.username!r}"
+            )
+        if not await self.store.user_exists(library_user):
+            raise AccountDataError(f"there is no library user {library_user!r} with data")
+
     async def get(self, username: str) -> AccountRecord | None:
+        folded = fold(username)
         async with self.store.session() as session:
-            return await session.get(AccountRecord, username)
+            account = await session.get(AccountRecord, folded)
+            if account is not None:
+                return account
+            # Accounts made before usernames were folded keep their stored case.
+            rows = await session.execute(
+                select(AccountRecord).where(func.lower(AccountRecord.username) == folded).limit(2)
+            )
+            found = list(rows.scalars())
+            return found[0] if len(found) == 1 else None
+
+    async def owner_of(self, user_id: str) -> AccountRecord | None:
+        """The account whose data ``user_id`` is, if any."""
+        async with self.store.session() as session:
+            rows = await session.execute(
+                select(AccountRecord).where(AccountRecord.user_id == user_id)  # type: ignore[arg-type]
+            )
+            return rows.scalars().first()
 
     async def authenticate(self, username: str, password: str) -> AccountRecord | None:
         """The account when the password is right, else ``None`` (same time either way)."""
@@ -58,9 +157,14 @@ class AccountStore:
         return account
 
     async def change_password(self, username: str, new_password: str) -> AccountRecord:
+        """Set the password; bumping the password version ends every session and ticket."""
+        account = await self.get(username)
+        if account is None:
+            raise LookupError(username)
+        check_password(new_password, account.username)
         new_hash = await self.passwords.hash(new_password)
         async with self.store.session(write=True) as session:
-            account = await session.get(AccountRecord, username)
+            account = await session.get(AccountRecord, account.username)
             if account is None:
                 raise LookupError(username)
             account.password_hash = new_hash
@@ -72,7 +176,7 @@ class AccountStore:
         async with self.store.session(write=True) as session:
             await session.execute(
                 update(AccountRecord)
-                .where(AccountRecord.username == username)  # type: ignore[arg-type]
+                .where(AccountRecord.username == fold(username))  # type: ignore[arg-type]
                 .values(is_admin=is_admin)
             )
             await session.commit()
@@ -91,16 +195,98 @@ class AccountStore:
             )
             return int(rows.scalar_one())
 
+    # -- data ownership --------------------------------------------------------------
+
+    async def link(self, username: str, library_user: str) -> AccountRecord:
+        """Give ``library_user``'s data (``mongars chat --user NAME``) to an account.
+
+        Refused when another account owns that data, and when the account has
+        conversations or memories of its own (they would be hidden). The
+        account's sessions end (tokens carry the ``user_id``); its keys follow.
+        """
+        account = await self.get(username)
+        if account is None:
+            raise LookupError(username)
+        if account.user_id == library_user:
+            return account
+        await self._check_adoptable(library_user)
+        if await self._has_data(account.user_id):
+            raise AccountDataError(
+                f"the account {account.username!r} has conversations or memories of its own: "
+                "delete them first (`mongars users delete` or DELETE /api/v1/memories)"
+            )
+        async with self.store.session(write=True) as session:
+            record = await session.get(AccountRecord, account.username)
+            if record is None:
+                raise LookupError(username)
+            old = record.user_id
+            record.user_id = library_user
+            await session.execute(
+                update(ApiKeyRecord)
+                .where(
+                    ApiKeyRecord.username == record.username,  # type: ignore[arg-type]
+                    ApiKeyRecord.account_user_id == old,  # type: ignore[arg-type]
+                )
+                .values(account_user_id=library_user)
+            )
+            await session.commit()
+            return record
+
+    async def _has_data(self, user_id: str) -> bool:
+        async with self.store.session() as session:
+            for table, owner in (
+                (TurnRecord, col(TurnRecord.user_id)),
+                (MemoryRecord, col(MemoryRecord.user_id)),
+            ):
+                rows = await session.execute(
+                    select(func.count()).select_from(table).where(owner == user_id)
+                )
+                if rows.scalar_one():
+                    return True
+        return False
+
+    async def delete(self, username: str, *, keep_data: bool = False) -> AccountRecord:
+        """Delete an account and its API keys, and (unless ``keep_data``) its
+        conversations, memories and plugin state. Kept data stays under the
+        account's ``user_id``, as a library user an operator can link again."""
+        account = await self.get(username)
+        if account is None:
+            raise LookupError(username)
+        async with self.store.session(write=True) as session:
+            await session.execute(
+                delete(ApiKeyRecord).where(ApiKeyRecord.username == account.username)  # type: ignore[arg-type]
+            )
+            await session.execute(
+                delete(AccountRecord).where(AccountRecord.username == account.username)  # type: ignore[arg-type]
+            )
+            if not keep_data:
+                for table, owner in (
+                    (MemoryRecord, col(MemoryRecord.user_id)),
+                    (TurnRecord, col(TurnRecord.user_id)),
+                    (ConversationRecord, col(ConversationRecord.user_id)),
+                    (PluginStateRecord, col(PluginStateRecord.user_id)),
+                ):
+                    await session.execute(delete(table).where(owner == account.user_id))
+                await session.execute(
+                    delete(UserRecord).where(UserRecord.id == account.user_id)  # type: ignore[arg-type]
+                )
+            await session.commit()
+        return account
+
     # -- API keys --------------------------------------------------------------------
 
     async def create_key(self, username: str, name: str) -> tuple[ApiKeyRecord, str]:
         """A new key for ``username``: the record and the key, shown only this once."""
+        account = await self.get(username)
+        if account is None:
+            raise LookupError(username)
         key = new_api_key()
         record = ApiKeyRecord(
-            username=username,
+            username=account.username,
             name=name,
             prefix=key[:10],
             key_hash=hash_api_key(key),
+            account_user_id=account.user_id,
             created_at=utcnow(),
         )
         async with self.store.session(write=True) as session:
@@ -112,7 +298,7 @@ class AccountStore:
         async with self.store.session() as session:
             rows = await session.execute(
                 select(ApiKeyRecord)
-                .where(ApiKeyRecord.username == username)  # type: ignore[arg-type]
+                .where(ApiKeyRecord.username == fold(username))  # type: ignore[arg-type]
                 .order_by(ApiKeyRecord.id)  # type: ignore[arg-type]
             )
             return list(rows.scalars())
@@ -124,7 +310,7 @@ class AccountStore:
                 update(ApiKeyRecord)
                 .where(
                     ApiKeyRecord.id == key_id,  # type: ignore[arg-type]
-                    ApiKeyRecord.username == username,  # type: ignore[arg-type]
+                    ApiKeyRecord.username == fold(username),  # type: ignore[arg-type]
                     ApiKeyRecord.revoked_at.is_(None),  # type: ignore[union-attr]
                 )
                 .values(revoked_at=utcnow())
@@ -132,8 +318,33 @@ class AccountStore:
             await session.commit()
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def revoke_all_keys(self, username: str) -> list[ApiKeyRecord]:
+        """Revoke every live key of ``username``; returns the keys revoked."""
+        live = [key for key in await self.list_keys(username) if key.revoked_at is None]
+        if not live:
+            return []
+        now = utcnow()
+        async with self.store.session(write=True) as session:
+            await session.execute(
+                update(ApiKeyRecord)
+                .where(
+                    ApiKeyRecord.id.in_([key.id for key in live]),  # type: ignore[union-attr]
+                    ApiKeyRecord.revoked_at.is_(None),  # type: ignore[union-attr]
+                )
+                .values(revoked_at=now)
+            )
+            await session.commit()
+        for key in live:
+            key.revoked_at = now
+        return live
+
     async def account_for_key(self, key: str) -> AccountRecord | None:
-        """The owner of a live key, recording when it was last used."""
+        """The owner of a live key, recording when it was last used.
+
+        A key is live while it is not revoked and was made for the account's
+        current ``user_id``: a deleted account's key never opens a new account
+        of the same name.
+        """
         async with self.store.session() as session:
             rows = await session.execute(
                 select(ApiKeyRecord, AccountRecord)
@@ -141,6 +352,7 @@ class AccountStore:
                 .where(
                     ApiKeyRecord.key_hash == hash_api_key(key),  # type: ignore[arg-type]
                     ApiKeyRecord.revoked_at.is_(None),  # type: ignore[union-attr]
+                    ApiKeyRecord.account_user_id == AccountRecord.user_id,  # type: ignore[arg-type]
                 )
             )
             found = rows.first()

@@ -19,13 +19,16 @@ import pluggy
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from mongars_core import DISTRIBUTION
 from mongars_core.errors import ConfigurationError, MissingDependencyError, MongarsError
+from mongars_core.local_server import local_credential
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
 from mongars_server.accounts import AccountStore
 from mongars_server.errors import install_error_handlers
 from mongars_server.events import EventHub
+from mongars_server.hosts import HostCheck, allowed_hosts
 from mongars_server.limits import BodySizeLimit, RateLimiter, RedisRateLimiter
 from mongars_server.security import (
     AccessTokens,
@@ -34,7 +37,8 @@ from mongars_server.security import (
     UsedTickets,
     load_or_create_secret,
 )
-from mongars_server.telemetry import RequestTelemetry, Telemetry
+from mongars_server.shared_metrics import SharedMetrics
+from mongars_server.telemetry import RedactTickets, RequestTelemetry, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +53,14 @@ class ServerState:
     tokens: AccessTokens
     tickets: TicketSigner
     limiter: RateLimiter
+    login_limiter: RateLimiter  # failed logins per account (`login:<username>`)
     hub: EventHub
     telemetry: Telemetry
+    metrics: SharedMetrics  # /metrics of every server process
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     model_error: str | None = None
+    # What `mongars chat` presents to /api/v1/local/chat (mongars_core.local_server).
+    local_credential: str = ""
 
     async def changed(self, user: str) -> None:
         """``user``'s turns or memories changed: other server processes drop their caches."""
@@ -84,11 +92,14 @@ def create_app(
         try:
             async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
                 server = _server_state(settings, assistant, secret, telemetry, redis)
+                RedactTickets.install()  # uvicorn logs /ws/chat/?t=<ticket>
                 await server.hub.start()
+                await server.metrics.start()
                 try:
                     server.spawn(_load_model(server))
                     yield {"server": server}
                 finally:
+                    await server.metrics.stop()
                     await server.hub.stop()
                     for task in list(server.background):
                         task.cancel()
@@ -103,23 +114,27 @@ def create_app(
         version=_version(),
         description="A self-hosted, privacy-first conversational assistant.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load from CDNs: routes/console.py serves /docs itself.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     for name, router in routers.items():
         if not isinstance(router, APIRouter):
             raise ConfigurationError(f"router {name!r} is not a fastapi.APIRouter")
         app.include_router(router)
-    # Middleware runs outside-in in reverse order of adding: size limit first.
+    # Middleware runs outside-in in reverse order of adding: Host check, then size limit.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.server.allowed_origins,
         allow_credentials=False,
-        allow_methods=["GET", "POST", "DELETE"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
     app.add_middleware(RequestTelemetry, telemetry=telemetry)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts(settings.server))
     return app
 
 
@@ -129,6 +144,7 @@ def _server_state(
     assistant.services.tracer = telemetry.pipeline_tracer
     assistant.router.instrument(telemetry.meter)
     limits = settings.server
+    prefix = settings.redis_prefix()
     return ServerState(
         settings=settings,
         assistant=assistant,
@@ -137,15 +153,24 @@ def _server_state(
         tickets=TicketSigner(
             secret,
             limits.ticket_ttl_s,
-            RedisUsedTickets(redis) if redis is not None else UsedTickets(),
+            RedisUsedTickets(redis, prefix) if redis is not None else UsedTickets(),
         ),
         limiter=(
-            RedisRateLimiter(redis, limits.rate_limit_per_minute, limits.rate_limit_burst)
+            RedisRateLimiter(redis, limits.rate_limit_per_minute, limits.rate_limit_burst, prefix)
             if redis is not None
             else RateLimiter(limits.rate_limit_per_minute, limits.rate_limit_burst)
         ),
-        hub=EventHub(limits.ws_queue_size, redis, assistant.invalidate),
+        login_limiter=(
+            RedisRateLimiter(
+                redis, limits.login_failures_per_minute, limits.login_failure_burst, prefix
+            )
+            if redis is not None
+            else RateLimiter(limits.login_failures_per_minute, limits.login_failure_burst)
+        ),
+        hub=EventHub(limits.ws_queue_size, redis, assistant.invalidate, prefix),
         telemetry=telemetry,
+        metrics=SharedMetrics(telemetry, redis, prefix),
+        local_credential=local_credential(secret),
     )
 
 
@@ -172,6 +197,6 @@ def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("mongars")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "0+unknown"

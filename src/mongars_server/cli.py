@@ -6,10 +6,11 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -18,11 +19,13 @@ from rich.table import Table
 
 from mongars_core.cli import _command, _settings, fail, printable, progress_reporter
 from mongars_core.errors import MissingDependencyError, MongarsError
+from mongars_core.local_server import advertise, advertised_url
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
 from mongars_core.storage.store import Store
 
 if TYPE_CHECKING:
+    from mongars_core.storage.models import AccountRecord
     from mongars_server.accounts import AccountStore
 
 out = Console()
@@ -64,28 +67,63 @@ def serve(
             "websocket events must be shared between the processes"
         )
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the server extra)
 
+        from mongars_server import startup
         from mongars_server.app import create_app
     except ImportError as exc:
         raise fail(str(MissingDependencyError(exc.name or "fastapi", "server"))) from None
+    url = advertised_url(server.host, server.port)
+    banner = startup.url_of(server.host, server.port)
+    options: dict[str, Any] = {"host": server.host, "port": server.port, "log_level": "info"}
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from
+    # the configured proxies here.
+    options["proxy_headers"] = bool(server.trusted_proxies)
+    if server.trusted_proxies:
+        options["forwarded_allow_ips"] = server.trusted_proxies
     try:
-        asyncio.run(_prepare_model(settings))
-        app = create_app(settings) if server.workers == 1 and not reload else None
+        if server.workers > 1 or reload:
+            _serve_in_workers(settings, url, banner, reload, options)
+            return
+        # The port first: a second `mongars serve` says it is taken before loading anything.
+        with startup.bind(server.host, server.port) as sock, ExitStack() as running:
+            asyncio.run(_prepare_model(settings))
+            app = create_app(settings)
+
+            def started() -> None:
+                err.print(f"monGARS on {banner} (Ctrl-C stops it)")
+                # `mongars chat` finds the running server through this record.
+                try:
+                    running.enter_context(advertise(settings, url))
+                except OSError as exc:
+                    err.print(f"warning: `mongars chat` will not find this server: {exc}")
+
+            startup.run(app, sock, started, **options)
     except MongarsError as exc:
         raise fail(str(exc)) from None
-    err.print(f"monGARS on http://{server.host}:{server.port} (Ctrl-C stops it)")
-    if app is not None:
-        uvicorn.run(app, host=server.host, port=server.port, log_level="info")
-    else:
+
+
+def _serve_in_workers(
+    settings: Settings, url: str, banner: str, reload: bool, options: dict[str, Any]
+) -> None:
+    """Several worker processes (or --reload): each builds its app; uvicorn binds the port."""
+    import uvicorn
+
+    from mongars_server import startup
+
+    startup.check_port(settings.server.host, settings.server.port)
+    asyncio.run(_prepare_model(settings))
+    # Workers would each fail on a broken database: find out once, here.
+    asyncio.run(startup.check_storage(settings))
+    err.print(f"monGARS on {banner} (Ctrl-C stops it)")
+    # `mongars chat` finds the running server through this record (mongars_core.local_server).
+    with advertise(settings, url):
         uvicorn.run(
             "mongars_server.app:create_app",
             factory=True,
-            host=server.host,
-            port=server.port,
-            workers=None if reload else server.workers,
+            workers=None if reload else settings.server.workers,
             reload=reload,
-            log_level="info",
+            **options,
         )
 
 
@@ -96,9 +134,29 @@ async def _prepare_model(settings: Settings) -> None:
     fetch = getattr(backend, "fetch", None)
     if backend is None or fetch is None:
         return
-    if hasattr(backend, "progress") and sys.stderr.isatty():
-        backend.progress = progress_reporter()
+    if hasattr(backend, "progress"):
+        backend.progress = progress_reporter() if sys.stderr.isatty() else _progress_lines()
     await fetch()
+
+
+def _progress_lines() -> Callable[[str, int, int | None], None]:
+    """Model progress as one line per stage when stderr is not a terminal (a log, CI)."""
+    began: dict[str, float] = {}
+    finished: set[str] = set()
+
+    def report(stage: str, done: int, total: int | None) -> None:
+        if stage in finished:
+            return
+        if stage not in began:
+            began[stage] = time.monotonic()
+            size = f" ({total / 1e6:.1f} MB)" if total and total > 10_000 else ""
+            err.print(f"model: {stage}{size}...", highlight=False)
+        if total is not None and done >= total:
+            finished.add(stage)
+            seconds = time.monotonic() - began[stage]
+            err.print(f"model: {stage} done in {seconds:.0f} s", highlight=False)
+
+    return report
 
 
 @asynccontextmanager
@@ -127,14 +185,100 @@ def _read_password(given: str | None) -> str:
     return first
 
 
+def _read_new_password(given: str | None) -> str | None:
+    """An optional new password: ``--password``, a line on standard input, or typed in
+    (Enter keeps the current one)."""
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n") or None
+    first = getpass.getpass("new password (Enter keeps the current one): ")
+    if first and first != getpass.getpass("again: "):
+        raise fail("the passwords differ")
+    return first or None
+
+
 def _check_credentials(username: str, password: str) -> None:
     from mongars_server.routes.auth import Registration
 
     try:
         Registration(username=username, password=password)
     except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'password'}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise fail(f"invalid account: {printable(problems)}") from None
+
+
+def _described(account: AccountRecord) -> str:
+    """``alice (created 2026-12-01 08:30 UTC, registered itself over HTTP)``."""
+    from mongars_server.accounts import OPERATOR
+
+    when = f"{account.created_at:%Y-%m-%d %H:%M %Z}".strip()
+    by = account.created_by
+    origin = (
+        ", registered itself over HTTP"
+        if by is None
+        else ", created by an operator"
+        if by == OPERATOR
+        else f", created by {printable(by)}"
+    )
+    admin = ", an administrator" if account.is_admin else ""
+    return f"{printable(account.username)} (created {when}{origin}{admin})"
+
+
+async def _revoke_sockets(user_id: str, reason: str) -> None:
+    """Close the account's open websockets in running servers sharing Redis. Without
+    Redis, a server refuses them at their next turn (it re-checks the account)."""
+    settings = _settings()
+    if settings.redis_url is None:
+        return
+    from mongars_server.app import _connect_redis
+    from mongars_server.events import EventHub
+
+    redis = _connect_redis(settings)
+    try:
+        hub = EventHub(settings.server.ws_queue_size, redis, None, settings.redis_prefix())
+        await hub.revoke(user_id, reason)
+    finally:
+        await redis.aclose()
+
+
+@users_app.command("create")
+@_command
+async def create_user(
+    username: Annotated[str, typer.Argument(help=USERNAME_HELP)],
+    password: Annotated[
+        str | None,
+        typer.Option(help="The password; default: asked for (or read from standard input)."),
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Make it an administrator.")] = False,
+    data_of: Annotated[
+        str | None,
+        typer.Option(
+            "--data-of",
+            help="Give the account this library user's conversations and memories "
+            "(`mongars chat --user NAME`); refused when another account has them.",
+        ),
+    ] = None,
+) -> None:
+    """Create an account (empty, unless --data-of gives it a library user's data)."""
+    from mongars_server.accounts import OPERATOR
+
+    async with _accounts() as accounts:
+        existing = await accounts.get(username)
+        if existing is not None:
+            raise fail(f"the account {_described(existing)} already exists")
+        secret = _read_password(password)
+        _check_credentials(username, secret)
+        record = await accounts.create(
+            username, secret, is_admin=admin, created_by=OPERATOR, data_of=data_of
+        )
+    role = "administrator" if admin else "account"
+    owns = f" with the data of {printable(data_of)}" if data_of else ""
+    out.print(f"created {role} {printable(record.username)}{owns}")
 
 
 @users_app.command("create-admin")
@@ -145,30 +289,110 @@ async def create_admin(
         str | None,
         typer.Option(help="The password; default: asked for (or read from standard input)."),
     ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="The account exists: make it an administrator (and set the password, "
+            "when one is given, which ends its sessions).",
+        ),
+    ] = False,
 ) -> None:
-    """Create an administrator account, or make an existing account one."""
+    """Create an administrator account; with --promote, make an existing account one."""
+    from mongars_server.accounts import OPERATOR
+
     async with _accounts() as accounts:
         existing = await accounts.get(username)
         if existing is not None:
-            await accounts.set_admin(username, True)
-            out.print(f"{username} is now an administrator")
+            if not promote:
+                raise fail(
+                    f"the account {_described(existing)} already exists: pass --promote "
+                    "to make it an administrator"
+                )
+            secret = _read_new_password(password)
+            if secret is not None:
+                _check_credentials(existing.username, secret)
+                await accounts.change_password(existing.username, secret)
+            await accounts.set_admin(existing.username, True)
+            if secret is not None:
+                await _revoke_sockets(existing.user_id, "the password changed: log in again")
+            done = " and set its password (its sessions ended)" if secret is not None else ""
+            out.print(f"made {_described(existing)} an administrator{done}")
             return
+        if promote:
+            raise fail(f"there is no account {printable(username)!r} to promote")
         secret = _read_password(password)
         _check_credentials(username, secret)
-        await accounts.create(username, secret, is_admin=True)
-        out.print(f"created administrator {username}")
+        record = await accounts.create(username, secret, is_admin=True, created_by=OPERATOR)
+        out.print(f"created administrator {printable(record.username)}")
+
+
+@users_app.command("link")
+@_command
+async def link_user(
+    username: Annotated[str, typer.Argument(help="The account.")],
+    library_user: Annotated[
+        str,
+        typer.Argument(help="The library user (`mongars chat --user NAME`) whose data it gets."),
+    ],
+) -> None:
+    """Give an account a library user's conversations and memories.
+
+    Refused when another account has that data, and when the account already has
+    conversations or memories of its own. The account's sessions end.
+    """
+    async with _accounts() as accounts:
+        try:
+            account = await accounts.link(username, library_user)
+        except LookupError:
+            raise fail(f"there is no account {printable(username)!r}") from None
+    out.print(f"{printable(account.username)} now has the data of {printable(library_user)}")
+
+
+@users_app.command("delete")
+@_command
+async def delete_user(
+    username: Annotated[str, typer.Argument(help="The account.")],
+    keep_data: Annotated[
+        bool,
+        typer.Option(
+            "--keep-data",
+            help="Keep its conversations and memories (as a library user that "
+            "`mongars users link` can give to an account).",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an account, its API keys and (unless --keep-data) its data."""
+    async with _accounts() as accounts:
+        account = await accounts.get(username)
+        if account is None:
+            raise fail(f"there is no account {printable(username)!r}")
+        what = "" if keep_data else " and its conversations, memories and plugin state"
+        if not yes:
+            if not sys.stdin.isatty():
+                raise fail("deleting needs --yes when standard input is not a terminal")
+            if not typer.confirm(f"delete {_described(account)}, its API keys{what}?"):
+                raise typer.Exit(1)
+        await accounts.delete(account.username, keep_data=keep_data)
+        await _revoke_sockets(account.user_id, "the account was deleted")
+    kept = f" (its data stays under {account.user_id})" if keep_data else ""
+    out.print(f"deleted {printable(account.username)}{kept}")
 
 
 @users_app.command("list")
 @_command
 async def list_users() -> None:
-    """List the server's accounts."""
+    """List the server's accounts, with the id that owns each one's data."""
     async with _accounts() as accounts:
         records = await accounts.list_accounts(0, 10_000)
-    table = Table("username", "admin", "created")
+    table = Table("username", "admin", "created", "data id")
     for record in records:
         table.add_row(
-            record.username, "yes" if record.is_admin else "", f"{record.created_at:%Y-%m-%d %H:%M}"
+            record.username,
+            "yes" if record.is_admin else "",
+            f"{record.created_at:%Y-%m-%d %H:%M}",
+            record.user_id,
         )
     out.print(table)
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from starlette.requests import HTTPConnection
 
+from mongars_core.storage.models import AccountRecord
 from mongars_server.app import ServerState
 from mongars_server.errors import ApiError
 from mongars_server.limits import retry_after
@@ -28,11 +29,18 @@ State = Annotated[ServerState, Depends(server_state)]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is making the request."""
+    """Who is making the request.
+
+    ``username`` is the login, shown to the client; ``user_id`` owns the
+    account's conversations, memories and plugin state (never the username:
+    see :mod:`mongars_server.accounts`). Routes pass ``user_id`` to the assistant.
+    """
 
     username: str
+    user_id: str
     is_admin: bool
     via: str  # "token" or "api_key"
+    password_version: int
 
 
 def _unauthorized(detail: str) -> ApiError:
@@ -46,15 +54,26 @@ async def authenticate(server: ServerState, credential: str) -> Caller:
         account = await accounts.account_for_key(credential)
         if account is None:
             raise _unauthorized("the API key is invalid or revoked")
-        return Caller(account.username, account.is_admin, "api_key")
+        return _caller(account, "api_key")
     try:
         claims = server.tokens.verify(credential)
     except AuthenticationError as exc:
         raise _unauthorized(str(exc)) from None
     account = await accounts.get(claims.username)
-    if account is None or account.password_version != claims.password_version:
+    if (
+        account is None
+        or account.password_version != claims.password_version
+        # A deleted account's token must not open a new account of the same name.
+        or account.user_id != claims.user_id
+    ):
         raise _unauthorized("the access token is no longer valid: log in again")
-    return Caller(account.username, account.is_admin, "token")
+    return _caller(account, "token")
+
+
+def _caller(account: AccountRecord, via: str) -> Caller:
+    return Caller(
+        account.username, account.user_id, account.is_admin, via, account.password_version
+    )
 
 
 async def enforce_rate_limit(server: ServerState, key: str) -> None:
@@ -72,11 +91,25 @@ async def current_caller(server: State, token: Annotated[str | None, Depends(bea
     if not token:
         raise _unauthorized("not authenticated: send 'Authorization: Bearer <token>'")
     caller = await authenticate(server, token)
-    await enforce_rate_limit(server, f"user:{caller.username}")
+    await enforce_rate_limit(server, f"user:{caller.user_id}")  # the websocket's bucket too
     return caller
 
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    if not caller.is_admin:
+        raise ApiError(403, "this needs an administrator", "forbidden")
+    return caller
+
+
+async def session_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    """A caller who logged in with a password: API keys cannot manage keys or accounts,
+    so a leaked key cannot make itself new keys that outlive it."""
+    if caller.via != "token":
+        raise ApiError(403, "this needs a login (access token), not an API key", "forbidden")
+    return caller
+
+
+async def session_admin_caller(caller: Annotated[Caller, Depends(session_caller)]) -> Caller:
     if not caller.is_admin:
         raise ApiError(403, "this needs an administrator", "forbidden")
     return caller
@@ -90,3 +123,5 @@ async def limit_by_client(server: State, request: Request) -> None:
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
+SessionCaller = Annotated[Caller, Depends(session_caller)]
+SessionAdminCaller = Annotated[Caller, Depends(session_admin_caller)]

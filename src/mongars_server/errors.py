@@ -20,8 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mongars_core.errors import (
     BackendError,
+    ConfigurationError,
+    DatabaseUnavailableError,
     DuplicateRecordError,
+    IdempotencyKeyReusedError,
     InvalidInputError,
+    MissingDependencyError,
+    ModelError,
     MongarsError,
     NotFoundError,
     StorageError,
@@ -62,12 +67,21 @@ class ApiError(StarletteHTTPException):
         self.code = code or _CODES.get(status_code, "error")
 
 
+def storage_detail(exc: StorageError) -> str:
+    """What a client may read about a database failure: no URL, host or driver text."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return "the database is unavailable"
+    return "the database could not complete the request"
+
+
 def classify(exc: MongarsError) -> ApiError:
     """The HTTP answer to a monGARS error."""
     if isinstance(exc, AccountExistsError):
         return ApiError(409, str(exc), "username_taken")
     if isinstance(exc, DuplicateRecordError):
         return ApiError(409, str(exc), "conflict")
+    if isinstance(exc, IdempotencyKeyReusedError):
+        return ApiError(422, str(exc), "idempotency_key_reused")
     if isinstance(exc, InvalidInputError):
         return ApiError(422, str(exc), "invalid_input")
     if isinstance(exc, NotFoundError):
@@ -76,9 +90,21 @@ def classify(exc: MongarsError) -> ApiError:
         retry_after = getattr(exc, "retry_after", None) or RETRY_AFTER_UNAVAILABLE_S
         return ApiError(
             503,
-            str(exc),
+            # Storage errors name the database's URL, host and driver: they go to
+            # the log (on_mongars_error), never to an anonymous client.
+            str(exc) if isinstance(exc, BackendError) else storage_detail(exc),
             "backend_unavailable" if isinstance(exc, BackendError) else "storage_unavailable",
             {"Retry-After": str(max(1, math.ceil(retry_after)))},
+        )
+    # What the server lacks to serve a turn: the operator's to fix, the caller's to know.
+    if isinstance(exc, MissingDependencyError):
+        return ApiError(503, f"the server cannot answer: {exc}", "missing_dependency")
+    if isinstance(exc, ModelError):
+        return ApiError(503, f"the server cannot answer: {exc}", "model_unavailable")
+    if isinstance(exc, ConfigurationError):
+        # Its message may name files and settings: the log has it, the caller a pointer.
+        return ApiError(
+            500, "the server is misconfigured; its log names the setting", "configuration_error"
         )
     return ApiError(500, "internal error", "internal_error")
 

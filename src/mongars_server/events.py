@@ -4,9 +4,11 @@ Every event a socket receives is ``{id, type, ts, user, data}``. Each socket
 has a bounded queue drained by its own sender task; a client that falls
 ``queue_size`` events behind is disconnected instead of letting the queue grow
 without bound. With a Redis URL, events published by one server process reach
-sockets held by the others (pub/sub on ``mongars:events``), and each process
-hears on ``mongars:changes`` which users the others changed, so it can drop
-its cached state of them.
+sockets held by the others (pub/sub on ``<prefix>events``), and each process
+hears on ``<prefix>changes`` which users the others changed, so it can drop
+its cached state of them. The prefix (``Settings.redis_prefix()``) names the
+deployment: pub/sub ignores Redis' database number, so without it two
+deployments on one Redis server would hear each other.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "mongars:events"
-CHANGES = "mongars:changes"
+# The account's credentials changed (password, deletion): its sockets close.
+REVOKED = "session.revoked"
 
 
 def make_event(kind: str, user: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -65,8 +67,11 @@ class EventHub:
         queue_size: int,
         redis: Any = None,
         on_change: Callable[[str], Coroutine[Any, Any, None]] | None = None,
+        prefix: str = "mongars:",
     ) -> None:
         self.queue_size = queue_size
+        self.channel = f"{prefix}events"
+        self.changes = f"{prefix}changes"
         self._on_change = on_change
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._redis = redis
@@ -78,6 +83,11 @@ class EventHub:
     @property
     def connections(self) -> int:
         return sum(len(subscribers) for subscribers in self._subscribers.values())
+
+    @property
+    def users(self) -> list[str]:
+        """The users (event keys) with an open socket here."""
+        return list(self._subscribers)
 
     def subscribe(
         self, user: str, on_overflow: Callable[[], Coroutine[Any, Any, None]]
@@ -100,13 +110,20 @@ class EventHub:
         delivered = self._deliver(event, exclude)
         if self._redis is not None:
             message = json.dumps({"origin": self._origin, "event": event})
-            await self._redis.publish(CHANNEL, message)
+            await self._redis.publish(self.channel, message)
         return delivered
+
+    async def revoke(self, user: str, reason: str) -> int:
+        """Close every open socket of ``user`` here and, with Redis, in the other
+        processes (a :data:`REVOKED` event; each socket closes when it reads it)."""
+        return await self.publish(make_event(REVOKED, user, {"reason": reason}))
 
     async def announce_change(self, user: str) -> None:
         """Tell the other server processes that ``user``'s data changed here."""
         if self._redis is not None:
-            await self._redis.publish(CHANGES, json.dumps({"origin": self._origin, "user": user}))
+            await self._redis.publish(
+                self.changes, json.dumps({"origin": self._origin, "user": user})
+            )
 
     def _deliver(self, event: dict[str, Any], exclude: Subscriber | None = None) -> int:
         delivered = 0
@@ -137,7 +154,7 @@ class EventHub:
         if self._redis is None:
             return
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(CHANNEL, CHANGES)
+        await pubsub.subscribe(self.channel, self.changes)
         self._listener = asyncio.create_task(self._listen(pubsub))
 
     async def stop(self) -> None:
@@ -160,7 +177,7 @@ class EventHub:
                     payload = json.loads(message["data"])
                     if payload["origin"] == self._origin:
                         continue
-                    if message["channel"] in (CHANGES, CHANGES.encode()):
+                    if message["channel"] in (self.changes, self.changes.encode()):
                         if self._on_change is not None:
                             await self._on_change(str(payload["user"]))
                     else:

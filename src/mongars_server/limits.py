@@ -62,12 +62,13 @@ return tostring(wait)
 class RedisRateLimiter(RateLimiter):
     """The same token bucket, kept in Redis so every server process shares it."""
 
-    def __init__(self, redis: Any, per_minute: float, burst: int) -> None:
+    def __init__(self, redis: Any, per_minute: float, burst: int, prefix: str = "mongars:") -> None:
         super().__init__(per_minute, burst)
         self._script = redis.register_script(_TAKE_SCRIPT)
+        self._prefix = f"{prefix}rate:"
 
     async def take(self, key: str, cost: float = 1.0) -> float:
-        wait = await self._script(keys=[f"mongars:rate:{key}"], args=[self.rate, self.burst, cost])
+        wait = await self._script(keys=[self._prefix + key], args=[self.rate, self.burst, cost])
         return float(wait)
 
 
@@ -79,8 +80,12 @@ def retry_after(seconds: float) -> str:
 class BodySizeLimit:
     """ASGI middleware: answer 413 to a body larger than ``max_bytes``.
 
-    Checks ``Content-Length`` up front; a chunked body is read here (at most
-    ``max_bytes``), so a client cannot stream an unbounded body either.
+    Every request body is counted here, whatever its headers say (a
+    ``Content-Length``, ``Transfer-Encoding: chunked`` in any spelling, or
+    none): a ``Content-Length`` over the limit is refused unread, any other
+    body is read here, at most ``max_bytes`` of it, before routing,
+    authentication or parsing, and then handed on. So no route can be made to
+    buffer more than ``max_bytes``, even one that would never read its body.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -91,26 +96,16 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        length = headers.get(b"content-length")
-        if length is not None:
+        lengths = [value for name, value in scope.get("headers", []) if name == b"content-length"]
+        if lengths:
             try:
-                too_big = int(length) > self.max_bytes
+                too_big = max(int(value) for value in lengths) > self.max_bytes
             except ValueError:
-                await _send_error(scope, send, 400, "invalid Content-Length", "bad_request")
+                await send_json_error(scope, send, 400, "invalid Content-Length", "bad_request")
                 return
             if too_big:
-                await _send_error(scope, send, 413, self._message(), "body_too_large")
+                await send_json_error(scope, send, 413, self._message(), "body_too_large")
                 return
-            # The server stops at Content-Length, so the body cannot grow past it.
-            await self.app(scope, receive, send)
-            return
-        if b"chunked" not in headers.get(b"transfer-encoding", b""):
-            await self.app(scope, receive, send)
-            return
-        # A chunked body announces no size: read it here, at most max_bytes, so
-        # every route answers 413 to an oversized one, even a route that
-        # would not have read it.
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -120,7 +115,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _send_error(scope, send, 413, self._message(), "body_too_large")
+                await send_json_error(scope, send, 413, self._message(), "body_too_large")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -141,8 +136,13 @@ class BodySizeLimit:
         return f"the request body is larger than {self.max_bytes} bytes"
 
 
-async def _send_error(scope: Scope, send: Send, status: int, detail: str, code: str) -> None:
-    # The same shapes as mongars_server.errors (this runs outside FastAPI).
+async def send_json_error(
+    scope: Scope, send: Send, status: int, detail: str, code: str, kind: str = "http."
+) -> None:
+    """Answer with the same JSON shapes as mongars_server.errors (from outside FastAPI).
+
+    ``kind="websocket.http."`` refuses a websocket handshake with this response.
+    """
     if scope.get("path", "").startswith("/v1/"):
         error = {"message": detail, "type": "invalid_request_error", "param": None, "code": code}
         body = json.dumps({"error": error}).encode()
@@ -150,7 +150,7 @@ async def _send_error(scope: Scope, send: Send, status: int, detail: str, code: 
         body = json.dumps({"detail": detail, "code": code}).encode()
     await send(
         {
-            "type": "http.response.start",
+            "type": f"{kind}response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
@@ -158,4 +158,4 @@ async def _send_error(scope: Scope, send: Send, status: int, detail: str, code: 
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}response.body", "body": body})

@@ -19,7 +19,9 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
         auth,
         console,
         conversation,
+        conversations,
         health,
+        local,
         memories,
         models,
         openai_api,
@@ -28,12 +30,14 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
 
     register("auth", auth.router)
     register("conversation", conversation.router)
+    register("conversations", conversations.router)
     register("memories", memories.router)
     register("websocket", websocket.router)
     register("openai", openai_api.router)
     register("health", health.router)
     register("models", models.router)
     register("console", console.router)
+    register("local", local.router)
 
 
 @hookimpl

@@ -5,9 +5,12 @@
 * Passwords are hashed with argon2id in a worker thread (hashing is slow on
   purpose and must not stall the event loop).
 * Access tokens are HS256 JWTs that expire; each carries the account's
-  password version, so changing a password revokes older tokens.
-* Websocket tickets are HMAC-signed, bound to one user, expire after at most
-  60 s with no clock-skew allowance, and are accepted once.
+  password version and its ``user_id``, so changing the password revokes
+  older tokens, and a deleted account's tokens never work for a new account
+  of the same name.
+* Websocket tickets are HMAC-signed, bound to one account (name, ``user_id``
+  and password version), expire after at most 60 s with no clock-skew
+  allowance, and are accepted once.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def load_or_create_secret(settings: Settings) -> bytes:
         return value
     path = Path(settings.data_dir) / SECRET_FILE
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             # O_EXCL: two workers starting together must not write two secrets.
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -93,6 +96,16 @@ class TokenClaims:
     username: str
     password_version: int
     expires_at: int
+    user_id: str
+
+
+@dataclass(frozen=True)
+class TicketClaims:
+    """Whom a redeemed websocket ticket was issued to."""
+
+    username: str
+    user_id: str
+    password_version: int
 
 
 class AccessTokens:
@@ -104,11 +117,12 @@ class AccessTokens:
         self._key = _derive(secret, b"access-token")
         self.ttl_s = ttl_s
 
-    def issue(self, username: str, password_version: int) -> str:
+    def issue(self, username: str, password_version: int, user_id: str) -> str:
         now = int(time.time())
         claims = {
             "sub": username,
             "pv": password_version,
+            "uid": user_id,
             "iat": now,
             "exp": now + self.ttl_s,
             "typ": "access",
@@ -121,23 +135,29 @@ class AccessTokens:
                 token,
                 self._key,
                 algorithms=[self.algorithm],
-                options={"require": ["sub", "exp", "iat", "pv"]},
+                options={"require": ["sub", "exp", "iat", "pv", "uid"]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("the access token has expired") from None
         except jwt.PyJWTError:
             raise AuthenticationError("the access token is invalid") from None
-        if claims.get("typ") != "access" or not isinstance(claims["sub"], str):
+        if (
+            claims.get("typ") != "access"
+            or not isinstance(claims["sub"], str)
+            or not isinstance(claims["uid"], str)
+        ):
             raise AuthenticationError("the access token is invalid")
-        return TokenClaims(claims["sub"], int(claims["pv"]), int(claims["exp"]))
+        return TokenClaims(claims["sub"], int(claims["pv"]), int(claims["exp"]), claims["uid"])
 
 
 class TicketSigner:
-    """Short-lived, single-use websocket tickets bound to one user.
+    """Short-lived, single-use websocket tickets bound to one account.
 
-    A ticket is ``base64(payload).base64(hmac)``; the payload names the user,
-    a random nonce and the expiry. ``redeem`` checks all three and then marks
-    the nonce used in ``used`` (a :class:`UsedTickets`), so a replay fails.
+    A ticket is ``base64(payload).base64(hmac)``; the payload names the
+    account (username, ``user_id``, password version), a random nonce and the
+    expiry. ``redeem`` checks the signature and expiry and then marks the
+    nonce used in ``used`` (a :class:`UsedTickets`), so a replay fails; the
+    caller checks the account still has that ``user_id`` and password version.
     """
 
     def __init__(self, secret: bytes, ttl_s: int, used: UsedTickets) -> None:
@@ -147,27 +167,33 @@ class TicketSigner:
         self.ttl_s = ttl_s
         self._used = used
 
-    def issue(self, username: str) -> str:
-        payload = {"u": username, "n": secrets.token_urlsafe(16), "e": time.time() + self.ttl_s}
+    def issue(self, username: str, user_id: str, password_version: int) -> str:
+        payload = {
+            "u": username,
+            "i": user_id,
+            "v": password_version,
+            "n": secrets.token_urlsafe(16),
+            "e": time.time() + self.ttl_s,
+        }
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body}.{_b64(self._sign(body))}"
 
-    async def redeem(self, ticket: str) -> str:
-        """The user the ticket was issued to; raises :class:`AuthenticationError`."""
+    async def redeem(self, ticket: str) -> TicketClaims:
+        """Whom the ticket was issued to; raises :class:`AuthenticationError`."""
         body, _, signature = ticket.partition(".")
         try:
             valid = hmac.compare_digest(_unb64(signature), self._sign(body))
             payload = json.loads(_unb64(body)) if valid else None
         except (ValueError, UnicodeDecodeError):
             payload = None
-        if not isinstance(payload, dict) or not {"u", "n", "e"} <= payload.keys():
+        if not isinstance(payload, dict) or not {"u", "i", "v", "n", "e"} <= payload.keys():
             raise AuthenticationError("the websocket ticket is invalid")
         remaining = float(payload["e"]) - time.time()
         if remaining <= 0:
             raise AuthenticationError("the websocket ticket has expired")
         if not await self._used.claim(str(payload["n"]), remaining):
             raise AuthenticationError("the websocket ticket was already used")
-        return str(payload["u"])
+        return TicketClaims(str(payload["u"]), str(payload["i"]), int(payload["v"]))
 
     def _sign(self, body: str) -> bytes:
         return hmac.new(self._key, body.encode(), hashlib.sha256).digest()
@@ -192,13 +218,14 @@ class UsedTickets:
 class RedisUsedTickets(UsedTickets):
     """Used-ticket nonces in Redis, shared by every server process."""
 
-    def __init__(self, redis: object) -> None:
+    def __init__(self, redis: object, prefix: str = "mongars:") -> None:
         super().__init__()
         self._redis = redis
+        self._prefix = f"{prefix}ticket:"
 
     async def claim(self, nonce: str, ttl_s: float) -> bool:
         claimed = await self._redis.set(  # type: ignore[attr-defined]
-            f"mongars:ticket:{nonce}", b"1", nx=True, px=max(1, int(ttl_s * 1000))
+            f"{self._prefix}{nonce}", b"1", nx=True, px=max(1, int(ttl_s * 1000))
         )
         return bool(claimed)
 

@@ -4,31 +4,46 @@ under it), and metrics for requests, latency, tokens and open websockets.
 Providers belong to the app, not to the process: nothing is set globally, so
 two apps in one process (tests, a host application) keep separate metrics.
 By default nothing leaves the process; ``/metrics`` renders the app's own
-Prometheus registry. ``MONGARS_SERVER__TRACES_EXPORTER`` and
+Prometheus registry, every sample labelled with the process' ``worker`` id
+(with Redis, :mod:`mongars_server.shared_metrics` adds the other processes').
+Histograms in seconds get second-scaled buckets (the SDK's default buckets
+are made for milliseconds). ``MONGARS_SERVER__TRACES_EXPORTER`` and
 ``MONGARS_SERVER__METRICS_EXPORTER`` add console or OTLP exporters.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import socket
 import time
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mongars_core.settings import ServerSettings
+
+# Request and model latencies: 5 ms to 2 minutes.
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class Telemetry:
@@ -36,6 +51,9 @@ class Telemetry:
 
     def __init__(self, settings: ServerSettings) -> None:
         resource = Resource.create({"service.name": "mongars"})
+        # Several processes of one server (and several apps in one process) are
+        # told apart in /metrics by this label.
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.registry = CollectorRegistry(auto_describe=True)
         readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
         if settings.metrics_exporter == "console":
@@ -47,7 +65,14 @@ class Telemetry:
 
             endpoint = _otlp(settings, "metrics")
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint)))
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        seconds = View(
+            instrument_type=Histogram,
+            instrument_unit="s",
+            aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS),
+        )
+        self.meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, views=[seconds]
+        )
         # With no trace exporter, spans are not recorded at all: a request then
         # pays for a non-recording span, not for building one nobody reads.
         sampler = ALWAYS_OFF if settings.traces_exporter == "none" else ALWAYS_ON
@@ -78,8 +103,13 @@ class Telemetry:
             "mongars_websockets_active", description="Open websocket connections."
         )
 
-    def render_prometheus(self) -> bytes:
-        return generate_latest(self.registry)
+    def snapshot(self) -> str:
+        """This process' metrics as Prometheus text (no worker label yet)."""
+        return generate_latest(self.registry).decode()
+
+    def render_prometheus(self, others: Sequence[tuple[str, str]] = ()) -> bytes:
+        """This process' metrics, and ``others`` (``(worker id, snapshot)``), as one page."""
+        return merge_snapshots([(self.worker_id, self.snapshot()), *others])
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
@@ -135,3 +165,65 @@ def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def merge_snapshots(snapshots: Sequence[tuple[str, str]]) -> bytes:
+    """One Prometheus page of several processes' snapshots, each sample labelled
+    ``worker="<id>"`` (a family's samples from every worker stay together)."""
+    families: dict[str, Metric] = {}
+    for worker, text in snapshots:
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = Metric(family.name, family.documentation, family.type, family.unit)
+                families[family.name] = merged
+            for sample in family.samples:
+                merged.samples.append(sample._replace(labels={**sample.labels, "worker": worker}))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Snapshot:
+    """A prometheus_client collector of fixed metric families."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+class RedactTickets(logging.Filter):
+    """Replaces the value of a ``t`` query parameter (a websocket ticket) in log lines.
+
+    uvicorn logs the path with its query string: HTTP requests on
+    ``uvicorn.access``, websocket handshakes on ``uvicorn.error``.
+    """
+
+    LOGGERS = ("uvicorn.access", "uvicorn.error")
+    _TICKET = re.compile(r"([?&]t=)[^&\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.redact(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        return True
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        return cls._TICKET.sub(r"\1[redacted]", text)
+
+    @classmethod
+    def install(cls) -> None:
+        """Add the filter to uvicorn's loggers (once; it stays, doing nothing else)."""
+        for name in cls.LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(existing, cls) for existing in logger.filters):
+                logger.addFilter(cls())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +94,22 @@ def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def running(settings: Settings, backend: Any = None) -> Iterator[LiveServer]:
-    """The app for ``settings`` served on 127.0.0.1:<free port> until the block ends."""
-    pm = build_plugin_manager(settings, plugins=[("instant", EchoPlugin(backend or EchoBackend()))])
+def running(
+    settings: Settings,
+    backend: Any = None,
+    plugins: Sequence[tuple[str, object]] = (),
+    host: str = "127.0.0.1",
+) -> Iterator[LiveServer]:
+    """The app for ``settings`` served on ``host``:<free port> until the block ends
+    (the URL says 127.0.0.1); ``plugins`` are (name, plugin) pairs loaded beside the
+    echo backend."""
+    pm = build_plugin_manager(
+        settings, plugins=[("instant", EchoPlugin(backend or EchoBackend())), *plugins]
+    )
     app = create_app(settings, plugin_manager=pm)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_ping_interval=None)
     server = uvicorn.Server(config)
@@ -134,9 +143,13 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     """Start servers with setting overrides (``server={...}`` for the server section)."""
     stack: list[Any] = []
 
-    def start(backend: Any = None, **overrides: Any) -> LiveServer:
+    def start(
+        backend: Any = None, plugins: Sequence[tuple[str, object]] = (), **overrides: Any
+    ) -> LiveServer:
         index = len(stack)
-        context = running(server_settings(tmp_path / f"server{index}", **overrides), backend)
+        context = running(
+            server_settings(tmp_path / f"server{index}", **overrides), backend, plugins
+        )
         stack.append(context)
         return context.__enter__()
 

@@ -138,11 +138,12 @@ async def test_secret_is_generated_private_and_tokens_expire(
     secret = load_or_create_secret(live_server.settings)
     assert secret == path.read_text().encode()
     await register(http, "alice")
-    expired = AccessTokens(secret, ttl_s=-1).issue("alice", 1)
+    user_id = live_server.call(live_server.state.accounts.get("alice")).user_id
+    expired = AccessTokens(secret, ttl_s=-1).issue("alice", 1, user_id)
     response = await http.get("/api/v1/user/me", headers=bearer(expired))
     assert response.status_code == 401
     assert "expired" in response.json()["detail"]
-    forged = AccessTokens(b"x" * 48, ttl_s=600).issue("alice", 1)
+    forged = AccessTokens(b"x" * 48, ttl_s=600).issue("alice", 1, user_id)
     assert (await http.get("/api/v1/user/me", headers=bearer(forged))).status_code == 401
     assert (await http.get("/api/v1/user/me")).status_code == 401
 

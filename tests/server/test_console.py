@@ -79,6 +79,14 @@ class Console:
     def final_replies(self) -> Any:
         return self.page.locator('[data-testid="assistant-message"][data-state="final"]')
 
+    def open_conversation(self) -> str:
+        session_id = self.page.evaluate("localStorage.getItem('mongars.conversation')")
+        assert isinstance(session_id, str)
+        return session_id
+
+    def conversations(self) -> Any:
+        return self.page.locator('[data-testid="conversation-item"]')
+
     def token(self) -> str:
         token = self.page.evaluate("sessionStorage.getItem('mongars.token')")
         assert isinstance(token, str)
@@ -98,7 +106,11 @@ def console(live_server: Any) -> Iterator[Console]:
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
         )
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.grant_permissions(
+                ["clipboard-read", "clipboard-write"], origin=live_server.url.rstrip("/")
+            )
+            page = context.new_page()
             page.set_default_timeout(10_000)
             console = Console(page, live_server.url.rstrip("/"))
             page.on("console", console.on_console)
@@ -160,10 +172,13 @@ def test_a_new_user_registers_chats_and_manages_memories(console: Console) -> No
     assert all(b.startswith(a) for a, b in itertools.pairwise(streamed)), streamed
     assert len(set(streamed)) > 1, f"one delta is not streaming: {streamed}"
 
-    # The speech plan and confidence of that reply.
+    # The confidence of that reply; its speech plan is developer detail, behind a toggle.
     expect(page.locator("#reply-confidence")).to_have_text(re.compile(r"^\d+%$"))
-    expect(page.locator("#speech-tempo")).not_to_have_text("–")
     segments = page.locator('[data-testid="speech-segment"]')
+    expect(segments.first).to_be_hidden()
+    expect(page.locator("#speech-tempo")).to_be_hidden()
+    page.click("#speech-details summary")
+    expect(page.locator("#speech-tempo")).not_to_have_text("–")
     expect(segments.first).to_be_visible()
     expect(segments.first).to_contain_text(re.compile(r"\d+\.\d\d s"))
     console.shot("03-streamed-reply")
@@ -175,11 +190,12 @@ def test_a_new_user_registers_chats_and_manages_memories(console: Console) -> No
     expect(history.first).to_contain_text(message)
     expect(history.first).to_contain_text(final)
 
-    # A reply produced elsewhere (a POST /chat with the same account) shows up too.
+    # A reply produced elsewhere (a POST /chat with the same account) in the open
+    # conversation shows up too.
     elsewhere = "Sent from my other device"
     posted = page.request.post(
         console.url + "/api/v1/conversation/chat",
-        data={"message": elsewhere, "session_id": "other"},
+        data={"message": elsewhere, "session_id": console.open_conversation()},
         headers={"Authorization": f"Bearer {console.token()}"},
     )
     assert posted.ok, posted.text()
@@ -190,6 +206,9 @@ def test_a_new_user_registers_chats_and_manages_memories(console: Console) -> No
     expect(history.first).to_contain_text(elsewhere)
 
     # Memories: the user's statements are remembered, searchable and deletable.
+    kept = "I live in Lyon near the river."
+    console.send(kept)
+    expect(console.final_replies().filter(has_text=kept)).to_have_count(1)
     fact = "My favourite colour is teal."
     console.send(fact)
     expect(console.final_replies().filter(has_text=fact)).to_have_count(1)
@@ -204,14 +223,14 @@ def test_a_new_user_registers_chats_and_manages_memories(console: Console) -> No
 
     page.fill("#memory-search-input", "")
     page.click("#memory-search-button")
-    expect(memories.filter(has_text=message)).to_have_count(1)
+    expect(memories.filter(has_text=kept)).to_have_count(1)
     remaining = memories.count() - 1
     memories.filter(has_text=fact).get_by_role("button", name=re.compile("^Delete memory")).click()
     expect(memories.filter(has_text=fact)).to_have_count(0)
     expect(memories).to_have_count(remaining)
     page.click("#memory-refresh")
     expect(memories).to_have_count(remaining)
-    expect(memories.filter(has_text=message)).to_have_count(1)
+    expect(memories.filter(has_text=kept)).to_have_count(1)
     console.shot("05-memory-deleted")
 
     # Deleting everything asks first; cancelling keeps the memories.
@@ -346,3 +365,275 @@ def eventually(page: Page, condition: Callable[[], bool], timeout_s: float = 5) 
             return
         page.wait_for_timeout(50)
     assert condition(), "timed out waiting for the condition"
+
+
+def authorized(console: Console) -> dict[str, str]:
+    return {"Authorization": f"Bearer {console.token()}"}
+
+
+def test_conversations_are_kept_across_a_reload(console: Console) -> None:
+    page = console.page
+    username = new_username()
+    console.sign_in(username, PASSWORD, register=True)
+    console.expect_signed_in(username)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    expect(page.locator("#chat-title")).to_have_text("New conversation")
+
+    console.send("Trains from Paris to Lyon")
+    expect(console.final_replies()).to_have_count(1)
+    expect(console.conversations()).to_have_count(1)
+    expect(console.conversations().first).to_contain_text("Trains from Paris to Lyon")
+    expect(console.conversations().first).to_contain_text("1 turn")
+
+    page.click("#conversation-new")
+    expect(page.locator('[data-testid="assistant-message"]')).to_have_count(0)
+    console.send("Boats on the Rhone")
+    expect(console.final_replies()).to_have_count(1)
+    console.send("And ferries to Corsica")
+    expect(console.final_replies()).to_have_count(2)
+    expect(console.conversations()).to_have_count(2)
+    expect(console.conversations().first).to_contain_text("2 turns")
+    boats = console.open_conversation()
+
+    # Rename the newest conversation.
+    console.conversations().first.get_by_role("button", name=re.compile("^Rename")).click()
+    page.fill("#rename-input", "Boats")
+    page.click("#rename-ok")
+    expect(console.conversations().first.locator(".conv-title")).to_have_text("Boats")
+    expect(page.locator("#chat-title")).to_have_text("Boats")
+
+    # A third one, deleted again: asked first, then gone with its turns.
+    page.click("#conversation-new")
+    expect(page.locator("#chat-title")).to_have_text("New conversation")
+    console.send("Planes are too expensive")
+    expect(console.final_replies()).to_have_count(1)
+    expect(console.conversations()).to_have_count(3)
+    expect(console.conversations().first).to_contain_text("Planes are too expensive")
+    doomed = console.open_conversation()
+    console.shot("10-three-conversations")
+    console.conversations().first.get_by_role("button", name=re.compile("^Delete")).click()
+    expect(page.locator("#confirm-dialog")).to_contain_text("Planes are too expensive")
+    page.click("#confirm-ok")
+    expect(console.conversations()).to_have_count(2)
+    gone = page.request.get(
+        console.url + f"/api/v1/conversations/{doomed}/turns", headers=authorized(console)
+    )
+    assert gone.status == 404
+    # History says which conversation each turn belongs to.
+    labels = page.locator('[data-testid="history-conversation"]')
+    expect(labels.first).to_have_text("Boats")
+    expect(labels.last).to_have_text("Trains from Paris to Lyon")
+
+    # After a reload: the same conversations, the open one with its turns.
+    page.reload()
+    console.expect_signed_in(username)
+    expect(console.conversations()).to_have_count(2)
+    expect(console.conversations().locator(".conv-title")).to_have_text(
+        ["Boats", "Trains from Paris to Lyon"]
+    )
+    assert console.open_conversation() == boats
+    expect(page.locator('[data-testid="user-message"]')).to_have_text(
+        ["You: Boats on the Rhone", "You: And ferries to Corsica"]
+    )
+    expect(console.final_replies()).to_have_count(2)
+    expect(console.final_replies().last).to_contain_text("And ferries to Corsica")
+
+    console.conversations().last.locator(".conv-open").click()
+    expect(page.locator('[data-testid="user-message"]')).to_have_text(
+        ["You: Trains from Paris to Lyon"]
+    )
+    expect(page.locator("#chat-title")).to_have_text("Trains from Paris to Lyon")
+    page.reload()
+    console.expect_signed_in(username)
+    expect(page.locator('[data-testid="user-message"]')).to_have_text(
+        ["You: Trains from Paris to Lyon"]
+    )
+    expect(console.conversations().last.locator(".conv-open")).to_have_attribute(
+        "aria-current", "true"
+    )
+    console.shot("11-after-reload")
+
+
+def test_stop_ends_a_slow_reply_and_nothing_is_stored(console: Console) -> None:
+    page = console.page
+    console.sign_in(new_username(), PASSWORD, register=True)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    expect(page.locator("#chat-stop")).to_be_hidden()
+    long_message = " ".join(f"word{n}" for n in range(300))  # 20 ms a word: 6 s
+    console.send(long_message)
+    bubble = page.locator('[data-testid="assistant-message"]').last
+    expect(bubble).to_have_attribute("data-state", "streaming")
+    page.click("#chat-stop")
+    expect(bubble).to_have_attribute("data-state", "stopped")
+    expect(bubble.locator('[data-testid="reply-stopped"]')).to_be_visible()
+    expect(page.locator("#chat-stop")).to_be_hidden()
+    shown = bubble.locator('[data-testid="reply-text"]').inner_text()
+    assert 0 < len(shown) < len(long_message)
+    page.wait_for_timeout(300)  # the stopped stream must not grow any more
+    assert bubble.locator('[data-testid="reply-text"]').inner_text() == shown
+    history = page.request.get(
+        console.url + "/api/v1/conversation/history", headers=authorized(console)
+    )
+    assert history.json() == []
+    console.shot("12-stopped")
+
+    console.send("After the stop")
+    expect(console.final_replies()).to_have_count(1)
+    expect(console.final_replies()).to_contain_text("After the stop")
+
+
+def test_copy_and_regenerate_a_reply(console: Console) -> None:
+    page = console.page
+    console.sign_in(new_username(), PASSWORD, register=True)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    console.send("Copy **this** reply")
+    reply = console.final_replies().first
+    reply.get_by_role("button", name="Copy").click()
+    expect(page.locator("#notice")).to_have_text("Reply copied.")
+    assert page.evaluate("navigator.clipboard.readText()") == "You said: Copy **this** reply"
+
+    # Regenerate asks the same message again, as a new turn.
+    expect(reply.get_by_role("button", name="Regenerate")).to_be_visible()
+    reply.get_by_role("button", name="Regenerate").click()
+    expect(console.final_replies()).to_have_count(2)
+    expect(console.final_replies().first.get_by_role("button", name="Regenerate")).to_have_count(0)
+    expect(console.final_replies().last.get_by_role("button", name="Regenerate")).to_be_visible()
+    history = page.request.get(
+        console.url + "/api/v1/conversation/history", headers=authorized(console)
+    )
+    assert [item["query"] for item in history.json()] == ["Copy **this** reply"] * 2
+
+
+def test_replies_are_rendered_as_safe_markdown(console: Console) -> None:
+    page = console.page
+    console.sign_in(new_username(), PASSWORD, register=True)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    page.evaluate("window.__pwned = 0")
+    hostile = (
+        '<img src=x onerror="window.__pwned=1"> **bold** and `code` '
+        "[bad](javascript:window.__pwned=2) [good](https://example.org/a?b=1)\n\n"
+        "- one\n- two\n\n```\n<script>window.__pwned=3</script>\n```"
+    )
+    page.fill("#chat-input", hostile)
+    page.click("#chat-send")
+    reply = console.final_replies().first.locator('[data-testid="reply-text"]')
+    expect(reply.locator("strong")).to_have_text("bold")
+    expect(reply.locator("p code")).to_have_text("code")
+    expect(reply.locator("li")).to_have_text(["one", "two"])
+    expect(reply.locator("pre code")).to_have_text("<script>window.__pwned=3</script>")
+    links = reply.locator("a")
+    expect(links).to_have_count(1)
+    expect(links).to_have_text("good")
+    expect(links).to_have_attribute("href", "https://example.org/a?b=1")
+    expect(links).to_have_attribute("rel", re.compile(r"\bnoopener\b"))
+    expect(reply).to_contain_text('<img src=x onerror="window.__pwned=1">')
+    expect(reply).to_contain_text("[bad](javascript:window.__pwned=2)")
+    assert page.locator("#transcript img, #transcript script").count() == 0
+    assert page.evaluate("window.__pwned") == 0
+    reply.locator("a").hover()
+    console.shot("13-markdown")
+
+
+def test_a_cut_reply_says_so_and_a_reply_shows_what_it_remembered(console: Console) -> None:
+    page = console.page
+
+    def relay(ws: WebSocketRoute) -> None:
+        # The pipeline decides when a reply is cut; here the console's part: show it.
+        server = ws.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            event = json.loads(message)
+            if event["type"] == "chat.reply" and "cut me" in event["data"]["response"]:
+                event["data"]["truncated"] = True
+            ws.send(json.dumps(event))
+
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/ws/chat/"), relay)
+    console.sign_in(new_username(), PASSWORD, register=True)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    console.send("Please cut me off")
+    cut = console.final_replies().first.locator('[data-testid="reply-truncated"]')
+    expect(cut).to_have_text("This reply was cut at the length limit.")
+
+    console.send("My dog is called Rex and he loves parks.")
+    expect(console.final_replies()).to_have_count(2)
+    expect(console.final_replies().last.locator('[data-testid="reply-truncated"]')).to_have_count(0)
+    page.click("#conversation-new")
+    console.send("Which parks does my dog Rex love?")
+    remembered = console.final_replies().first.locator('[data-testid="reply-memories"]')
+    expect(remembered).to_contain_text("Remembered:")
+    expect(remembered).to_contain_text("My dog is called Rex and he loves parks.")
+    console.shot("14-cut-and-remembered")
+
+
+def test_password_change_signs_in_again(console: Console) -> None:
+    page = console.page
+    username = new_username()
+    console.sign_in(username, PASSWORD, register=True)
+    console.expect_signed_in(username)
+    old_token = console.token()
+
+    page.click("#password-button")
+    page.fill("#password-old", "not my password")
+    page.fill("#password-new", "a brand new passphrase 42")
+    console.expected_errors.append(re.compile(r"status of 403 .*/api/v1/user/change-password"))
+    page.click("#password-ok")
+    expect(page.locator('[data-testid="password-error"]')).to_contain_text("password is wrong")
+    console.shot("15-password-wrong")
+
+    page.fill("#password-old", PASSWORD)
+    page.click("#password-ok")
+    expect(page.locator("#password-dialog")).to_be_hidden()
+    expect(page.locator("#notice")).to_contain_text("Password changed")
+    console.expect_signed_in(username)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    assert console.token() != old_token
+    refused = page.request.get(
+        console.url + "/api/v1/user/me", headers={"Authorization": f"Bearer {old_token}"}
+    )
+    assert refused.status == 401
+    console.send("Still here after the change")
+    expect(console.final_replies()).to_have_count(1)
+
+    page.click("#logout-button")
+    console.sign_in(username, "a brand new passphrase 42")
+    console.expect_signed_in(username)
+
+
+def test_the_message_limit_is_shown_and_a_long_paste_refused(console: Console) -> None:
+    page = console.page
+    console.sign_in(new_username(), PASSWORD, register=True)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    limit = page.request.get(console.url + "/api/v1/limits").json()["max_message_chars"]
+    assert limit == 4000
+    count = page.locator('[data-testid="chat-count"]')
+    notice = page.locator('[data-testid="chat-limit"]')
+
+    page.evaluate("text => navigator.clipboard.writeText(text)", "x" * 5000)
+    page.focus("#chat-input")
+    page.keyboard.press("ControlOrMeta+V")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("Nothing was pasted: the text has 5,000 characters")
+    expect(notice).to_contain_text("at most 4,000")
+    assert page.input_value("#chat-input") == ""
+    console.shot("16-paste-refused")
+
+    # A paste that fits is taken whole; the counter appears near the limit.
+    page.evaluate("text => navigator.clipboard.writeText(text)", "y" * 3500)
+    page.keyboard.press("ControlOrMeta+V")
+    expect(notice).to_be_hidden()
+    assert page.input_value("#chat-input") == "y" * 3500
+    expect(count).to_have_text("3,500 / 4,000")
+
+    # Typed past the limit: the counter and notice say so and nothing is sent.
+    page.fill("#chat-input", "z" * 4001)
+    expect(count).to_have_attribute("data-over", "true")
+    expect(notice).to_contain_text("4,001 characters; the limit is 4,000")
+    page.click("#chat-send")
+    expect(page.locator('[data-testid="user-message"]')).to_have_count(0)
+    assert page.input_value("#chat-input") == "z" * 4001
+
+    page.fill("#chat-input", "short again")
+    expect(count).to_be_hidden()
+    expect(notice).to_be_hidden()

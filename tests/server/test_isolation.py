@@ -25,17 +25,25 @@ PUBLIC = {
     ("GET", "/api/v1/llm/health"),  # admins only; endpoint health, no user data
     ("GET", "/api/v1/models"),  # admins only; the model profile
     ("POST", "/api/v1/models/provision"),  # admins only
+    ("GET", "/api/v1/limits"),  # the message limit, the same for everyone
+    ("POST", "/api/v1/local/chat"),  # loopback and the local credential only: test_local.py
 }
 CHECKED_HERE = {
     ("POST", "/api/v1/user/change-password"),
     ("GET", "/api/v1/user/me"),
     ("GET", "/api/v1/user/list"),
+    ("DELETE", "/api/v1/user/{username}"),  # admins only: test_accounts.py
     ("POST", "/api/v1/auth/ws/ticket"),
     ("POST", "/api/v1/keys"),
     ("GET", "/api/v1/keys"),
     ("DELETE", "/api/v1/keys/{key_id}"),
     ("POST", "/api/v1/conversation/chat"),
     ("GET", "/api/v1/conversation/history"),
+    ("GET", "/api/v1/conversations"),
+    ("POST", "/api/v1/conversations"),
+    ("PATCH", "/api/v1/conversations/{session_id}"),
+    ("DELETE", "/api/v1/conversations/{session_id}"),
+    ("GET", "/api/v1/conversations/{session_id}/turns"),
     ("GET", "/api/v1/memories"),
     ("GET", "/api/v1/memories/search"),
     ("DELETE", "/api/v1/memories/{memory_id}"),
@@ -98,6 +106,31 @@ async def test_history_is_private(
         "/api/v1/conversation/history", params={"user_id": "alice"}, headers=alice
     )
     assert [item["query"] for item in mine.json()] == ["My secret recipe uses saffron."]
+
+
+async def test_conversations_are_private(
+    http: httpx.AsyncClient, alice_and_bob: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    alice, bob = alice_and_bob
+    listed = (await http.get("/api/v1/conversations", headers=bob)).json()["items"]
+    assert [c["session_id"] for c in listed] == ["default"]
+    for method, path, body in [
+        ("GET", "/api/v1/conversations/kitchen/turns", None),
+        ("PATCH", "/api/v1/conversations/kitchen", {"title": "stolen"}),
+        ("DELETE", "/api/v1/conversations/kitchen", None),
+    ]:
+        answer = await http.request(method, path, json=body, headers=bob)
+        assert answer.status_code == 404, (method, path, answer.text)
+    created = await http.post("/api/v1/conversations", json={"title": "Bob's"}, headers=bob)
+    assert created.status_code == 201
+    mine = (await http.get("/api/v1/conversations", headers=alice)).json()["items"]
+    assert [(c["session_id"], c["title"], c["turns"]) for c in mine] == [
+        ("kitchen", "My secret recipe uses saffron.", 1)
+    ]
+    turns = (await http.get("/api/v1/conversations/kitchen/turns", headers=alice)).json()
+    assert [t["query"] for t in turns["items"]] == ["My secret recipe uses saffron."]
+    own = await http.get(f"/api/v1/conversations/{created.json()['session_id']}/turns", headers=bob)
+    assert own.json() == {"items": []}
 
 
 async def test_memories_are_private(
@@ -169,7 +202,7 @@ async def test_profile_and_password_are_private(
     assert (await http.get("/api/v1/user/list", headers=bob)).status_code == 403
     changed = await http.post(
         "/api/v1/user/change-password",
-        json={"old_password": PASSWORD, "new_password": "bob's new password"},
+        json={"old_password": PASSWORD, "new_password": "a brand new passphrase"},
         headers=bob,
     )
     assert changed.status_code == 200
@@ -186,4 +219,6 @@ async def test_tickets_name_their_caller(
 ) -> None:
     _, bob = alice_and_bob
     issued = (await http.post("/api/v1/auth/ws/ticket", headers=bob)).json()["ticket"]
-    assert live_server.call(live_server.state.tickets.redeem(issued)) == "bob"
+    claims = live_server.call(live_server.state.tickets.redeem(issued))
+    assert claims.username == "bob"
+    assert claims.user_id == live_server.call(live_server.state.accounts.get("bob")).user_id

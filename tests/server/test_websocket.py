@@ -242,12 +242,14 @@ async def test_a_slow_consumer_is_disconnected_not_buffered(
         async with connect(server, await ticket(client, token)) as socket:
             await opened(socket)
             hub = server.state.hub
+            # Events are filed under the account's user_id, not its name.
+            user_id = server.call(server.state.accounts.get("alice")).user_id
 
             async def flood() -> int:
                 # No await between events: the socket's sender cannot drain meanwhile.
                 delivered = 0
                 for index in range(1000):
-                    delivered += hub._deliver(make_event("flood", "alice", {"n": index}))
+                    delivered += hub._deliver(make_event("flood", user_id, {"n": index}))
                 return delivered
 
             delivered = server.call(flood())

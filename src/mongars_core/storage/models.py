@@ -95,6 +95,9 @@ class AccountRecord(SQLModel, table=True):
 
     username: str = Field(primary_key=True, max_length=150)
     user_id: str = Field(max_length=150, unique=True, index=True)
+    # Who made it: NULL when it registered itself, "operator" for the CLI,
+    # "admin:<username>" for an administrator.
+    created_by: str | None = Field(default=None, max_length=150)
     password_hash: str = Field(max_length=255)
     is_admin: bool = False
     # Bumped on every password change; access tokens carry it, so older ones stop working.

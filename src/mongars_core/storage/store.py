@@ -8,8 +8,11 @@ database URL says so. Driver errors are translated here, at the boundary, into
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,7 +24,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import case, delete, event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -31,14 +34,24 @@ from sqlmodel import col
 
 from mongars_core.errors import (
     ConfigurationError,
+    ConversationNotFoundError,
+    CorruptDatabaseError,
     DatabaseUnavailableError,
     DuplicateRecordError,
+    DuplicateTurnError,
     MemoryNotFoundError,
     MissingDependencyError,
+    ReadOnlyDatabaseError,
     StorageError,
 )
-from mongars_core.storage.models import MemoryRecord, PluginStateRecord, TurnRecord, UserRecord
-from mongars_core.types import HistoryTurn, utcnow
+from mongars_core.storage.models import (
+    ConversationRecord,
+    MemoryRecord,
+    PluginStateRecord,
+    TurnRecord,
+    UserRecord,
+)
+from mongars_core.types import Conversation, HistoryTurn, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +72,30 @@ def _history(record: TurnRecord) -> HistoryTurn:
         message=record.message,
         reply=record.reply,
         created_at=_aware(record.created_at),
+    )
+
+
+TITLE_CHARS = 60
+
+
+def conversation_title(message: str) -> str:
+    """A conversation's title from its first message: one line, at most 60 characters."""
+    text = " ".join(message.split())
+    if len(text) <= TITLE_CHARS:
+        return text
+    cut = text[: TITLE_CHARS - 1]
+    if " " in cut[TITLE_CHARS // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def _conversation(record: ConversationRecord, turns: int) -> Conversation:
+    return Conversation(
+        session_id=record.session_id,
+        title=record.title,
+        turns=turns,
+        created_at=_aware(record.created_at),
+        updated_at=_aware(record.updated_at),
     )
 
 
@@ -133,10 +170,12 @@ class Store:
         except IntegrityError as exc:
             raise DuplicateRecordError(f"duplicate record: {_reason(exc)}") from exc
         except (OSError, DBAPIError) as exc:
-            if isinstance(exc, OSError) or exc.connection_invalidated:
-                raise DatabaseUnavailableError(
-                    f"cannot reach the database at {self.safe_url}: {_reason(exc)}"
-                ) from exc
+            if (
+                isinstance(exc, OSError)
+                or exc.connection_invalidated
+                or _sqlite_error(exc) in SQLITE_FILE_ERRORS
+            ):
+                raise _unusable_database(exc, self.url) from exc
             raise StorageError(f"database error: {_reason(exc)}") from exc
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {_reason(exc)}") from exc
@@ -189,9 +228,7 @@ class Store:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(function)
         except (OSError, DBAPIError) as exc:
-            raise DatabaseUnavailableError(
-                f"cannot reach the database at {self.safe_url}: {_reason(exc)}"
-            ) from exc
+            raise _unusable_database(exc, self.url) from exc
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {_reason(exc)}") from exc
 
@@ -234,7 +271,10 @@ class Store:
         confidence: float,
         backend: str,
         meta: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> HistoryTurn:
+        """Store a turn. With ``idempotency_key``, a second turn under the same key
+        for the same user raises :class:`DuplicateTurnError` and stores nothing."""
         record = TurnRecord(
             turn_id=turn_id,
             user_id=user_id,
@@ -244,11 +284,33 @@ class Store:
             confidence=confidence,
             backend=backend,
             meta=json.dumps(meta, default=str),
+            idempotency_key=idempotency_key,
         )
-        async with self.session(write=True) as session:
-            session.add(record)
-            await session.commit()
+        try:
+            async with self.session(write=True) as session:
+                await session.execute(self._touch_conversation(user_id, session_id, message))
+                session.add(record)
+                await session.commit()
+        except DuplicateRecordError as exc:
+            # A concurrent request with the same key committed first.
+            if idempotency_key is None or await self.turn_for_key(user_id, idempotency_key) is None:
+                raise
+            raise DuplicateTurnError(
+                f"user {user_id!r} already has a turn with idempotency key {idempotency_key!r}"
+            ) from exc
         return _history(record)
+
+    async def turn_for_key(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
+        """The turn ``user_id`` stored under ``idempotency_key``, if any."""
+        query = select(TurnRecord).where(
+            col(TurnRecord.user_id) == user_id,
+            col(TurnRecord.idempotency_key) == idempotency_key,
+        )
+        async with self.session() as session:
+            record = (await session.execute(query)).scalars().first()
+        if record is not None:
+            record.created_at = _aware(record.created_at)
+        return record
 
     async def recent_turns(self, user_id: str, session_id: str, limit: int) -> list[HistoryTurn]:
         """The last ``limit`` turns of a session, oldest first."""
@@ -300,6 +362,37 @@ class Store:
         )
         async with self.session(write=True) as session:
             session.add(record)
+            await session.commit()
+        return record
+
+    async def refresh_memory(
+        self,
+        user_id: str,
+        memory_id: int,
+        *,
+        text: str,
+        session_id: str,
+        turn_id: str | None,
+        embedding: bytes | None,
+        embedder: str | None,
+        expires_at: datetime | None,
+    ) -> MemoryRecord | None:
+        """Say a stored memory again: new wording, time and expiry, same id.
+
+        Returns the updated record, or ``None`` when the user has no such memory
+        (deleted meanwhile), so the caller can store it anew.
+        """
+        async with self.session(write=True) as session:
+            record = await session.get(MemoryRecord, memory_id)
+            if record is None or record.user_id != user_id:
+                return None
+            record.text = text
+            record.session_id = session_id
+            record.turn_id = turn_id
+            record.embedding = embedding
+            record.embedder = embedder
+            record.created_at = utcnow()
+            record.expires_at = expires_at
             await session.commit()
         return record
 
@@ -367,7 +460,8 @@ class Store:
                     select(col(MemoryRecord.id))
                     .where(col(MemoryRecord.user_id) == user_id)
                     .where(col(MemoryRecord.id).not_in(doomed))
-                    .order_by(col(MemoryRecord.id))
+                    # A refreshed memory keeps its id but is as new as its created_at.
+                    .order_by(col(MemoryRecord.created_at), col(MemoryRecord.id))
                     .limit(total - capacity)
                 )
                 doomed += [row for row in (await session.execute(oldest)).scalars().all() if row]
@@ -400,6 +494,110 @@ class Store:
             await session.execute(statement)
             await session.commit()
 
+    # -- conversations ---------------------------------------------------------------
+
+    def _touch_conversation(self, user_id: str, session_id: str, message: str) -> Any:
+        """The upsert that creates or touches a conversation when a turn is stored:
+        an untitled one is named after ``message``."""
+        now = utcnow()
+        table = ConversationRecord.__table__  # type: ignore[attr-defined]
+        statement = self._insert(ConversationRecord).values(
+            user_id=user_id,
+            session_id=session_id,
+            title=conversation_title(message),
+            created_at=now,
+            updated_at=now,
+        )
+        return statement.on_conflict_do_update(
+            index_elements=["user_id", "session_id"],
+            set_={
+                "updated_at": now,
+                "title": case((table.c.title == "", statement.excluded.title), else_=table.c.title),
+            },
+        )
+
+    async def create_conversation(
+        self, user_id: str, session_id: str, title: str = ""
+    ) -> Conversation:
+        """A new, empty conversation (``DuplicateRecordError`` when the id is taken)."""
+        await self.ensure_user(user_id)
+        record = ConversationRecord(user_id=user_id, session_id=session_id, title=title)
+        async with self.session(write=True) as session:
+            session.add(record)
+            await session.commit()
+        return _conversation(record, 0)
+
+    async def list_conversations(self, user_id: str, limit: int = 100) -> list[Conversation]:
+        """A user's conversations with their turn counts, most recently used first."""
+        turns = (
+            select(func.count(col(TurnRecord.id)))
+            .where(
+                col(TurnRecord.user_id) == col(ConversationRecord.user_id),
+                col(TurnRecord.session_id) == col(ConversationRecord.session_id),
+            )
+            .scalar_subquery()
+        )
+        query = (
+            select(ConversationRecord, turns)
+            .where(col(ConversationRecord.user_id) == user_id)
+            .order_by(col(ConversationRecord.updated_at).desc(), col(ConversationRecord.session_id))
+            .limit(limit)
+        )
+        async with self.session() as session:
+            rows = (await session.execute(query)).all()
+        return [_conversation(record, int(count)) for record, count in rows]
+
+    async def get_conversation(self, user_id: str, session_id: str) -> Conversation:
+        """One of a user's conversations (``ConversationNotFoundError`` when it isn't theirs)."""
+        count = select(func.count(col(TurnRecord.id))).where(
+            col(TurnRecord.user_id) == user_id, col(TurnRecord.session_id) == session_id
+        )
+        async with self.session() as session:
+            record = await session.get(ConversationRecord, (user_id, session_id))
+            if record is None:
+                raise ConversationNotFoundError(f"you have no conversation {session_id!r}")
+            turns = int((await session.execute(count)).scalar_one())
+        return _conversation(record, turns)
+
+    async def rename_conversation(self, user_id: str, session_id: str, title: str) -> Conversation:
+        async with self.session(write=True) as session:
+            result = await session.execute(
+                update(ConversationRecord)
+                .where(
+                    col(ConversationRecord.user_id) == user_id,
+                    col(ConversationRecord.session_id) == session_id,
+                )
+                .values(title=title)
+            )
+            await session.commit()
+        if getattr(result, "rowcount", 0) == 0:
+            raise ConversationNotFoundError(f"you have no conversation {session_id!r}")
+        return await self.get_conversation(user_id, session_id)
+
+    async def delete_conversation(self, user_id: str, session_id: str) -> int:
+        """Delete a conversation and its turns; returns how many turns went.
+
+        Memories learnt in it stay: they are the user's, listed and deleted apart.
+        """
+        async with self.session(write=True) as session:
+            turns = await session.execute(
+                delete(TurnRecord).where(
+                    col(TurnRecord.user_id) == user_id, col(TurnRecord.session_id) == session_id
+                )
+            )
+            rows = await session.execute(
+                delete(ConversationRecord).where(
+                    col(ConversationRecord.user_id) == user_id,
+                    col(ConversationRecord.session_id) == session_id,
+                )
+            )
+            deleted = int(getattr(turns, "rowcount", 0))
+            if deleted == 0 and getattr(rows, "rowcount", 0) == 0:
+                await session.rollback()
+                raise ConversationNotFoundError(f"you have no conversation {session_id!r}")
+            await session.commit()
+        return deleted
+
 
 def _create_engine(url: str) -> AsyncEngine:
     try:
@@ -419,13 +617,7 @@ def _create_engine(url: str) -> AsyncEngine:
             f"{driver!r}; monGARS talks to {backend} through {backend}+{wanted}://"
         )
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot use {folder} as the data directory: {exc.strerror or exc}"
-            ) from exc
+        _private_database_file(Path(parsed.database).expanduser())
     try:
         engine = create_async_engine(parsed, pool_pre_ping=backend != "sqlite")
     except ImportError as exc:
@@ -439,6 +631,35 @@ def _create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def _private_database_file(path: Path) -> None:
+    """Create the SQLite file's folder (0700) and the file itself (0600) before SQLite does.
+
+    Conversations are private: with the usual umask SQLite would create the
+    file 0644 in a 0755 folder. SQLite gives its -wal and -shm files the
+    database file's mode, so they stay private too. An existing file of ours
+    that others can read is tightened.
+    """
+    folder = path.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            info = os.fstat(descriptor)
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+                os.fchmod(descriptor, 0o600)
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise ReadOnlyDatabaseError(
+                f"the data folder {folder} is not writable ({exc.strerror or exc}), "
+                f"so the database {path} cannot be opened"
+            ) from exc
+        raise ConfigurationError(
+            f"cannot use {folder} as the data folder: {exc.strerror or exc}"
+        ) from exc
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; NORMAL sync is durable across
     # application crashes, which is what a chat history needs.
@@ -447,6 +668,56 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+SQLITE_FILE_ERRORS = frozenset(
+    {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN", "SQLITE_READONLY"}
+)
+"""SQLite errors that mean the file or its folder is unusable, not a failed statement."""
+
+
+def _sqlite_error(exc: BaseException) -> str | None:
+    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+    return name if isinstance(name, str) else None
+
+
+def _unusable_database(exc: OSError | DBAPIError, url: str) -> StorageError:
+    """What a driver's failure to open or reach the database means, in one line."""
+    parsed = make_url(url)
+    name = _sqlite_error(exc)
+    if name is None or not parsed.database:
+        return DatabaseUnavailableError(
+            f"cannot reach the database at {parsed.render_as_string(hide_password=True)}: "
+            f"{_reason(exc)}"
+        )
+    database = Path(parsed.database).expanduser()
+    if name == "SQLITE_NOTADB":
+        return CorruptDatabaseError(
+            f"the database file {database} is not a SQLite database (corrupt?)"
+        )
+    if name == "SQLITE_CORRUPT":
+        return CorruptDatabaseError(
+            f"the database file {database} is damaged ({_reason(exc)}): restore it from a backup"
+        )
+    # SQLite keeps its write-ahead log beside the file: the folder must be writable too.
+    problem = _why_unwritable(database.parent)
+    if problem is not None:
+        return ReadOnlyDatabaseError(
+            f"the data folder {database.parent} is not writable ({problem}), "
+            f"so the database {database} cannot be opened"
+        )
+    if name == "SQLITE_READONLY":
+        return ReadOnlyDatabaseError(f"the database file {database} is read-only ({_reason(exc)})")
+    return DatabaseUnavailableError(f"cannot open the database {database}: {_reason(exc)}")
+
+
+def _why_unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, or None when one can."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _reason(exc: BaseException) -> str:

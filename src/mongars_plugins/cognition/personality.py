@@ -244,7 +244,10 @@ def observe(profile: StyleProfile, message: str) -> StyleProfile:
 def style_instructions(profile: StyleProfile) -> list[str]:
     """Short system-prompt instructions that mirror the user's style.
 
-    Empty until the profile has seen a message: there is nothing to mirror yet.
+    Each is an order about the reply ("Answer in one or two short sentences."),
+    never a description of the user ("the user writes about 7 words"): a small
+    model repeats descriptions as if they were the answer. Empty until the
+    profile has seen a message: there is nothing to mirror yet.
     """
     if profile.messages_seen < 1:
         return []
@@ -252,16 +255,10 @@ def style_instructions(profile: StyleProfile) -> list[str]:
     if profile.language != "en":
         name = LANGUAGE_NAMES.get(profile.language, profile.language)
         instructions.append(f"Reply in {name}.")
-    words = round(profile.average_words)
     if profile.average_words <= SHORT_MESSAGE_WORDS:
-        instructions.append(
-            f"Keep the reply short: the user writes about {words} words per message."
-        )
+        instructions.append("Answer in one or two short sentences.")
     elif profile.average_words >= LONG_MESSAGE_WORDS:
-        instructions.append(
-            f"The user writes at length (about {words} words per message); "
-            "a detailed reply is welcome."
-        )
+        instructions.append("Give a detailed answer.")
     if profile.formality < CASUAL_BELOW:
         instructions.append("Use a casual, friendly tone.")
         if profile.language == "fr":
@@ -271,12 +268,60 @@ def style_instructions(profile: StyleProfile) -> list[str]:
         if profile.language == "fr":
             instructions.append("Address the user as « vous ».")
     if profile.emoji_rate >= EMOJI_MIRROR_RATE:
-        instructions.append("Mirror the user's emoji use: an emoji or two is welcome.")
+        instructions.append("Use an emoji or two.")
     else:
         instructions.append("Avoid emoji.")
     if profile.exclamation_rate >= 0.5 and profile.formality < FORMAL_ABOVE:
-        instructions.append("Match the user's enthusiasm.")
+        instructions.append("Sound enthusiastic.")
     return instructions
+
+
+# Sentences about the user's style are never an answer, whatever the wording.
+_DESCRIBES_STYLE = re.compile(
+    r"\bthe user(?:'s)? (?:writes|uses|prefers|style|messages?|emoji)\b|\bwords per message\b"
+    r"|\b(?:casual, friendly|formal, polite) tone\b|\b(?:mirror|match) the user'?s?\b",
+    re.IGNORECASE,
+)
+_REPLY_SENTENCE = re.compile(r"[^\n]*?(?:[.!?…](?=\s)|\n|$)")
+ECHO_OVERLAP = 0.75
+"""A sentence whose words are this much an instruction's repeats it."""
+
+
+def strip_echoes(text: str, instructions: list[str]) -> str | None:
+    """``text`` without the sentences that repeat the style instructions.
+
+    A sentence is an echo when it describes the user's style ("The user writes
+    about 7 words per message.") or when at least :data:`ECHO_OVERLAP` of its
+    words come from one instruction. ``None`` when there is none.
+    """
+    instruction_words = [set(_WORD.findall(line.casefold())) for line in instructions]
+    kept: list[str] = []
+    dropped = False
+    for match in _REPLY_SENTENCE.finditer(text):
+        sentence = match[0]
+        words = set(_WORD.findall(sentence.casefold()))
+        echoes = bool(words) and (
+            _DESCRIBES_STYLE.search(sentence) is not None
+            or (
+                len(words) >= 3
+                and any(
+                    len(words & line) >= ECHO_OVERLAP * len(words) for line in instruction_words
+                )
+            )
+        )
+        if echoes:
+            dropped = True
+        else:
+            kept.append(sentence)
+    if not dropped:
+        return None
+    return re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
+
+
+@hookimpl
+def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
+    """Drop the reply's sentences that echo the style instructions."""
+    return strip_echoes(text, turn.style_instructions)
 
 
 async def load_profile(store: StateStore, user_id: str) -> StyleProfile:

@@ -111,6 +111,39 @@ _CONVERSIONS = [
     ),
 ]
 _DEGREE_PREFIX = re.compile(_DEGREE + r"\s*", re.IGNORECASE)
+_QUANTITY = re.compile(rf"(?<![\w.,])(?P<amount>{_AMOUNT})\s*(?P<unit>{_UNIT})", re.IGNORECASE)
+_HINT_EXPRESSION = re.compile(r"(?P<amount>\S+) (?P<src>.+?) in (?P<dst>.+)")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """An amount with its unit, as written in a text ("100.00 Celsius")."""
+
+    start: int
+    end: int
+    amount: str
+    unit: Unit
+
+
+def find_quantities(text: str) -> list[Quantity]:
+    """Every "amount unit" in ``text`` whose unit is known, in order."""
+    found: list[Quantity] = []
+    for match in _QUANTITY.finditer(text):
+        unit = lookup_unit(match["unit"])
+        if unit is not None:
+            found.append(Quantity(match.start(), match.end(), match["amount"], unit))
+    return found
+
+
+def conversion_units(hint: ReasoningHint) -> tuple[str, Unit, Unit] | None:
+    """The amount, source and target unit of a conversion hint ("5 km in miles")."""
+    match = _HINT_EXPRESSION.fullmatch(hint.expression) if hint.kind == "unit" else None
+    if match is None:
+        return None
+    source, target = lookup_unit(match["src"]), lookup_unit(match["dst"])
+    if source is None or target is None:
+        return None
+    return match["amount"], source, target
 
 
 def lookup_unit(text: str) -> Unit | None:

@@ -3,7 +3,7 @@
 Registers the LLM backend ``local`` and the embedder ``minilm``. CUDA with
 bf16 when a GPU is present, the CPU otherwise. torch and transformers are
 imported only when the model is first used; without them the backend raises
-:class:`~mongars_core.errors.MissingDependencyError` naming ``mongars[local]``.
+:class:`~mongars_core.errors.MissingDependencyError` naming ``mongars-assistant[local]``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The local LLM backend: SmolLM2 on PyTorch, CUDA (bf16) when present, else CPU.
 
 Generation runs in a worker thread; tokens reach the event loop through a
-streamer that hands decoded text to an asyncio queue. Closing the stream sets
-a stop flag that a stopping criterion checks after every token, so a client
-that goes away stops the model within one token.
+:class:`DeltaStreamer` that hands decoded text to an asyncio queue and never
+splits a character. Closing the stream sets a stop flag that a stopping
+criterion checks after every token, so a client that goes away stops the model
+within one token. When generation ends by itself, the backend reports why in
+``request.outcome`` (``"length"`` at ``max_new_tokens``, else ``"stop"``).
 """
 
 from __future__ import annotations
@@ -12,18 +14,86 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mongars_core.errors import ConfigurationError, MissingDependencyError
 from mongars_core.settings import Settings
-from mongars_core.types import GenerationRequest
+from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
 
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+_INCOMPLETE = "\ufffd"
+"""What decoding writes for the bytes of a character whose last token has not come yet."""
+
+
+class DeltaStreamer:
+    """Turns generated token ids into text deltas that never split a character.
+
+    The ``streamer`` of ``model.generate``: ``put`` receives the prompt once,
+    then each new token. A multi-byte character (an accent, an emoji) may span
+    several tokens; until its last token arrives, decoding ends in U+FFFD, and
+    that part is held back. Text is released up to the last whitespace (a later
+    token may still change the current word), whole lines at once, and at the
+    end everything left except an unfinished character: a reply cut at the
+    length limit ends on a whole character.
+    """
+
+    def __init__(self, tokenizer: Any, emit: Callable[[str], object]) -> None:
+        self.tokenizer = tokenizer
+        self.emit = emit
+        self.generated = 0
+        """Tokens received after the prompt."""
+        self._prompt_pending = True
+        self._ids: list[int] = []
+        self._sent = 0  # characters of the decoded ``_ids`` already emitted
+
+    def put(self, value: Any) -> None:
+        ids = value.tolist() if hasattr(value, "tolist") else list(value)
+        if ids and isinstance(ids[0], list):
+            ids = ids[0]
+        if self._prompt_pending:
+            self._prompt_pending = False
+            return
+        self.generated += len(ids)
+        self._ids.extend(ids)
+        text = self._decode()
+        if text.endswith("\n"):
+            self._release(text, len(text))
+            self._ids, self._sent = [], 0  # a new line starts a fresh decode
+            return
+        complete = text.rstrip(_INCOMPLETE)
+        if complete and _stands_alone(complete[-1]) and len(complete) == len(text):
+            self._release(text, len(text))
+        else:
+            self._release(text, max(complete.rfind(" "), complete.rfind("\n")) + 1)
+
+    def end(self) -> None:
+        text = self._decode()
+        self._release(text, len(text.rstrip(_INCOMPLETE)))
+        self._ids, self._sent = [], 0
+
+    def _decode(self) -> str:
+        text: str = self.tokenizer.decode(self._ids, skip_special_tokens=True)
+        return text
+
+    def _release(self, text: str, upto: int) -> None:
+        if upto > self._sent:
+            # A stray U+FFFD inside complete text is a byte sequence that never
+            # became a character: it is dropped, not shown.
+            piece = text[self._sent : upto].replace(_INCOMPLETE, "")
+            self._sent = upto
+            if piece:
+                self.emit(piece)
+
+
+def _stands_alone(char: str) -> bool:
+    """Characters written without spaces between words (CJK): released at once."""
+    return unicodedata.east_asian_width(char) in {"W", "F"}
 
 
 def require_torch() -> Any:
@@ -67,6 +137,7 @@ class LocalModelBackend:
         """Generations cut short because their stream was closed."""
         self._model: Any = None
         self._tokenizer: Any = None
+        self._spared: Any = None  # per token id: spared by the repetition penalty
         self._load_lock = asyncio.Lock()
         # One generation at a time: a second would only halve the speed of both.
         self._generate_lock = asyncio.Lock()
@@ -74,6 +145,24 @@ class LocalModelBackend:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
+        """Tokens of ``messages`` through the chat template (``TokenCounter``)."""
+        if self._tokenizer is None:
+            return None
+        encoded = self._tokenizer.apply_chat_template(
+            [message.model_dump() for message in messages],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+        )
+        return len(encoded["input_ids"])
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` (``TokenCounter``)."""
+        if self._tokenizer is None:
+            return None
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
 
     async def load(self) -> None:
         """Fetch, convert and load the model if that has not happened yet."""
@@ -141,15 +230,12 @@ class LocalModelBackend:
         stop: threading.Event,
     ) -> None:
         torch = require_torch()
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         tokenizer = self._tokenizer
-
-        class QueueStreamer(TextStreamer):  # type: ignore[misc]
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                if text:
-                    loop.call_soon_threadsafe(queue.put_nowait, text)
-
+        streamer = DeltaStreamer(
+            tokenizer, lambda text: loop.call_soon_threadsafe(queue.put_nowait, text)
+        )
         backend = self
 
         class StopWhenAsked(StoppingCriteria):  # type: ignore[misc]
@@ -172,23 +258,74 @@ class LocalModelBackend:
                 return_dict=True,
             )
             encoded = {key: value.to(self.device) for key, value in encoded.items()}
+            prompt_tokens = int(encoded["input_ids"].shape[-1])
             options: dict[str, Any] = {
                 "max_new_tokens": request.max_new_tokens,
                 "do_sample": request.temperature > 0,
                 "pad_token_id": tokenizer.eos_token_id,
-                "streamer": QueueStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+                "streamer": streamer,
                 "stopping_criteria": StoppingCriteriaList([StopWhenAsked()]),
             }
+            penalty = self.settings.local.repetition_penalty
+            if penalty > 1:
+                options["logits_processor"] = LogitsProcessorList(
+                    [self._repetition_penalty(penalty, prompt_tokens)]
+                )
             if request.temperature > 0:
                 options.update(temperature=request.temperature, top_p=request.top_p)
             if request.stop:
                 options.update(stop_strings=request.stop, tokenizer=tokenizer)
             with torch.inference_mode():
-                self._model.generate(**encoded, **options)
+                output = self._model.generate(**encoded, **options)
+            if not stop.is_set():
+                generated = int(output.shape[-1]) - prompt_tokens
+                last = int(output[0, -1]) if generated > 0 else None
+                request.outcome.tokens = generated
+                request.outcome.finish_reason = (
+                    "length"
+                    if generated >= request.max_new_tokens and last != tokenizer.eos_token_id
+                    else "stop"
+                )
         except Exception as exc:  # handed to the event loop, which raises it
             loop.call_soon_threadsafe(queue.put_nowait, exc)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    def _repetition_penalty(self, penalty: float, prompt_tokens: int) -> Any:
+        """A penalty on the tokens the reply already used, against loops.
+
+        Unlike transformers' own ``repetition_penalty``, it spares the prompt
+        (a verified fact there stays easy to state) and digits, spaces and
+        punctuation ("17 * 23 = 391" reuses them; penalising them changes the
+        number the model writes).
+        """
+        torch = require_torch()
+        if self._spared is None:
+            self._spared = torch.tensor(
+                [_spared(self._tokenizer.decode([index])) for index in range(len(self._tokenizer))],
+                dtype=torch.bool,
+                device=self.device,
+            )
+        spared: Any = self._spared
+
+        def apply(input_ids: Any, scores: Any) -> Any:
+            used = input_ids[:, prompt_tokens:]  # one sequence: the backend batches none
+            known = used[0] < len(spared)
+            spare = torch.zeros_like(known)
+            spare[known] = spared[used[0][known]]
+            used = used[:, ~spare]
+            if used.shape[-1] == 0:
+                return scores
+            chosen = torch.gather(scores, 1, used)
+            chosen = torch.where(chosen < 0, chosen * penalty, chosen / penalty)
+            return scores.scatter(1, used, chosen)
+
+        return apply
+
+
+def _spared(token: str) -> bool:
+    """Whether the repetition penalty spares a token: digits, spaces, punctuation only."""
+    return all(not char.isalpha() for char in token)
 
 
 def require_transformers() -> None:

@@ -122,7 +122,7 @@ def locate_wheel(requirement: str) -> tuple[str, str | None]:
 
 
 def require_conversion_libraries() -> None:
-    """torch, transformers and gguf, or an error naming ``mongars[local]``."""
+    """torch, transformers and gguf, or an error naming ``mongars-assistant[local]``."""
     for module, package in (("torch", "torch"), ("transformers", "transformers"), ("gguf", "gguf")):
         if importlib.util.find_spec(module) is None:
             raise MissingDependencyError(package, "local")

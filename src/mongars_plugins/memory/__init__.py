@@ -1,7 +1,10 @@
-"""Hippocampus: long-term memory of what each user said.
+"""Hippocampus: long-term memory of what each user told the assistant.
 
-Every turn's user message is stored as a memory of that user (the assistant's
-own replies are not: a small model's mistakes should not become facts).
+What a user says is worth remembering (statements about them, their
+preferences, plans, people and dates; see :mod:`.memorable`) becomes a memory
+of that user; questions, commands, greetings and sums do not, nor do the
+assistant's own replies (a small model's mistakes should not become facts).
+Saying the same thing again refreshes the memory rather than adding one.
 Recall is per user, by semantic similarity when an embedder is registered,
 with lexical matching for memories without an embedding or when there is no
 embedder. Memories expire after ``settings.memory.ttl_days`` and each user
@@ -21,6 +24,7 @@ from mongars_core import hookimpl
 from mongars_core.pipeline import Services
 from mongars_core.types import Memory, Reply, Turn, utcnow
 from mongars_plugins.memory.index import MemoryIndex, Vector
+from mongars_plugins.memory.memorable import memorable_text
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +56,48 @@ class Hippocampus:
             user_id, query, vector, now=utcnow(), limit=max(self.settings.recall_limit, 1) * 2
         )
 
-    async def remember(self, user_id: str, session_id: str, turn_id: str, text: str) -> int:
-        await self._ensure_loaded(user_id)  # the capacity check counts the index
-        # Recall embedded this very message as its query: reuse that vector.
+    async def remember(
+        self, user_id: str, session_id: str, turn_id: str, message: str
+    ) -> int | None:
+        """Store what ``message`` says worth remembering; the memory's id, or ``None``.
+
+        A repeat of a live memory (same wording, or an embedding at least
+        ``duplicate_similarity`` close) refreshes that memory: its text, time
+        and expiry become the new ones, and its id stays.
+        """
+        text = message if self.settings.remember == "all" else memorable_text(message)
+        if text is None:
+            return None
+        # Recall embedded the message as its query: that vector is reused when
+        # the whole message is kept.
         vector = await self._embed_query(text)
         expires = (
             utcnow() + timedelta(days=self.settings.ttl_days) if self.settings.ttl_days else None
         )
-        record = await self.services.store.add_memory(
-            user_id=user_id,
-            session_id=session_id,
-            turn_id=turn_id,
-            text=text,
-            embedding=vector.tobytes() if vector is not None else None,
-            embedder=self.embedder_name if vector is not None else None,
-            expires_at=expires,
-        )
-        assert record.id is not None
-        self.index.add(user_id, record.id, text, record.created_at, session_id, expires, vector)
-        await self._prune(user_id)
+        fields: dict[str, Any] = {
+            "text": text,
+            "session_id": session_id,
+            "turn_id": turn_id,
+            "embedding": vector.tobytes() if vector is not None else None,
+            "embedder": self.embedder_name if vector is not None else None,
+            "expires_at": expires,
+        }
+        # Under the user's lock, so two turns saying the same at once leave one memory.
+        async with self._lock(user_id):
+            await self._load(user_id)
+            record = None
+            existing = self.index.find_duplicate(
+                user_id, text, vector, now=utcnow(), similarity=self.settings.duplicate_similarity
+            )
+            if existing is not None:
+                record = await self.services.store.refresh_memory(user_id, existing, **fields)
+                self.index.forget(user_id, [existing])
+            if record is None:
+                record = await self.services.store.add_memory(user_id=user_id, **fields)
+            assert record.id is not None
+            self.index.add(user_id, record.id, text, record.created_at, session_id, expires, vector)
+        if existing is None:
+            await self._prune(user_id)
         return record.id
 
     async def _prune(self, user_id: str) -> None:
@@ -103,8 +130,11 @@ class Hippocampus:
         if self.index.loaded(user_id):
             return
         async with self._lock(user_id):
-            if self.index.loaded(user_id):
-                return
+            await self._load(user_id)
+
+    async def _load(self, user_id: str) -> None:
+        """Load the user's memories into the index unless there; the caller holds the lock."""
+        if not self.index.loaded(user_id):
             records = await self.services.store.list_memories(user_id)
             rows = [
                 (

@@ -19,11 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from mongars_core.types import Memory
+from mongars_plugins.memory.memorable import fingerprint
 
 Vector = npt.NDArray[np.float32]
 _Row = tuple[int, str, datetime, str, datetime | None, Vector | None]
 
 _WORD = re.compile(r"[^\W\d_]{2,}|\d+", re.UNICODE)
+_NUMBER = re.compile(r"\d+")
 _STOPWORDS = frozenset(
     [
         "a",
@@ -156,6 +158,8 @@ class _UserMemories:
         self.created: list[datetime] = []
         self.sessions: list[str] = []
         self.postings: dict[str, list[int]] = {}
+        # fingerprint -> row of the live memory with that wording (see memorable.fingerprint)
+        self.by_fingerprint: dict[str, int] = {}
         self._posting_arrays: dict[str, npt.NDArray[np.intp]] = {}
         self.rows: dict[int, int] = {}
         self.dead = 0
@@ -189,6 +193,7 @@ class _UserMemories:
         self.texts.append(text)
         self.created.append(created)
         self.sessions.append(session)
+        self.by_fingerprint[fingerprint(text)] = row
         for word in set(tokens(text)):
             self.postings.setdefault(word, []).append(row)
             self._posting_arrays.pop(word, None)
@@ -230,6 +235,9 @@ class _UserMemories:
             if row is not None and self._live[row]:
                 self._live[row] = False
                 self.dead += 1
+                key = fingerprint(self.texts[row])
+                if self.by_fingerprint.get(key) == row:
+                    del self.by_fingerprint[key]
 
     def expiry(self, row: int) -> datetime | None:
         moment = float(self._expires_at[row])
@@ -308,6 +316,41 @@ class MemoryIndex:
         """How many live (not forgotten) memories of the user the index holds."""
         partition = self._users.get(user_id)
         return partition.live_count if partition else 0
+
+    def find_duplicate(
+        self,
+        user_id: str,
+        text: str,
+        vector: Vector | None,
+        *,
+        now: datetime,
+        similarity: float,
+    ) -> int | None:
+        """The id of a live memory that says ``text`` again, if the user has one.
+
+        The same wording up to case, accents, spacing and punctuation is a
+        repeat; so is an embedding at cosine ``similarity`` or more, provided
+        both hold the same numbers ("I have 2 cats" does not repeat "I have 3
+        cats", however close their embeddings).
+        """
+        partition = self._users.get(user_id)
+        if partition is None or not len(partition):
+            return None
+        usable = partition.usable(now)
+        row = partition.by_fingerprint.get(fingerprint(text))
+        if row is not None and usable[row]:
+            return partition.ids[row]
+        if vector is None or self.dimension is None or vector.shape != (self.dimension,):
+            return None
+        matrix, present = partition.vectors()
+        cosines = np.where(present & usable, matrix @ vector, -1.0)
+        numbers = sorted(_NUMBER.findall(text))
+        close = np.flatnonzero(cosines >= similarity)
+        for candidate in close[np.argsort(-cosines[close])]:
+            row = int(candidate)
+            if sorted(_NUMBER.findall(partition.texts[row])) == numbers:
+                return partition.ids[row]
+        return None
 
     def cached_query(self, text: str) -> Vector | None:
         vector = self._query_vectors.get(text)

@@ -5,7 +5,7 @@ for a single unnamed host, else ``ollama:NAME``), the same names as embedders
 when ``MONGARS_OLLAMA__EMBED_MODEL`` is set, and the ``mongars ollama``
 commands. Nothing is contacted and ``ollama`` is not imported until a backend
 is used; without the package, use raises
-:class:`~mongars_core.errors.MissingDependencyError` naming ``mongars[ollama]``.
+:class:`~mongars_core.errors.MissingDependencyError` naming ``mongars-assistant[ollama]``.
 
 :mod:`mongars_plugins.ollama.standin` is a stand-in server that follows
 Ollama's documented REST API, for tests (it is not Ollama).

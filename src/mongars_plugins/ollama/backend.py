@@ -3,7 +3,7 @@
 This is the only module that imports ``ollama`` (and its ``httpx``), inside
 :func:`require_ollama`, so the plugin loads without the package and a missing
 one raises :class:`~mongars_core.errors.MissingDependencyError` naming
-``mongars[ollama]``.
+``mongars-assistant[ollama]``.
 
 Errors are translated where they enter:
 
@@ -102,6 +102,14 @@ def status_error(
             "is it an Ollama server?"
         )
     return BackendError(f"{where} refused the request (HTTP {status}): {message}")
+
+
+def _record_outcome(request: GenerationRequest, response: Any) -> None:
+    """Tell the pipeline how Ollama ended the reply (``done_reason``, ``eval_count``)."""
+    if response.done_reason in ("stop", "length"):
+        request.outcome.finish_reason = response.done_reason
+    if response.eval_count is not None:
+        request.outcome.tokens = response.eval_count
 
 
 def _error_message(body: str) -> tuple[str, bool]:
@@ -320,6 +328,7 @@ class OllamaBackend:
                 options=self._options(request),
                 keep_alive=self.keep_alive,
             )
+        _record_outcome(request, response)
         return response.message.content or ""
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[str, None]:
@@ -338,6 +347,8 @@ class OllamaBackend:
             )
             try:
                 async for part in parts:
+                    if part.done:
+                        _record_outcome(request, part)
                     if part.message.content:
                         yield part.message.content
             finally:

@@ -5,7 +5,7 @@ model as a Serve application, with the replicas, autoscaling bounds and
 resources of ``settings.ray``; the ``ray`` backend streams replies from it.
 Ray is imported only when the plugin is first used; without it the plugin
 raises :class:`~mongars_core.errors.MissingDependencyError` naming
-``mongars[ray]``. docs/ray_serve.md describes it all.
+``mongars-assistant[ray]``. docs/ray_serve.md describes it all.
 """
 
 from __future__ import annotations

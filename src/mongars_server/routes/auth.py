@@ -6,10 +6,19 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from mongars_server.deps import AdminCaller, CurrentCaller, State, limit_by_client
+from mongars_server.deps import (
+    AdminCaller,
+    CurrentCaller,
+    SessionAdminCaller,
+    SessionCaller,
+    State,
+    limit_by_client,
+)
 from mongars_server.errors import ApiError
+from mongars_server.limits import retry_after
+from mongars_server.password_policy import password_problem
 
 router = APIRouter(tags=["auth"])
 
@@ -25,10 +34,21 @@ class Credentials(BaseModel):
 
 
 class Registration(BaseModel):
+    """A new account. The username is stored lower-case: ``Alice`` and ``alice``
+    are one account. The password must not be trivial or common."""
+
     model_config = ConfigDict(extra="forbid")
 
     username: Username
     password: Password
+
+    @field_validator("password")
+    @classmethod
+    def _strong_password(cls, password: str, info: ValidationInfo) -> str:
+        problem = password_problem(password, str(info.data.get("username", "")))
+        if problem is not None:
+            raise ValueError(problem)
+        return password
 
 
 class PasswordChange(BaseModel):
@@ -36,6 +56,11 @@ class PasswordChange(BaseModel):
 
     old_password: Annotated[str, Field(min_length=1, max_length=1024)]
     new_password: Password
+    revoke_api_keys: bool = Field(
+        True,
+        description="Revoke every API key too (default); false keeps them, listed in "
+        "the answer for review.",
+    )
 
 
 class TokenOut(BaseModel):
@@ -89,13 +114,39 @@ class StatusOut(BaseModel):
     status: str
 
 
+class PasswordChanged(StatusOut):
+    revoked: list[str] = Field(
+        description="What stopped working: sessions (access tokens), websocket tickets, "
+        "open websockets, and API keys unless revoke_api_keys was false."
+    )
+    revoked_keys: list[KeyOut]
+    kept_keys: list[KeyOut] = Field(description="Live API keys kept: review them.")
+
+
+class AccountDeleted(BaseModel):
+    username: str
+    data_deleted: bool
+
+
 async def _login(server: State, username: str, password: str) -> str:
+    # Failed logins per account, from any address: a token taken before the
+    # check, given back when the password was right.
+    throttle = f"login:{username.casefold()}"
+    wait = await server.login_limiter.take(throttle)
+    if wait > 0:
+        raise ApiError(
+            429,
+            f"too many failed logins for this account: retry in {retry_after(wait)} s",
+            "rate_limited",
+            {"Retry-After": retry_after(wait)},
+        )
     account = await server.accounts.authenticate(username, password)
     if account is None:
         raise ApiError(
             401, "wrong username or password", "unauthorized", {"WWW-Authenticate": "Bearer"}
         )
-    return server.tokens.issue(account.username, account.password_version)
+    await server.login_limiter.take(throttle, -1.0)
+    return server.tokens.issue(account.username, account.password_version, account.user_id)
 
 
 @router.post("/token", response_model=TokenOut, dependencies=[Depends(limit_by_client)])
@@ -128,15 +179,30 @@ async def register(server: State, registration: Registration) -> AccountOut:
     return AccountOut.model_validate(account, from_attributes=True)
 
 
-@router.post("/api/v1/user/change-password", response_model=StatusOut)
+@router.post("/api/v1/user/change-password", response_model=PasswordChanged)
 async def change_password(
-    server: State, caller: CurrentCaller, change: PasswordChange
-) -> StatusOut:
-    """Change your password; every access token issued before stops working."""
+    server: State, caller: SessionCaller, change: PasswordChange
+) -> PasswordChanged:
+    """Change your password. Every access token and websocket ticket issued before
+    stops working, your open websockets close (in every server process), and your
+    API keys are revoked unless ``revoke_api_keys`` is false."""
     if await server.accounts.authenticate(caller.username, change.old_password) is None:
         raise ApiError(403, "the current password is wrong", "wrong_password")
     await server.accounts.change_password(caller.username, change.new_password)
-    return StatusOut(status="password changed")
+    await server.hub.revoke(caller.user_id, "the password changed: log in again")
+    revoked = ["sessions", "websocket tickets", "open websockets"]
+    if change.revoke_api_keys:
+        revoked_keys = await server.accounts.revoke_all_keys(caller.username)
+        revoked.append("api keys")
+    else:
+        revoked_keys = []
+    kept = [k for k in await server.accounts.list_keys(caller.username) if k.revoked_at is None]
+    return PasswordChanged(
+        status="password changed",
+        revoked=revoked,
+        revoked_keys=[KeyOut.model_validate(k, from_attributes=True) for k in revoked_keys],
+        kept_keys=[KeyOut.model_validate(k, from_attributes=True) for k in kept],
+    )
 
 
 @router.get("/api/v1/user/me", response_model=AccountOut)
@@ -159,28 +225,51 @@ async def list_users(
     return UserList(users=[AccountOut.model_validate(a, from_attributes=True) for a in accounts])
 
 
+@router.delete("/api/v1/user/{username}", response_model=AccountDeleted)
+async def delete_user(
+    server: State,
+    caller: SessionAdminCaller,
+    username: Annotated[str, Path(min_length=1, max_length=150)],
+    keep_data: Annotated[bool, Query()] = False,
+) -> AccountDeleted:
+    """Delete an account and its API keys (administrators, logged in). Its
+    conversations, memories and plugin state go too, unless ``keep_data``; its
+    tokens, tickets and open websockets stop working at once."""
+    try:
+        account = await server.accounts.delete(username, keep_data=keep_data)
+    except LookupError:
+        raise ApiError(404, f"there is no account {username!r}", "not_found") from None
+    await server.hub.revoke(account.user_id, "the account was deleted")
+    if not keep_data:
+        await server.assistant.invalidate(account.user_id)
+        await server.changed(account.user_id)
+    return AccountDeleted(username=account.username, data_deleted=not keep_data)
+
+
 @router.post("/api/v1/auth/ws/ticket", response_model=TicketOut)
 async def ws_ticket(server: State, caller: CurrentCaller) -> TicketOut:
     """A single-use ticket for ``/ws/chat/?t=<ticket>``, valid for ``ttl`` seconds."""
-    return TicketOut(ticket=server.tickets.issue(caller.username), ttl=server.tickets.ttl_s)
+    ticket = server.tickets.issue(caller.username, caller.user_id, caller.password_version)
+    return TicketOut(ticket=ticket, ttl=server.tickets.ttl_s)
 
 
 @router.post("/api/v1/keys", status_code=201, response_model=NewKeyOut, tags=["keys"])
-async def create_key(server: State, caller: CurrentCaller, request: KeyRequest) -> NewKeyOut:
-    """A new API key for the OpenAI-compatible API. The key is shown only once."""
+async def create_key(server: State, caller: SessionCaller, request: KeyRequest) -> NewKeyOut:
+    """A new API key for the OpenAI-compatible API. The key is shown only once.
+    Key management needs a login: an API key cannot make, list or revoke keys."""
     record, key = await server.accounts.create_key(caller.username, request.name)
     return NewKeyOut(**KeyOut.model_validate(record, from_attributes=True).model_dump(), key=key)
 
 
 @router.get("/api/v1/keys", response_model=KeyList, tags=["keys"])
-async def list_keys(server: State, caller: CurrentCaller) -> KeyList:
+async def list_keys(server: State, caller: SessionCaller) -> KeyList:
     records = await server.accounts.list_keys(caller.username)
     return KeyList(keys=[KeyOut.model_validate(r, from_attributes=True) for r in records])
 
 
 @router.delete("/api/v1/keys/{key_id}", status_code=204, tags=["keys"])
 async def revoke_key(
-    server: State, caller: CurrentCaller, key_id: Annotated[int, Path(ge=1, le=2**62)]
+    server: State, caller: SessionCaller, key_id: Annotated[int, Path(ge=1, le=2**62)]
 ) -> Response:
     if not await server.accounts.revoke_key(caller.username, key_id):
         raise ApiError(404, f"you have no live API key {key_id}", "not_found")

@@ -1,11 +1,17 @@
-"""The web console: plain HTML, CSS and JavaScript from ``mongars_server/static``."""
+"""The web console (plain HTML, CSS and JavaScript from ``mongars_server/static``)
+and ``/docs``, the API reference page.
+
+Nothing here loads from another host: the policy allows the page's own origin
+only (``connect-src 'self'`` covers its same-origin websocket).
+"""
 
 from __future__ import annotations
 
+import html
 from importlib.resources import files
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from mongars_server.errors import ApiError
@@ -20,7 +26,7 @@ _TYPES = {
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -46,3 +52,34 @@ async def console() -> Response:
 @router.get("/static/{name}")
 async def asset(name: Annotated[str, Path(max_length=100)]) -> Response:
     return _asset(name)
+
+
+@router.get("/docs")
+async def api_reference(request: Request) -> Response:
+    """Every route of the API, from the OpenAPI schema, as one plain page.
+
+    Swagger UI would load its scripts from a CDN; this page loads nothing. The
+    schema itself is ``/openapi.json``, for any OpenAPI viewer or client generator.
+    """
+    schema = request.app.openapi()
+    rows = []
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            summary = operation.get("summary", "")
+            detail = (operation.get("description") or "").split("\n\n")[0]
+            rows.append(
+                f"<tr><td><code>{html.escape(method.upper())}</code></td>"
+                f"<td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(summary)}<br><small>{html.escape(detail)}</small></td></tr>"
+            )
+    title = html.escape(f"{schema['info']['title']} {schema['info']['version']} API")
+    page = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
+        "<style>body{font:15px system-ui,sans-serif;margin:2rem auto;max-width:70rem}"
+        "td{padding:.3rem .6rem;vertical-align:top;border-bottom:1px solid #ddd}</style>"
+        f"</head><body><h1>{title}</h1><p>The OpenAPI schema: "
+        '<a href="/openapi.json"><code>/openapi.json</code></a> (load it into any OpenAPI '
+        "viewer or client generator). docs/http_api.md in the source describes every route "
+        "and the websocket events.</p><table>" + "".join(rows) + "</table></body></html>"
+    )
+    return Response(page, media_type=_TYPES[".html"], headers=SECURITY_HEADERS)

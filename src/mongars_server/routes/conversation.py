@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mongars_core.types import HistoryTurn, Reply, SpeechPlan, SpeechSegment
+from mongars_core.types import HistoryTurn, Reply, SpeechPlan, SpeechSegment, StreamEvent
 from mongars_server.app import ServerState
 from mongars_server.deps import CurrentCaller, State
 from mongars_server.errors import ApiError
@@ -18,13 +20,25 @@ from mongars_server.events import make_event
 router = APIRouter(tags=["conversation"])
 
 SessionId = Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[A-Za-z0-9_.@-]+$")]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: Annotated[str, Field(min_length=1, max_length=1000)]
+    message: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="At most `max_message_chars` characters (see GET /api/v1/limits).",
+        ),
+    ]
     session_id: SessionId = "default"
+    idempotency_key: IdempotencyKey | None = Field(
+        None,
+        description="Stores the turn once: a retry with the same key gets the stored reply "
+        "(the HTTP route also takes an Idempotency-Key header).",
+    )
 
     @field_validator("message")
     @classmethod
@@ -46,6 +60,14 @@ class SpeechTurn(BaseModel):
     tempo: float
 
 
+class RecalledMemory(BaseModel):
+    """A memory that was in the reply's prompt."""
+
+    id: int | str
+    text: str
+    score: float
+
+
 class ChatResponse(BaseModel):
     response: str
     confidence: float
@@ -53,6 +75,13 @@ class ChatResponse(BaseModel):
     speech_turn: SpeechTurn | None
     turn_id: str
     session_id: str
+    truncated: bool = Field(False, description="The reply was cut at the length limit.")
+    replayed: bool = Field(
+        False, description="An idempotency key found the turn already stored: this is that one."
+    )
+    memories: list[RecalledMemory] = Field(
+        default_factory=list, description="The memories the reply had in its prompt."
+    )
 
 
 class HistoryItem(BaseModel):
@@ -73,13 +102,32 @@ def chat_response(reply: Reply, started: float) -> ChatResponse:
         speech_turn=SpeechTurn(**speech.model_dump()),
         turn_id=reply.turn_id,
         session_id=reply.session_id,
+        truncated=reply.truncated,
+        replayed=reply.replayed,
+        memories=[
+            RecalledMemory(id=memory.id, text=memory.text, score=round(memory.score, 3))
+            for memory in reply.memories
+        ],
     )
 
 
-def history_item(turn: HistoryTurn) -> HistoryItem:
+def check_message(server: ServerState, message: str) -> None:
+    """Refuse a message over ``max_message_chars`` before any work, saying the limit."""
+    limit = server.settings.max_message_chars
+    if len(message) > limit:
+        raise ApiError(
+            422,
+            f"the message has {len(message)} characters; the limit is {limit}",
+            "message_too_long",
+        )
+
+
+def history_item(turn: HistoryTurn, *, username: str) -> HistoryItem:
+    """A stored turn as the client sees it: ``user_id`` shows the account's
+    username, never the internal id that owns the data."""
     return HistoryItem(
         id=turn.id,
-        user_id=turn.user_id,
+        user_id=username,
         session_id=turn.session_id,
         query=turn.message,
         response=turn.reply,
@@ -88,20 +136,34 @@ def history_item(turn: HistoryTurn) -> HistoryItem:
 
 
 async def run_chat(
-    server: ServerState, user: str, message: str, session_id: str, on_delta: Any = None
+    server: ServerState,
+    user: str,
+    message: str,
+    session_id: str,
+    on_delta: Any = None,
+    idempotency_key: str | None = None,
 ) -> ChatResponse:
     """One turn through the pipeline, counted in the metrics; ``on_delta`` gets each
     token piece as it is generated."""
     started = time.perf_counter()
     reply: Reply | None = None
     deltas = 0
-    async for event in server.assistant.stream(user, message, session_id=session_id):
-        if event.type == "token":
-            deltas += 1
-            if on_delta is not None:
-                await on_delta(event.delta)
-        elif event.reply is not None:
-            reply = event.reply
+    # Assistant.stream is an async generator (typed as the iterator it is to callers).
+    stream = cast(
+        AsyncGenerator[StreamEvent, None],
+        server.assistant.stream(
+            user, message, session_id=session_id, idempotency_key=idempotency_key
+        ),
+    )
+    # aclosing: when on_delta raises (the turn was stopped), the backend stops at once.
+    async with aclosing(stream) as events:
+        async for event in events:
+            if event.type == "token":
+                deltas += 1
+                if on_delta is not None:
+                    await on_delta(event.delta)
+            elif event.reply is not None:
+                reply = event.reply
     assert reply is not None, "a stream always ends with the reply"
     await server.changed(user)
     server.telemetry.tokens.add(deltas, {"backend": reply.backend})
@@ -110,12 +172,36 @@ async def run_chat(
 
 
 @router.post("/api/v1/conversation/chat", response_model=ChatResponse)
-async def chat(server: State, caller: CurrentCaller, request: ChatRequest) -> ChatResponse:
-    """One turn; the reply is also pushed to the caller's open websockets."""
-    response = await run_chat(server, caller.username, request.message, request.session_id)
-    data = {**response.model_dump(mode="json"), "ref": None}
-    await server.hub.publish(make_event("chat.reply", caller.username, data))
+async def chat(
+    server: State,
+    caller: CurrentCaller,
+    request: ChatRequest,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> ChatResponse:
+    """One turn; the reply is also pushed to the caller's open websockets.
+
+    With an ``Idempotency-Key`` header the turn is stored once: a retry gets the
+    stored reply back (``replayed: true``), the same key with another message a 422.
+    """
+    check_message(server, request.message)
+    key = idempotency_key_of(idempotency_key, request.idempotency_key)
+    response = await run_chat(
+        server, caller.user_id, request.message, request.session_id, idempotency_key=key
+    )
+    # A replayed turn was pushed when first answered (or is in the history): not twice.
+    if not response.replayed:
+        data = {**response.model_dump(mode="json"), "ref": None}
+        await server.hub.publish(make_event("chat.reply", caller.user_id, data))
     return response
+
+
+def idempotency_key_of(header: str | None, body: str | None) -> str | None:
+    """The request's idempotency key, from its header or its body (not two different)."""
+    if header is not None and body is not None and header != body:
+        raise ApiError(
+            422, "the Idempotency-Key header and idempotency_key differ: send one", "invalid_input"
+        )
+    return header if header is not None else body
 
 
 @router.get("/api/v1/conversation/history", response_model=list[HistoryItem])
@@ -128,5 +214,5 @@ async def history(
     """Your turns across sessions, newest first (at most 100)."""
     if user_id is not None and user_id != caller.username:
         raise ApiError(403, "you can only read your own history", "forbidden")
-    turns = await server.assistant.store.history(caller.username, min(limit, 100))
-    return [history_item(turn) for turn in turns]
+    turns = await server.assistant.store.history(caller.user_id, min(limit, 100))
+    return [history_item(turn, username=caller.username) for turn in turns]

@@ -46,7 +46,7 @@ class Deleted(BaseModel):
 async def list_memories(server: State, caller: CurrentCaller) -> MemoryList:
     """Your live memories, oldest first."""
     try:
-        records = await server.assistant.list_memories(caller.username)
+        records = await server.assistant.list_memories(caller.user_id)
     except UnknownUserError:
         return MemoryList(items=[])
     return MemoryList(items=[MemoryItem.model_validate(r, from_attributes=True) for r in records])
@@ -61,7 +61,7 @@ async def search_memories(
 ) -> FoundMemories:
     """Your memories most relevant to ``q``, best first."""
     try:
-        found = await server.assistant.search_memories(caller.username, q, limit)
+        found = await server.assistant.search_memories(caller.user_id, q, limit)
     except UnknownUserError:
         return FoundMemories(items=[])
     return FoundMemories(items=[FoundMemory.model_validate(m.model_dump()) for m in found])
@@ -72,8 +72,8 @@ async def delete_memory(
     server: State, caller: CurrentCaller, memory_id: Annotated[int, Path(ge=1, le=2**62)]
 ) -> Response:
     """Delete one of your memories (404 when it is not yours)."""
-    await server.assistant.delete_memory(caller.username, memory_id)
-    await server.changed(caller.username)
+    await server.assistant.delete_memory(caller.user_id, memory_id)
+    await server.changed(caller.user_id)
     return Response(status_code=204)
 
 
@@ -81,8 +81,8 @@ async def delete_memory(
 async def delete_memories(server: State, caller: CurrentCaller) -> Deleted:
     """Delete all your memories."""
     try:
-        count = await server.assistant.delete_memories(caller.username)
+        count = await server.assistant.delete_memories(caller.user_id)
     except UnknownUserError:
         count = 0
-    await server.changed(caller.username)
+    await server.changed(caller.user_id)
     return Deleted(deleted=count)

@@ -3,7 +3,8 @@
 Connect with a ticket from ``POST /api/v1/auth/ws/ticket``:
 ``/ws/chat/?t=<ticket>``. The server sends ``ws.connected`` then
 ``history.snapshot``; every client frame gets an ``ack``; ``chat.send`` frames
-stream ``chat.delta`` events and end with ``chat.reply`` (or ``chat.error``).
+stream ``chat.delta`` events and end with ``chat.reply`` (or ``chat.error``);
+``chat.stop`` stops the running turn (``chat.stopped``, nothing stored).
 docs/http_api.md describes every event.
 """
 
@@ -15,7 +16,6 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from mongars_core.errors import MongarsError
 from mongars_server.app import ServerState
 from mongars_server.errors import classify
-from mongars_server.events import Subscriber, make_event
+from mongars_server.events import REVOKED, Subscriber, make_event
+from mongars_server.hosts import allowed_hosts, origin_allowed
 from mongars_server.routes.conversation import ChatRequest, history_item, run_chat
 from mongars_server.security import AuthenticationError
 
@@ -37,50 +38,70 @@ TRY_AGAIN_LATER = 1013
 HISTORY_SNAPSHOT = 20
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
-    """Browsers always send ``Origin``: it must be the server's own or allow-listed.
-
-    Other clients (scripts, the CLI) send none; the ticket alone admits them.
-    """
-    if origin is None:
-        return True
-    if origin in allowed or "*" in allowed:
-        return True
-    parts = urlsplit(origin)
-    return bool(host) and parts.scheme in {"http", "https"} and parts.netloc == host
-
-
 @router.websocket("/ws/chat/")
 async def chat_socket(websocket: WebSocket) -> None:
     server: ServerState = websocket.state.server
     if not origin_allowed(
         websocket.headers.get("origin"),
         websocket.headers.get("host"),
+        allowed_hosts(server.settings.server),
         server.settings.server.allowed_origins,
     ):
         await websocket.close(POLICY_VIOLATION, "origin not allowed")
         return
     try:
-        user = await server.tickets.redeem(websocket.query_params.get("t", ""))
+        claims = await server.tickets.redeem(websocket.query_params.get("t", ""))
     except AuthenticationError as exc:
         await websocket.close(POLICY_VIOLATION, str(exc))
         return
-    if await server.accounts.get(user) is None:
-        await websocket.close(POLICY_VIOLATION, "the account no longer exists")
+    problem = await _account_problem(
+        server, claims.username, claims.user_id, claims.password_version
+    )
+    if problem is not None:
+        await websocket.close(POLICY_VIOLATION, problem)
         return
     await websocket.accept()
-    await ChatConnection(server, websocket, user).run()
+    await ChatConnection(
+        server, websocket, claims.user_id, claims.username, claims.password_version
+    ).run()
+
+
+async def _account_problem(
+    server: ServerState, username: str, user_id: str, password_version: int
+) -> str | None:
+    """Why a socket's credentials no longer hold (deleted, re-registered, new password)."""
+    account = await server.accounts.get(username)
+    if account is None or account.user_id != user_id:
+        return "the account no longer exists"
+    if account.password_version != password_version:
+        return "the password changed: log in again"
+    return None
 
 
 class ChatConnection:
-    """One accepted socket: a sender task draining the queue, a heartbeat, a reader."""
+    """One accepted socket: a sender task draining the queue, a heartbeat, a reader.
 
-    def __init__(self, server: ServerState, websocket: WebSocket, user: str) -> None:
+    ``user`` is the account's ``user_id`` (its data and its events); events
+    show the client ``username`` instead.
+    """
+
+    def __init__(
+        self,
+        server: ServerState,
+        websocket: WebSocket,
+        user: str,
+        username: str,
+        password_version: int,
+    ) -> None:
         self.server = server
         self.websocket = websocket
         self.user = user
+        self.username = username
+        self.password_version = password_version
         self.subscriber: Subscriber = server.hub.subscribe(user, self._overflowed)
         self.turn: asyncio.Task[None] | None = None
+        self.turn_ref: Any = None  # the chat.send frame id of the running turn
+        self.stop_requested = False
         self.last_pong = time.monotonic()
         self.closing = False
 
@@ -93,7 +114,9 @@ class ChatConnection:
         try:
             self._emit("ws.connected", {"heartbeat_s": heartbeat_s})
             turns = await self.server.assistant.store.history(self.user, HISTORY_SNAPSHOT)
-            items = [history_item(turn).model_dump(mode="json") for turn in turns]
+            items = [
+                history_item(turn, username=self.username).model_dump(mode="json") for turn in turns
+            ]
             self._emit("history.snapshot", {"items": items})
             await self._read_loop()
         except WebSocketDisconnect:
@@ -129,7 +152,10 @@ class ChatConnection:
             if event is None:
                 await self._close(1001, "server shutting down")
                 return
-            await self.websocket.send_text(json.dumps(event))
+            await self.websocket.send_text(json.dumps({**event, "user": self.username}))
+            if event["type"] == REVOKED:
+                await self._close(POLICY_VIOLATION, str(event["data"].get("reason", "revoked")))
+                return
 
     async def _overflowed(self) -> None:
         await self._close(
@@ -173,7 +199,7 @@ class ChatConnection:
             return
         try:
             frame = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             self._ack(None, _error("invalid_json", "the frame is not valid JSON"))
             return
         if not isinstance(frame, dict):
@@ -194,6 +220,8 @@ class ChatConnection:
             self._emit("pong", {})
         elif kind == "chat.send":
             self._start_turn(ref, frame.get("data"))
+        elif kind == "chat.stop":
+            self._stop_turn(ref, frame.get("data"))
         else:
             self._ack(ref, _error("unknown_type", f"unknown frame type {str(kind)[:50]!r}"))
 
@@ -208,10 +236,37 @@ class ChatConnection:
             where = ".".join(str(part) for part in problem["loc"]) or "data"
             self._ack(ref, _error("invalid_input", f"{where}: {problem['msg']}"))
             return
+        limit = self.server.settings.max_message_chars
+        if len(request.message) > limit:
+            message = f"the message has {len(request.message)} characters; the limit is {limit}"
+            self._ack(ref, _error("message_too_long", message))
+            return
         self._ack(ref)
+        self.turn_ref = ref
+        self.stop_requested = False
         self.turn = asyncio.create_task(self._turn(ref, request))
 
+    def _stop_turn(self, ref: Any, data: Any) -> None:
+        """``chat.stop`` with ``{"ref": <the chat.send id>}``: cancel that turn. The
+        backend stops at once and nothing of the turn is stored."""
+        target = data.get("ref") if isinstance(data, dict) else None
+        running = self.turn is not None and not self.turn.done()
+        if not running or target is None or target != self.turn_ref:
+            self._ack(ref, _error("not_running", "no turn with that ref is running"))
+            return
+        assert self.turn is not None
+        self.stop_requested = True
+        self.turn.cancel()
+        self._ack(ref)
+
     async def _turn(self, ref: Any, request: ChatRequest) -> None:
+        # The account may have changed in a process that could not tell this one.
+        problem = await _account_problem(
+            self.server, self.username, self.user, self.password_version
+        )
+        if problem is not None:
+            self._emit(REVOKED, {"reason": problem})
+            return
         wait = await self.server.limiter.take(f"user:{self.user}")
         if wait > 0:
             self._emit(
@@ -221,12 +276,29 @@ class ChatConnection:
             return
 
         async def on_delta(delta: str) -> None:
+            if self.stop_requested:
+                # The cancellation can be lost in a race (asyncio.wait_for on 3.11
+                # returns a result that completed as it was cancelled): stop here too.
+                raise TurnStopped
             self._emit("chat.delta", {"ref": ref, "delta": delta})
 
         try:
             response = await run_chat(
-                self.server, self.user, request.message, request.session_id, on_delta
+                self.server,
+                self.user,
+                request.message,
+                request.session_id,
+                on_delta,
+                idempotency_key=request.idempotency_key,
             )
+        except (asyncio.CancelledError, TurnStopped) as exc:
+            if not self.stop_requested or self.closing:
+                raise
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None:
+                task.uncancel()
+            self._emit("chat.stopped", {"ref": ref})
+            return
         except MongarsError as exc:
             error = classify(exc)
             self._emit("chat.error", {"ref": ref, "code": error.code, "message": error.detail})
@@ -239,6 +311,10 @@ class ChatConnection:
             return
         data = {**response.model_dump(mode="json"), "ref": ref}
         await self.server.hub.publish(make_event("chat.reply", self.user, data))
+
+
+class TurnStopped(Exception):
+    """Raised between two deltas of a turn that ``chat.stop`` stopped."""
 
 
 def _error(code: str, message: str) -> dict[str, str]:

@@ -1,17 +1,20 @@
-// monGARS web console: log in, chat over the websocket (streamed token by token),
-// browse history and memories. Plain JS, no build step; the page's CSP allows
-// only same-origin scripts, so nothing here is inline and all text is set with
-// textContent (never innerHTML) so replies and memories cannot inject markup.
-"use strict";
+// monGARS web console: log in, keep several conversations, chat over the websocket
+// (streamed token by token, stoppable), browse history and memories. Plain JS
+// modules, no build step; the page's CSP allows only same-origin scripts, so
+// nothing here is inline. Text is set with textContent and replies are rendered
+// by markdown.js as DOM nodes (never innerHTML), so replies and memories cannot
+// inject markup.
+import { renderMarkdown } from "/static/markdown.js";
 
 (() => {
   const API = "/api/v1";
   const TOKEN_KEY = "mongars.token";
   const EXPIRES_KEY = "mongars.expires_at";
-  const SESSION_ID = "web";
+  const CONVERSATION_KEY = "mongars.conversation";
   const HISTORY_LIMIT = 50;
   const SEARCH_LIMIT = 20;
-  const MAX_MESSAGE = 1000;
+  const DEFAULT_LIMIT = 4000; // until GET /api/v1/limits answers
+  const COUNTER_FROM = 0.8; // show the character counter from 80 % of the limit
   const USERNAME_RE = /^[A-Za-z0-9_-]{1,150}$/;
   const BACKOFF_MAX_MS = 30000;
 
@@ -24,7 +27,14 @@
     busy: false,
     pending: new Map(), // client frame id -> assistant bubble awaiting its reply
     turns: new Map(), // turn_id -> assistant bubble already shown
+    running: null, // frame id of the websocket turn that Stop would stop
+    asked: new WeakMap(), // assistant bubble -> the message it answers
+    raw: new WeakMap(), // assistant bubble -> the reply text as sent (for Copy)
     memoryQuery: "",
+    sessionId: null, // the open conversation
+    conversations: [],
+    historyItems: [],
+    limit: DEFAULT_LIMIT,
   };
 
   // ---------------------------------------------------------------- helpers
@@ -323,14 +333,27 @@
     if (nearBottom) box.scrollTop = box.scrollHeight;
   }
 
+  function clearTranscript() {
+    state.pending.clear();
+    state.turns.clear();
+    state.running = null;
+    $("chat-stop").hidden = true;
+    $("transcript").replaceChildren($("transcript-empty"));
+    $("transcript-empty").hidden = false;
+    $("details-empty").hidden = false;
+    $("details-body").hidden = true;
+  }
+
   function userBubble(text) {
     const bubble = el("div", "msg user");
     bubble.dataset.testid = "user-message";
     bubble.append(el("span", "visually-hidden", "You: "), el("span", "msg-text", text));
     transcriptAppend(bubble);
+    return bubble;
   }
 
-  function assistantBubble(origin = "here") {
+  // ``message`` is what the user asked, kept for "Regenerate".
+  function assistantBubble(origin = "here", message = "") {
     const bubble = el("div", "msg assistant");
     bubble.dataset.testid = "assistant-message";
     bubble.dataset.state = "pending";
@@ -343,6 +366,7 @@
     if (origin === "elsewhere") {
       bubble.append(el("small", "msg-meta", "Reply to a message sent from another client"));
     }
+    state.asked.set(bubble, message);
     transcriptAppend(bubble);
     return bubble;
   }
@@ -353,51 +377,112 @@
 
   function appendDelta(bubble, delta) {
     bubble.dataset.state = "streaming";
-    bubbleText(bubble).firstChild.appendData(delta);
+    const text = bubbleText(bubble);
+    if (!text.firstChild) text.append(document.createTextNode(""));
+    text.firstChild.appendData(delta);
     const box = $("transcript");
     if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
   }
 
+  function actionButton(label, action, testid) {
+    const button = el("button", "btn btn-small btn-quiet", label);
+    button.type = "button";
+    button.dataset.action = action;
+    button.dataset.testid = testid;
+    return button;
+  }
+
+  // A settled reply: its text as safe Markdown, then what the user should know about it.
   function finishBubble(bubble, reply) {
-    bubbleText(bubble).firstChild.data = reply.response;
+    const raw = typeof reply.response === "string" ? reply.response : "";
+    bubbleText(bubble).replaceChildren(renderMarkdown(raw));
+    state.raw.set(bubble, raw);
     bubble.dataset.state = "final";
-    bubble.dataset.turnId = reply.turn_id;
+    bubble.dataset.turnId = reply.turn_id || "";
     bubble.setAttribute("aria-busy", "false");
-    if (typeof reply.confidence === "number") {
-      const meta = el("small", "msg-meta", `Confidence ${Math.round(reply.confidence * 100)}%`);
-      bubble.append(meta);
+    if (reply.truncated) {
+      const cut = el("small", "msg-cut", "This reply was cut at the length limit.");
+      cut.dataset.testid = "reply-truncated";
+      bubble.append(cut);
     }
-    state.turns.set(reply.turn_id, bubble);
+    const memories = Array.isArray(reply.memories) ? reply.memories : [];
+    if (memories.length) {
+      const line = el("small", "msg-memories");
+      line.dataset.testid = "reply-memories";
+      line.append(el("span", "label", "Remembered: "));
+      memories.forEach((memory, index) => {
+        if (index) line.append(" · ");
+        const text = String(memory.text || "");
+        const item = el("span", "mem", text.length > 80 ? `${text.slice(0, 79)}…` : text);
+        if (typeof memory.score === "number") item.title = `relevance ${memory.score.toFixed(2)}`;
+        line.append(item);
+      });
+      bubble.append(line);
+    }
+    if (typeof reply.confidence === "number") {
+      bubble.append(el("small", "msg-meta", `Confidence ${Math.round(reply.confidence * 100)}%`));
+    }
+    const actions = el("div", "msg-actions");
+    actions.append(actionButton("Copy", "copy", "copy-reply"));
+    bubble.append(actions);
+    if (reply.turn_id) state.turns.set(reply.turn_id, bubble);
+    markLastReply();
+  }
+
+  // Only the newest reply can be regenerated.
+  function markLastReply() {
+    for (const old of $("transcript").querySelectorAll("[data-action='regenerate']")) old.remove();
+    const finals = $("transcript").querySelectorAll(".msg.assistant[data-state='final']");
+    const last = finals[finals.length - 1];
+    if (!last || !state.asked.get(last)) return;
+    last.querySelector(".msg-actions").append(actionButton("Regenerate", "regenerate", "regenerate-reply"));
   }
 
   function failBubble(bubble, message) {
-    bubbleText(bubble).firstChild.data = message;
+    bubbleText(bubble).replaceChildren(document.createTextNode(message));
     bubble.dataset.state = "error";
     bubble.setAttribute("aria-busy", "false");
+  }
+
+  function stopBubble(bubble) {
+    bubble.dataset.state = "stopped";
+    bubble.setAttribute("aria-busy", "false");
+    const meta = el("small", "msg-meta", "Stopped. Nothing of this turn was saved.");
+    meta.dataset.testid = "reply-stopped";
+    bubble.append(meta);
   }
 
   function setBusy(busy) {
     state.busy = busy;
     $("chat-send").disabled = busy;
     $("chat-send").textContent = busy ? "Sending…" : "Send";
+    if (!busy) {
+      state.running = null;
+      $("chat-stop").hidden = true;
+    }
   }
 
   async function sendMessage(message) {
     clearError($("chat-error"));
+    const sessionId = state.sessionId;
     userBubble(message);
-    const bubble = assistantBubble();
+    const bubble = assistantBubble("here", message);
     setBusy(true);
     if (socket.open) {
       const id = newId();
       state.pending.set(id, bubble);
-      if (socket.send({ id, type: "chat.send", data: { message, session_id: SESSION_ID } })) return;
+      if (socket.send({ id, type: "chat.send", data: { message, session_id: sessionId } })) {
+        state.running = id;
+        $("chat-stop").hidden = false;
+        return;
+      }
       state.pending.delete(id);
     }
-    // The socket is down: ask over HTTP instead (no streaming).
+    // The socket is down: ask over HTTP instead (no streaming, no stop).
     try {
       const reply = await api("/conversation/chat", {
         method: "POST",
-        body: { message, session_id: SESSION_ID },
+        body: { message, session_id: sessionId },
       });
       const shown = state.turns.get(reply.turn_id);
       if (shown) {
@@ -405,6 +490,8 @@
         bubble.remove();
         shown.dataset.origin = "here";
         shown.querySelector(".msg-meta")?.remove();
+        state.asked.set(shown, message);
+        markLastReply();
       } else {
         finishBubble(bubble, reply);
       }
@@ -415,6 +502,30 @@
     } finally {
       setBusy(false);
     }
+  }
+
+  function stopReply() {
+    const ref = state.running;
+    if (ref === null) return;
+    socket.send({ id: newId(), type: "chat.stop", data: { ref } });
+  }
+
+  async function copyReply(bubble) {
+    const text = state.raw.get(bubble) ?? bubbleText(bubble).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      notify("Reply copied.");
+    } catch {
+      notify("Could not copy: the browser refused access to the clipboard.", "error");
+    }
+  }
+
+  // Regenerate asks the same message again: the new reply is a new turn, and the
+  // earlier one stays in the conversation (nothing is lost if the new try fails).
+  function regenerate(bubble) {
+    const message = state.asked.get(bubble);
+    if (!message || state.busy) return;
+    sendMessage(message);
   }
 
   // The socket closed: replies to frames sent over it will never arrive.
@@ -464,8 +575,19 @@
           if (bubble) bubble.remove();
           break;
         }
+        if (!bubble && data.session_id !== state.sessionId) {
+          // A turn of another conversation, sent from elsewhere: list it, don't show it here.
+          refreshConversations();
+          refreshHistory();
+          break;
+        }
         finishBubble(bubble || assistantBubble("elsewhere"), data);
         replyArrived(data);
+        break;
+      }
+      case "chat.stopped": {
+        const bubble = settle(data.ref);
+        if (bubble) stopBubble(bubble);
         break;
       }
       case "chat.error": {
@@ -474,6 +596,9 @@
         showError($("chat-error"), new ApiError(0, data.message || "The reply failed.", data.code));
         break;
       }
+      case "conversation.changed":
+        conversationChanged(data);
+        break;
       default:
         break; // events added by newer servers are ignored
     }
@@ -481,6 +606,7 @@
 
   function replyArrived(reply) {
     renderDetails(reply);
+    refreshConversations();
     refreshHistory();
     if (!state.memoryQuery) refreshMemories();
   }
@@ -525,20 +651,337 @@
     $("speech-total").textContent = segments.length ? seconds(total) : "–";
   }
 
+  // --------------------------------------------------------- the message limit
+
+  function overLimitText(length) {
+    const limit = state.limit.toLocaleString("en");
+    return `The message has ${length.toLocaleString("en")} characters; the limit is ${limit}. Shorten it to send it.`;
+  }
+
+  function updateCount() {
+    const length = $("chat-input").value.length;
+    const count = $("chat-count");
+    count.textContent = `${length.toLocaleString("en")} / ${state.limit.toLocaleString("en")}`;
+    count.hidden = length < COUNTER_FROM * state.limit;
+    count.dataset.over = String(length > state.limit);
+    if (length > state.limit) showLimit(overLimitText(length));
+    else if ($("chat-limit").dataset.kind === "over") hideLimit();
+  }
+
+  function showLimit(message, kind = "over") {
+    const box = $("chat-limit");
+    box.textContent = message;
+    box.dataset.kind = kind;
+    box.hidden = false;
+  }
+
+  function hideLimit() {
+    const box = $("chat-limit");
+    box.hidden = true;
+    box.textContent = "";
+    box.dataset.kind = "";
+  }
+
+  // A paste that would take the message over the limit is refused, with the reason,
+  // rather than cut silently.
+  function onPaste(event) {
+    const input = $("chat-input");
+    const pasted = (event.clipboardData && event.clipboardData.getData("text/plain")) || "";
+    const kept = input.value.length - (input.selectionEnd - input.selectionStart);
+    if (kept + pasted.length <= state.limit) {
+      if ($("chat-limit").dataset.kind === "paste") hideLimit();
+      return;
+    }
+    event.preventDefault();
+    const room = Math.max(0, state.limit - kept);
+    showLimit(
+      `Nothing was pasted: the text has ${pasted.length.toLocaleString("en")} characters and a message ` +
+        `can have at most ${state.limit.toLocaleString("en")} (room left: ${room.toLocaleString("en")}).`,
+      "paste",
+    );
+  }
+
+  async function loadLimits() {
+    try {
+      const limits = await api("/limits", { auth: false });
+      if (limits && Number.isInteger(limits.max_message_chars)) state.limit = limits.max_message_chars;
+    } catch (error) {
+      console.warn(`monGARS: using the default message limit: ${error.message}`);
+    }
+    updateCount();
+  }
+
+  // ---------------------------------------------------------- conversations
+
+  function conversationTitle(conversation) {
+    return (conversation && conversation.title) || "New conversation";
+  }
+
+  function rememberConversation(sessionId) {
+    localStorage.setItem(CONVERSATION_KEY, sessionId);
+    const hash = `#c=${encodeURIComponent(sessionId)}`;
+    if (location.hash !== hash) history.replaceState(null, "", hash);
+  }
+
+  function hashConversation() {
+    const match = /^#c=([A-Za-z0-9_.@-]{1,150})$/.exec(location.hash);
+    return match ? match[1] : null;
+  }
+
+  function renderConversations() {
+    const list = $("conversation-list");
+    list.replaceChildren(
+      ...state.conversations.map((conversation) => {
+        const li = el("li");
+        li.dataset.testid = "conversation-item";
+        li.dataset.sessionId = conversation.session_id;
+        const open = el("button", "conv-open");
+        open.type = "button";
+        open.dataset.action = "open-conversation";
+        open.append(el("span", "conv-title", conversationTitle(conversation)));
+        const meta = el("span", "conv-meta");
+        const n = conversation.turns;
+        meta.append(`${n} turn${n === 1 ? "" : "s"} · `, timeElement(conversation.updated_at));
+        open.append(meta);
+        if (conversation.session_id === state.sessionId) open.setAttribute("aria-current", "true");
+        const rename = el("button", "btn btn-small btn-quiet", "Rename");
+        rename.type = "button";
+        rename.dataset.action = "rename-conversation";
+        rename.setAttribute("aria-label", `Rename: ${conversationTitle(conversation)}`);
+        const remove = el("button", "btn btn-small btn-danger", "Delete");
+        remove.type = "button";
+        remove.dataset.action = "delete-conversation";
+        remove.setAttribute("aria-label", `Delete: ${conversationTitle(conversation)}`);
+        li.append(open, rename, remove);
+        return li;
+      }),
+    );
+    $("conversations-empty").hidden = state.conversations.length > 0;
+    const current = state.conversations.find((c) => c.session_id === state.sessionId);
+    $("chat-title").textContent = conversationTitle(current);
+  }
+
+  let conversationsAsked = 0;
+  async function refreshConversations() {
+    if (!state.user) return;
+    // Answers can come back out of order: only the newest request's counts.
+    const asked = ++conversationsAsked;
+    let items;
+    try {
+      items = (await api("/conversations")).items || [];
+    } catch (error) {
+      if (error.status !== 401) notify(`Conversations: ${error.message}`, "error");
+      return;
+    }
+    if (asked !== conversationsAsked) return;
+    state.conversations = items;
+    renderConversations();
+    renderHistory(state.historyItems);
+  }
+
+  // Show ``sessionId``'s turns; one that does not exist yet is a new, empty conversation.
+  async function openConversation(sessionId) {
+    if (state.busy) {
+      notify("Wait for the reply (or stop it) before switching conversations.", "error");
+      return;
+    }
+    state.sessionId = sessionId;
+    rememberConversation(sessionId);
+    clearTranscript();
+    clearError($("chat-error"));
+    renderConversations();
+    if (!state.conversations.some((c) => c.session_id === sessionId)) return;
+    let turns;
+    try {
+      turns = (await api(`/conversations/${encodeURIComponent(sessionId)}/turns`)).items || [];
+    } catch (error) {
+      if (error.status !== 401 && error.status !== 404) notify(`Conversation: ${error.message}`, "error");
+      return;
+    }
+    if (state.sessionId !== sessionId) return; // another one was opened meanwhile
+    for (const turn of turns) {
+      userBubble(turn.query);
+      finishBubble(assistantBubble("here", turn.query), { response: turn.response });
+    }
+    const box = $("transcript");
+    box.scrollTop = box.scrollHeight;
+  }
+
+  function draftId() {
+    return newId();
+  }
+
+  // The new conversation opens at once (what is typed next goes to it); the server
+  // learns of it meanwhile. Its first turn would create it too, so a 409 is fine.
+  async function newConversation() {
+    if (state.busy) {
+      notify("Wait for the reply (or stop it) before starting a conversation.", "error");
+      return;
+    }
+    const sessionId = draftId();
+    openConversation(sessionId);
+    $("chat-input").focus();
+    try {
+      await api("/conversations", { method: "POST", body: { session_id: sessionId } });
+    } catch (error) {
+      if (error.status !== 401 && error.status !== 409) {
+        notify(`Could not start a conversation: ${error.message}`, "error");
+      }
+    }
+    await refreshConversations();
+  }
+
+  function renameConversation(sessionId) {
+    const conversation = state.conversations.find((c) => c.session_id === sessionId);
+    const dialog = $("rename-dialog");
+    $("rename-input").value = conversation ? conversation.title : "";
+    dialog.dataset.sessionId = sessionId;
+    clearError($("rename-error"));
+    dialog.showModal();
+    $("rename-input").select();
+  }
+
+  async function onRenameSubmit(event) {
+    event.preventDefault();
+    const dialog = $("rename-dialog");
+    const title = $("rename-input").value.trim();
+    if (!title) {
+      showError($("rename-error"), new ApiError(0, "Enter a title."));
+      return;
+    }
+    try {
+      await api(`/conversations/${encodeURIComponent(dialog.dataset.sessionId)}`, {
+        method: "PATCH",
+        body: { title },
+      });
+      dialog.close();
+      await refreshConversations();
+    } catch (error) {
+      showError($("rename-error"), error);
+    }
+  }
+
+  async function deleteConversation(sessionId) {
+    const conversation = state.conversations.find((c) => c.session_id === sessionId);
+    const ok = await confirmAction(
+      `Delete “${conversationTitle(conversation)}”?`,
+      "Its messages and replies are deleted. What monGARS learnt in it stays under Memories, where you can delete it.",
+      "Delete",
+    );
+    if (!ok) return;
+    try {
+      await api(`/conversations/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
+      notify("Conversation deleted.");
+    } catch (error) {
+      if (error.status !== 401) notify(`Could not delete the conversation: ${error.message}`, "error");
+      return;
+    }
+    state.conversations = state.conversations.filter((c) => c.session_id !== sessionId);
+    if (sessionId === state.sessionId) await openConversation(pickConversation());
+    await refreshConversations();
+    refreshHistory();
+  }
+
+  function pickConversation() {
+    const wanted = [hashConversation(), localStorage.getItem(CONVERSATION_KEY)];
+    for (const id of wanted) {
+      if (id && state.conversations.some((c) => c.session_id === id)) return id;
+    }
+    return state.conversations.length ? state.conversations[0].session_id : draftId();
+  }
+
+  async function conversationChanged(data) {
+    await refreshConversations();
+    if (data.change === "deleted" && data.session_id === state.sessionId && !state.busy) {
+      await openConversation(pickConversation());
+    }
+  }
+
+  // -------------------------------------------------------------- dialogs
+
+  function confirmAction(title, text, okLabel) {
+    const dialog = $("confirm-dialog");
+    $("confirm-title").textContent = title;
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = okLabel;
+    dialog.returnValue = "";
+    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    });
+  }
+
+  function openPasswordDialog() {
+    $("password-old").value = "";
+    $("password-new").value = "";
+    clearError($("password-error"));
+    $("password-dialog").showModal();
+    $("password-old").focus();
+  }
+
+  async function onPasswordSubmit(event) {
+    event.preventDefault();
+    const oldPassword = $("password-old").value;
+    const newPassword = $("password-new").value;
+    const box = $("password-error");
+    clearError(box);
+    const problems = [];
+    if (!oldPassword) problems.push("current password: enter it");
+    if (newPassword.length < 8) problems.push("new password: use at least 8 characters");
+    if (problems.length) {
+      showError(box, new ApiError(0, "Please correct the following:", "invalid", problems));
+      return;
+    }
+    const username = state.user.username;
+    $("password-ok").disabled = true;
+    // The change closes this account's websockets; don't reconnect with the old token.
+    socket.stop();
+    try {
+      await api("/user/change-password", {
+        method: "POST",
+        body: { old_password: oldPassword, new_password: newPassword },
+      });
+    } catch (error) {
+      $("password-ok").disabled = false;
+      if (error.status !== 401) {
+        showError(box, error);
+        socket.start();
+      }
+      return;
+    }
+    $("password-ok").disabled = false;
+    $("password-dialog").close();
+    // The change ended every session of the account, this one included: sign in again.
+    try {
+      const login = await api("/auth/login", {
+        method: "POST",
+        body: { username, password: newPassword },
+        auth: false,
+      });
+      await startSession(login.access_token, login.expires_in);
+      notify("Password changed. Other sessions of your account have been signed out.");
+    } catch (error) {
+      endSession(`Password changed. Please log in again with the new password (${error.message}).`, "info");
+    }
+  }
+
   // --------------------------------------------------------------- history
 
   function renderHistory(items) {
+    state.historyItems = items;
+    const titles = new Map(state.conversations.map((c) => [c.session_id, conversationTitle(c)]));
     const list = $("history-list");
     list.replaceChildren(
       ...items.map((item) => {
         const li = el("li");
         li.dataset.id = String(item.id);
         li.dataset.testid = "history-item";
-        li.append(
-          el("div", "q", item.query),
-          el("div", "r", item.response),
-          timeElement(item.timestamp),
-        );
+        const label = el("button", "h-conv", titles.get(item.session_id) || item.session_id);
+        label.type = "button";
+        label.dataset.action = "open-conversation";
+        label.dataset.sessionId = item.session_id;
+        label.dataset.testid = "history-conversation";
+        li.append(label, el("div", "q", item.query), el("div", "r", item.response), timeElement(item.timestamp));
         return li;
       }),
     );
@@ -547,7 +990,7 @@
 
   async function refreshHistory() {
     if (!state.user) return;
-    const query = new URLSearchParams({ user_id: state.user.username, limit: String(HISTORY_LIMIT) });
+    const query = new URLSearchParams({ limit: String(HISTORY_LIMIT) });
     try {
       renderHistory(await api(`/conversation/history?${query}`));
     } catch (error) {
@@ -655,6 +1098,8 @@
     clearError($("auth-error"));
     $("auth-password").value = "";
     socket.start();
+    await Promise.all([loadLimits(), refreshConversations()]);
+    await openConversation(pickConversation());
     refreshHistory();
     refreshMemories();
     $("chat-input").focus();
@@ -666,21 +1111,22 @@
     clearTimeout(state.expiryTimer);
     state.token = null;
     state.user = null;
-    state.pending.clear();
-    state.turns.clear();
     state.memoryQuery = "";
+    state.conversations = [];
+    state.historyItems = [];
+    state.sessionId = null;
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(EXPIRES_KEY);
     setBusy(false);
-    $("transcript").replaceChildren($("transcript-empty"));
-    $("transcript-empty").hidden = false;
+    clearTranscript();
+    $("conversation-list").replaceChildren();
+    $("chat-title").textContent = "New conversation";
     $("history-list").replaceChildren();
     $("memory-list").replaceChildren();
     $("memory-caption").textContent = "";
     $("memory-search-input").value = "";
-    $("details-empty").hidden = false;
-    $("details-body").hidden = true;
     clearError($("chat-error"));
+    hideLimit();
     $("app").hidden = true;
     $("session-bar").hidden = true;
     $("auth-panel").hidden = false;
@@ -741,12 +1187,13 @@
   function wire() {
     $("auth-form").addEventListener("submit", onAuthSubmit);
     $("logout-button").addEventListener("click", () => endSession("You have logged out.", "info"));
+    $("password-button").addEventListener("click", openPasswordDialog);
+    $("password-form").addEventListener("submit", onPasswordSubmit);
+    $("password-cancel").addEventListener("click", () => $("password-dialog").close());
 
     const input = $("chat-input");
-    const updateCount = () => {
-      $("chat-count").textContent = `${input.value.length} / ${MAX_MESSAGE}`;
-    };
     input.addEventListener("input", updateCount);
+    input.addEventListener("paste", onPaste);
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -757,9 +1204,43 @@
       event.preventDefault();
       const message = input.value.trim();
       if (!message || state.busy) return;
+      if (message.length > state.limit) {
+        showLimit(overLimitText(message.length));
+        return;
+      }
       input.value = "";
       updateCount();
-      sendMessage(message.slice(0, MAX_MESSAGE));
+      hideLimit();
+      sendMessage(message);
+    });
+    $("chat-stop").addEventListener("click", stopReply);
+    $("transcript").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      const bubble = button && button.closest(".msg.assistant");
+      if (!bubble) return;
+      if (button.dataset.action === "copy") copyReply(bubble);
+      else if (button.dataset.action === "regenerate") regenerate(bubble);
+    });
+
+    $("conversation-new").addEventListener("click", newConversation);
+    $("conversation-list").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      const item = button && button.closest("li");
+      if (!item) return;
+      const sessionId = item.dataset.sessionId;
+      if (button.dataset.action === "open-conversation") openConversation(sessionId);
+      else if (button.dataset.action === "rename-conversation") renameConversation(sessionId);
+      else if (button.dataset.action === "delete-conversation") deleteConversation(sessionId);
+    });
+    $("rename-form").addEventListener("submit", onRenameSubmit);
+    $("rename-cancel").addEventListener("click", () => $("rename-dialog").close());
+    $("history-list").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action='open-conversation']");
+      if (button && button.dataset.sessionId !== state.sessionId) openConversation(button.dataset.sessionId);
+    });
+    window.addEventListener("hashchange", () => {
+      const wanted = hashConversation();
+      if (state.user && wanted && wanted !== state.sessionId) openConversation(wanted);
     });
 
     $("history-refresh").addEventListener("click", refreshHistory);
@@ -780,13 +1261,13 @@
       const button = event.target.closest("button[data-action='delete-memory']");
       if (button) deleteMemory(button);
     });
-    const dialog = $("confirm-dialog");
-    $("memory-delete-all").addEventListener("click", () => {
-      dialog.returnValue = "";
-      dialog.showModal();
-    });
-    dialog.addEventListener("close", () => {
-      if (dialog.returnValue === "confirm") deleteAllMemories();
+    $("memory-delete-all").addEventListener("click", async () => {
+      const ok = await confirmAction(
+        "Delete all memories?",
+        "monGARS will forget everything it remembers about you. This cannot be undone.",
+        "Delete all",
+      );
+      if (ok) deleteAllMemories();
     });
 
     window.addEventListener("online", () => socket.reconnectNow());
@@ -794,6 +1275,7 @@
 
   async function boot() {
     wire();
+    updateCount();
     const token = sessionStorage.getItem(TOKEN_KEY);
     const expiresAt = Number(sessionStorage.getItem(EXPIRES_KEY));
     if (!token || (expiresAt && expiresAt <= Date.now())) {

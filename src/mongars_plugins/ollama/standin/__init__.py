@@ -19,7 +19,7 @@ or as a process that can be killed mid-stream::
         ...
         server.kill()
 
-It needs Starlette and uvicorn (``mongars[server]``). docs/ollama.md says
+It needs Starlette and uvicorn (``mongars-assistant[server]``). docs/ollama.md says
 what it does and does not do.
 """
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
     with op.batch_alter_table("accounts") as batch:
         batch.alter_column("user_id", existing_type=sa.String(length=150), nullable=False)
     op.create_index("ix_accounts_user_id", "accounts", ["user_id"], unique=True)
+    op.add_column("accounts", sa.Column("created_by", sa.String(length=150), nullable=True))
 
     op.add_column("api_keys", sa.Column("account_user_id", sa.String(length=150), nullable=True))
     op.execute(
@@ -61,4 +62,5 @@ def downgrade() -> None:
         batch.drop_column("account_user_id")
     op.drop_index("ix_accounts_user_id", table_name="accounts")
     with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("created_by")
         batch.drop_column("user_id")

@@ -1,0 +1,118 @@
+"""Finishing generated text: stop repetition loops, end a cut reply cleanly.
+
+Small models fall into loops (a poem's stanza again and again, until the length
+limit) and get cut mid-word at ``max_new_tokens``. :class:`RepetitionGuard`
+watches the stream and says when the reply starts repeating itself, keeping one
+copy; :func:`end_cleanly` ends a cut reply on a sentence or an ellipsis. Both
+work on text alone, so they serve every backend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+INCOMPLETE_CHARACTER = "\ufffd"
+"""What a decoder writes for the bytes of an unfinished character."""
+
+MIN_UNIT_WORDS = 3
+"""Lines or sentences shorter than this ("}", "Oh!") may repeat freely."""
+
+KEEP_SENTENCES_ABOVE = 0.6
+"""A cut reply ends at its last complete sentence when that keeps this share of it."""
+
+_UNIT_END = re.compile(r"[.!?…][\"'’”)\]»*]*(?=\s)|\n")
+_WORD = re.compile(r"\w+")
+_SENTENCE_END = re.compile(r"[.!?…][\"'’”)\]»*]*(?=\s|$)")
+_CLOSING = set(".!?…)\"'’”»`*]")
+_DANGLING = ",;:-–—([{"
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A finished line or sentence of the reply: where it starts and its words."""
+
+    start: int
+    words: tuple[str, ...]
+
+
+class RepetitionGuard:
+    """Watches streamed reply text and says when it starts to loop.
+
+    The text is split into lines and sentences as they finish. The reply loops
+    when two sentences in a row repeat two earlier ones in the same order, or one
+    sentence comes a third time; short ones (under :data:`MIN_UNIT_WORDS` words)
+    don't count. :attr:`text` is then the reply up to where the repetition began.
+    """
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._units: list[_Unit] = []
+        self._unit_start = 0
+        self.cut: int | None = None
+        """Where the repetition began, once :meth:`feed` has seen it."""
+
+    @property
+    def text(self) -> str:
+        """The reply so far, or up to the repetition when there was one."""
+        return self._text if self.cut is None else self._text[: self.cut].rstrip()
+
+    def feed(self, delta: str) -> bool:
+        """Add streamed text; ``True`` when the reply has started repeating itself."""
+        if self.cut is not None:
+            return True
+        self._text += delta
+        # From the unfinished unit's start: its end may need the whitespace just fed.
+        for match in _UNIT_END.finditer(self._text, self._unit_start):
+            words = tuple(_WORD.findall(self._text[self._unit_start : match.end()].lower()))
+            if words:
+                self._units.append(_Unit(self._unit_start, words))
+                if self._loops():
+                    return True
+            self._unit_start = match.end()
+        return False
+
+    def _loops(self) -> bool:
+        units = self._units
+        last = units[-1]
+        if len(last.words) < MIN_UNIT_WORDS:
+            return False
+        if sum(unit.words == last.words for unit in units[:-1]) >= 2:
+            self.cut = last.start
+            return True
+        if len(units) < 4 or len(units[-2].words) < MIN_UNIT_WORDS:
+            return False
+        pair = (units[-2].words, last.words)
+        for first, second in pairwise(units[:-2]):
+            if (first.words, second.words) == pair:
+                self.cut = units[-2].start
+                return True
+        return False
+
+
+def end_cleanly(text: str) -> str:
+    """A reply cut at the length limit, ended on a whole sentence or an ellipsis.
+
+    An unfinished character is dropped. When the last complete sentence keeps
+    most of the text (:data:`KEEP_SENTENCES_ABOVE`), the fragment after it goes;
+    otherwise the text ends with "…".
+    """
+    text = text.rstrip().rstrip(INCOMPLETE_CHARACTER).rstrip()
+    if not text or text[-1] in _CLOSING:
+        return text
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    if ends and ends[-1] >= KEEP_SENTENCES_ABOVE * len(text):
+        return text[: ends[-1]]
+    return text.rstrip(_DANGLING + " ").rstrip() + "…"
+
+
+def looks_cut(text: str, max_new_tokens: int) -> bool:
+    """For backends that don't say how generation ended: no closing punctuation
+    and about ``max_new_tokens`` tokens (at ~4 characters a token)."""
+    stripped = text.rstrip()
+    return (
+        bool(stripped)
+        and stripped[-1] not in _CLOSING
+        and len(stripped) / 4 >= 0.9 * max_new_tokens
+    )

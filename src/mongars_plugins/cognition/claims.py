@@ -1,0 +1,180 @@
+"""Computed claims in a reply, checked against the verified facts of the turn.
+
+A small model restates the fact it was given and then "shows its work" wrongly
+("15% of 240 = 36. 15% of 240 is 0.15 * 240 = 32.5"). :func:`contradictions`
+finds the sentences that claim a computed value the facts or the evaluator
+disprove:
+
+* arithmetic the evaluator can check, followed by a claimed value
+  ("0.15 * 240 = 32.5", "17 times 23 is 381");
+* a conversion's target unit with another amount, in a sentence that names the
+  source amount or right after "=" ("100 °F is equal to 100.00 Celsius");
+* "the answer is N" (or a leading "= N") when the turn has a single numeric fact.
+
+Numbers agree as :class:`WrittenNumber` says: to the precision written, within 1%.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+from mongars_core.types import ReasoningHint
+from mongars_plugins.cognition.evaluator import find_arithmetic
+from mongars_plugins.cognition.units import Unit, conversion_units, find_quantities
+
+RELATIVE_TOLERANCE = Fraction(1, 100)
+"""A reply's number may differ from the fact by 1% ("3.1 miles" for 3.10686) and no more."""
+
+_NUMBER = re.compile(
+    r"(?<![\w.])-?(?P<digits>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.(?P<decimals>\d+))?"
+    r"(?:e(?P<exponent>[+-]?\d{1,3}))?",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[^\n]*?(?:[.!?…](?=\s)|\n|$)")
+# What joins a computation to the value claimed for it.
+_CLAIM = re.compile(
+    r"\s*(?:==?|≈|is(?:\s+equal\s+to)?|are|equals?|makes|gives(?:\s+you)?|comes\s+to"
+    r"|(?:would|will)\s+be)\s*(?:(?:about|approximately|roughly|exactly)\s+)?",
+    re.IGNORECASE,
+)
+_ANSWER = re.compile(
+    r"(?:^\s*=|\b(?:answer|result|total)\s+(?:is|=|would\s+be|will\s+be)|^\s*(?:so|thus),?\s+it'?s)"
+    r"\s*",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class WrittenNumber:
+    """A number as written, with half a unit of its last written digit as its precision."""
+
+    value: Fraction
+    half_unit: Fraction
+
+    def agrees_with(self, other: WrittenNumber) -> bool:
+        difference = abs(self.value - other.value)
+        return difference <= max(
+            self.half_unit, other.half_unit
+        ) and difference <= RELATIVE_TOLERANCE * abs(self.value)
+
+
+def written_numbers(text: str) -> Iterator[WrittenNumber]:
+    """The numbers of ``text`` in order ("1,000", "-3.5", "1e6", "−2")."""
+    for match in _NUMBER.finditer(text.replace("−", "-")):
+        yield _written(match)
+
+
+def _written(match: re.Match[str]) -> WrittenNumber:
+    decimals = match["decimals"] or ""
+    exponent = int(match["exponent"] or 0)
+    mantissa = Fraction(f"{match['digits'].replace(',', '')}.{decimals or '0'}")
+    scale = Fraction(10) ** exponent
+    sign = -1 if match[0].startswith("-") else 1
+    return WrittenNumber(value=sign * mantissa * scale, half_unit=scale / (2 * 10 ** len(decimals)))
+
+
+def _number_at(text: str) -> WrittenNumber | None:
+    match = _NUMBER.match(text.replace("−", "-"))
+    return None if match is None else _written(match)
+
+
+def _first_number(text: str) -> WrittenNumber | None:
+    return next(written_numbers(text), None)
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence or line of ``text``, trailing space excluded."""
+    spans: list[tuple[int, int]] = []
+    for match in _SENTENCE.finditer(text):
+        start, end = match.start(), match.end()
+        if text[start:end].strip():
+            spans.append((start, end))
+    return spans
+
+
+def contradictions(text: str, hints: list[ReasoningHint]) -> list[tuple[int, int]]:
+    """The sentences of ``text`` (as spans) that claim a value the facts disprove."""
+    numeric = [hint for hint in hints if _first_number(hint.result) is not None]
+    single = _first_number(numeric[0].result) if len(numeric) == 1 else None
+    conversions = [found for hint in hints if (found := _conversion(hint)) is not None]
+    found: list[tuple[int, int]] = []
+    for start, end in sentences(text):
+        sentence = text[start:end]
+        if (
+            _wrong_arithmetic(sentence)
+            or any(_wrong_conversion(sentence, conversion) for conversion in conversions)
+            or (single is not None and _wrong_answer(sentence, single))
+        ):
+            found.append((start, end))
+    return found
+
+
+def _wrong_arithmetic(sentence: str) -> bool:
+    """An expression followed by a claimed value ("0.15 * 240 = 32.5") that is wrong."""
+    expressions = find_arithmetic(sentence)
+    results = {start: hint.result for start, _, hint in expressions}
+    for _, end, hint in expressions:
+        claim = _CLAIM.match(sentence, end)
+        if claim is None or claim.end() == end:
+            continue
+        # "15% of 240 is 0.15 * 240 = 32.5": the value is another expression's.
+        claimed_text = results.get(claim.end()) or sentence[claim.end() :]
+        claimed = _number_at(claimed_text)
+        expected = _first_number(hint.result)
+        if claimed is not None and expected is not None and not expected.agrees_with(claimed):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class _Conversion:
+    amount: WrittenNumber
+    source: Unit
+    target: Unit
+    result: WrittenNumber
+
+
+def _conversion(hint: ReasoningHint) -> _Conversion | None:
+    units = conversion_units(hint)
+    if units is None:
+        return None
+    amount_text, source, target = units
+    amount, result = _first_number(amount_text), _first_number(hint.result)
+    if amount is None or result is None:
+        return None
+    return _Conversion(amount, source, target, result)
+
+
+def _wrong_conversion(sentence: str, conversion: _Conversion) -> bool:
+    """Another amount of the target unit, said of the source amount or after "="."""
+    quantities = find_quantities(sentence)
+    names_source = any(
+        quantity.unit == conversion.source
+        and (number := _number_at(quantity.amount)) is not None
+        and conversion.amount.agrees_with(number)
+        for quantity in quantities
+    )
+    for quantity in quantities:
+        if quantity.unit != conversion.target:
+            continue
+        claimed = _number_at(quantity.amount)
+        if claimed is None or conversion.result.agrees_with(claimed):
+            continue
+        if names_source or sentence[: quantity.start].rstrip().endswith(("=", "≈")):
+            return True
+    return False
+
+
+def _wrong_answer(sentence: str, expected: WrittenNumber) -> bool:
+    """ "The answer is N", "= N": a value claimed for the question's one fact."""
+    starts = {start for start, _, _ in find_arithmetic(sentence)}
+    for cue in _ANSWER.finditer(sentence):
+        if cue.end() in starts:
+            continue  # "the result is 15% of 240": the arithmetic check judges that
+        claimed = _number_at(sentence[cue.end() :])
+        if claimed is not None and not expected.agrees_with(claimed):
+            return True
+    return False
