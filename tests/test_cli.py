@@ -166,6 +166,21 @@ async def test_a_reply_revised_after_streaming_is_shown_again(
     assert lines[3] == "It is 370."
 
 
+async def test_a_reply_says_which_memories_it_had(
+    make_assistant: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mongars_core import chat_cli
+
+    assistant = await make_assistant()
+    await chat_cli._one_turn(assistant, "alice", "My dog is called Rex.", "monday", None, False)
+    capsys.readouterr()
+    await chat_cli._one_turn(assistant, "alice", "What is my dog called?", "tuesday", None, False)
+
+    captured = capsys.readouterr()
+    assert 'remembered: "My dog is called Rex."' in captured.err
+    assert "remembered" not in captured.out
+
+
 def test_backends_lists_each_roles_endpoints(env: dict[str, str]) -> None:
     roles = (
         '{"general": [{"backend": "local", "model": "smollm2"}],'

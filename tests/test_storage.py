@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from mongars_core.errors import (
@@ -205,3 +206,49 @@ async def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) 
     second = await Store.open(f"sqlite+aiosqlite:///{database}")
     await second.close()
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no schema at all, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+async def test_upgrading_lists_the_conversations_held_before(empty_database_url: str) -> None:
+    url = empty_database_url
+    old = Store.connect(url)
+    await old.upgrade("0002")
+    async with old.engine.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO users (id, created_at) VALUES ('alice', :at)"), {"at": utcnow()}
+        )
+        for index, (session, message) in enumerate(
+            [("s1", "My sister is called Amélie"), ("s1", "and my dog Rex"), ("s2", "Hi")]
+        ):
+            await connection.execute(
+                text(
+                    "INSERT INTO turns (turn_id, user_id, session_id, message, reply, "
+                    "confidence, backend, meta, created_at) VALUES "
+                    "(:turn, 'alice', :session, :message, 'ok', 0.5, 'x', '{}', :at)"
+                ),
+                {
+                    "turn": f"t{index}",
+                    "session": session,
+                    "message": message,
+                    "at": utcnow() + timedelta(seconds=index),
+                },
+            )
+    await old.upgrade()
+    await old.close()
+
+    store = await Store.open(url)
+    try:
+        listed = await store.list_conversations("alice")
+        assert {(c.session_id, c.title) for c in listed} == {
+            ("s1", "My sister is called Amélie"),
+            ("s2", "Hi"),
+        }
+    finally:
+        await store.close()

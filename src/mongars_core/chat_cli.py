@@ -21,6 +21,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from mongars_core.cli import _settings, err, fail, out, printable, progress_reporter
 from mongars_core.errors import MongarsError, UnknownUserError
@@ -33,7 +34,7 @@ from mongars_core.local_server import (
 )
 from mongars_core.pipeline import Assistant, validate_turn
 from mongars_core.settings import Settings
-from mongars_core.types import Reply, StreamEvent
+from mongars_core.types import Reply, StreamEvent, remembered_line
 
 HISTORY_FILE = "chat_history"
 HISTORY_LENGTH = 1000
@@ -140,6 +141,9 @@ class _Printer:
             label = "monGARS (revised)>" if self.streamed else "monGARS>"
             out.print(f"[bold cyan]{label}[/] ", end="")
             out.print(reply.text, highlight=False, markup=False)
+        remembered = remembered_line(reply.memories)
+        if remembered is not None:
+            err.print(f"[dim]{escape(printable(remembered))}[/]", highlight=False)
         for warning in reply.warnings:
             err.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False)
 

@@ -8,11 +8,8 @@ database URL says so. Driver errors are translated here, at the boundary, into
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,25 +21,27 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import case, delete, event, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col
 
 from mongars_core.errors import (
     ConfigurationError,
     ConversationNotFoundError,
-    CorruptDatabaseError,
-    DatabaseUnavailableError,
     DuplicateRecordError,
     DuplicateTurnError,
     MemoryNotFoundError,
-    MissingDependencyError,
-    ReadOnlyDatabaseError,
     StorageError,
+)
+from mongars_core.storage.engine import (
+    create_engine,
+    driver_reason,
+    is_unusable_file,
+    unusable_database,
 )
 from mongars_core.storage.models import (
     ConversationRecord,
@@ -144,7 +143,7 @@ class Store:
     @classmethod
     def connect(cls, url: str) -> Store:
         """A store for ``url`` without any schema check (``mongars db upgrade`` uses it)."""
-        return cls(_create_engine(url), url)
+        return cls(create_engine(url), url)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -168,17 +167,13 @@ class Store:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 yield session
         except IntegrityError as exc:
-            raise DuplicateRecordError(f"duplicate record: {_reason(exc)}") from exc
+            raise DuplicateRecordError(f"duplicate record: {driver_reason(exc)}") from exc
         except (OSError, DBAPIError) as exc:
-            if (
-                isinstance(exc, OSError)
-                or exc.connection_invalidated
-                or _sqlite_error(exc) in SQLITE_FILE_ERRORS
-            ):
-                raise _unusable_database(exc, self.url) from exc
-            raise StorageError(f"database error: {_reason(exc)}") from exc
+            if isinstance(exc, OSError) or exc.connection_invalidated or is_unusable_file(exc):
+                raise unusable_database(exc, self.url) from exc
+            raise StorageError(f"database error: {driver_reason(exc)}") from exc
         except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {_reason(exc)}") from exc
+            raise StorageError(f"database error: {driver_reason(exc)}") from exc
 
     # -- schema ------------------------------------------------------------------
 
@@ -228,9 +223,9 @@ class Store:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(function)
         except (OSError, DBAPIError) as exc:
-            raise _unusable_database(exc, self.url) from exc
+            raise unusable_database(exc, self.url) from exc
         except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {_reason(exc)}") from exc
+            raise StorageError(f"database error: {driver_reason(exc)}") from exc
 
     # -- users -----------------------------------------------------------------------
 
@@ -597,130 +592,3 @@ class Store:
                 raise ConversationNotFoundError(f"you have no conversation {session_id!r}")
             await session.commit()
         return deleted
-
-
-def _create_engine(url: str) -> AsyncEngine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
-    wanted = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}.get(backend)
-    if wanted is None:
-        raise ConfigurationError(
-            f"unsupported database {backend!r} in {url!r}: use sqlite+aiosqlite:// "
-            "or postgresql+asyncpg://"
-        )
-    if driver != wanted:
-        raise ConfigurationError(
-            f"database URL {parsed.render_as_string(hide_password=True)!r} uses driver "
-            f"{driver!r}; monGARS talks to {backend} through {backend}+{wanted}://"
-        )
-    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        _private_database_file(Path(parsed.database).expanduser())
-    try:
-        engine = create_async_engine(parsed, pool_pre_ping=backend != "sqlite")
-    except ImportError as exc:
-        raise MissingDependencyError(
-            wanted, "postgres" if backend == "postgresql" else "all"
-        ) from exc
-    except (ArgumentError, SQLAlchemyError) as exc:
-        raise ConfigurationError(f"unusable database URL {url!r}: {exc}") from exc
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _private_database_file(path: Path) -> None:
-    """Create the SQLite file's folder (0700) and the file itself (0600) before SQLite does.
-
-    Conversations are private: with the usual umask SQLite would create the
-    file 0644 in a 0755 folder. SQLite gives its -wal and -shm files the
-    database file's mode, so they stay private too. An existing file of ours
-    that others can read is tightened.
-    """
-    folder = path.parent
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            info = os.fstat(descriptor)
-            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
-                os.fchmod(descriptor, 0o600)
-        finally:
-            os.close(descriptor)
-    except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise ReadOnlyDatabaseError(
-                f"the data folder {folder} is not writable ({exc.strerror or exc}), "
-                f"so the database {path} cannot be opened"
-            ) from exc
-        raise ConfigurationError(
-            f"cannot use {folder} as the data folder: {exc.strerror or exc}"
-        ) from exc
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; NORMAL sync is durable across
-    # application crashes, which is what a chat history needs.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-SQLITE_FILE_ERRORS = frozenset(
-    {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN", "SQLITE_READONLY"}
-)
-"""SQLite errors that mean the file or its folder is unusable, not a failed statement."""
-
-
-def _sqlite_error(exc: BaseException) -> str | None:
-    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
-    return name if isinstance(name, str) else None
-
-
-def _unusable_database(exc: OSError | DBAPIError, url: str) -> StorageError:
-    """What a driver's failure to open or reach the database means, in one line."""
-    parsed = make_url(url)
-    name = _sqlite_error(exc)
-    if name is None or not parsed.database:
-        return DatabaseUnavailableError(
-            f"cannot reach the database at {parsed.render_as_string(hide_password=True)}: "
-            f"{_reason(exc)}"
-        )
-    database = Path(parsed.database).expanduser()
-    if name == "SQLITE_NOTADB":
-        return CorruptDatabaseError(
-            f"the database file {database} is not a SQLite database (corrupt?)"
-        )
-    if name == "SQLITE_CORRUPT":
-        return CorruptDatabaseError(
-            f"the database file {database} is damaged ({_reason(exc)}): restore it from a backup"
-        )
-    # SQLite keeps its write-ahead log beside the file: the folder must be writable too.
-    problem = _why_unwritable(database.parent)
-    if problem is not None:
-        return ReadOnlyDatabaseError(
-            f"the data folder {database.parent} is not writable ({problem}), "
-            f"so the database {database} cannot be opened"
-        )
-    if name == "SQLITE_READONLY":
-        return ReadOnlyDatabaseError(f"the database file {database} is read-only ({_reason(exc)})")
-    return DatabaseUnavailableError(f"cannot open the database {database}: {_reason(exc)}")
-
-
-def _why_unwritable(folder: Path) -> str | None:
-    """Why no file can be created in ``folder``, or None when one can."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
-def _reason(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__

@@ -47,6 +47,17 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
 
+    # Conversations held before this revision get a row each, titled by their
+    # first message, so the console lists them.
+    op.execute(
+        "INSERT INTO conversations (user_id, session_id, title, created_at, updated_at) "
+        "SELECT t.user_id, t.session_id, "
+        "substr((SELECT f.message FROM turns f WHERE f.user_id = t.user_id "
+        "AND f.session_id = t.session_id ORDER BY f.id LIMIT 1), 1, 60), "
+        "min(t.created_at), max(t.created_at) "
+        "FROM turns t GROUP BY t.user_id, t.session_id"
+    )
+
     op.add_column("turns", sa.Column("idempotency_key", sa.String(length=200), nullable=True))
     op.create_index(
         "ix_turns_user_idempotency", "turns", ["user_id", "idempotency_key"], unique=True
