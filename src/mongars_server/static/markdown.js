@@ -3,7 +3,6 @@
 // building DOM nodes. No text is ever parsed as HTML (no innerHTML), and a link
 // gets an href only when it is http(s): `<img onerror>` stays text and
 // `[x](javascript:...)` stays the literal text it was.
-"use strict";
 
 const FENCE = /^\s*```\s*([\w+-]*)\s*$/;
 const BULLET = /^\s*[-*+]\s+(.*)$/;

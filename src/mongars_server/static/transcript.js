@@ -1,0 +1,183 @@
+// The transcript: user and assistant bubbles (a reply streams into its bubble,
+// then is rendered as safe Markdown by markdown.js), their Copy / Regenerate
+// buttons, and the "Last reply" details (confidence, speech plan).
+import { $, el, notify, seconds } from "/static/dom.js";
+import { renderMarkdown } from "/static/markdown.js";
+import { state } from "/static/state.js";
+
+function transcriptAppend(node) {
+  const box = $("transcript");
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  $("transcript-empty").hidden = true;
+  box.append(node);
+  if (nearBottom) box.scrollTop = box.scrollHeight;
+}
+
+export function clearTranscript() {
+  state.pending.clear();
+  state.turns.clear();
+  state.running = null;
+  $("chat-stop").hidden = true;
+  $("transcript").replaceChildren($("transcript-empty"));
+  $("transcript-empty").hidden = false;
+  $("details-empty").hidden = false;
+  $("details-body").hidden = true;
+}
+
+export function userBubble(text) {
+  const bubble = el("div", "msg user");
+  bubble.dataset.testid = "user-message";
+  bubble.append(el("span", "visually-hidden", "You: "), el("span", "msg-text", text));
+  transcriptAppend(bubble);
+  return bubble;
+}
+
+// ``message`` is what the user asked, kept for "Regenerate".
+export function assistantBubble(origin = "here", message = "") {
+  const bubble = el("div", "msg assistant");
+  bubble.dataset.testid = "assistant-message";
+  bubble.dataset.state = "pending";
+  bubble.dataset.origin = origin;
+  bubble.setAttribute("aria-busy", "true");
+  const text = el("span", "msg-text");
+  text.dataset.testid = "reply-text";
+  text.append(document.createTextNode(""));
+  bubble.append(el("span", "visually-hidden", "monGARS: "), text);
+  if (origin === "elsewhere") {
+    bubble.append(el("small", "msg-meta", "Reply to a message sent from another client"));
+  }
+  state.asked.set(bubble, message);
+  transcriptAppend(bubble);
+  return bubble;
+}
+
+function bubbleText(bubble) {
+  return bubble.querySelector(".msg-text");
+}
+
+export function appendDelta(bubble, delta) {
+  bubble.dataset.state = "streaming";
+  const text = bubbleText(bubble);
+  if (!text.firstChild) text.append(document.createTextNode(""));
+  text.firstChild.appendData(delta);
+  const box = $("transcript");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+}
+
+function actionButton(label, action, testid) {
+  const button = el("button", "btn btn-small btn-quiet", label);
+  button.type = "button";
+  button.dataset.action = action;
+  button.dataset.testid = testid;
+  return button;
+}
+
+// A settled reply: its text as safe Markdown, then what the user should know about it.
+export function finishBubble(bubble, reply) {
+  const raw = typeof reply.response === "string" ? reply.response : "";
+  bubbleText(bubble).replaceChildren(renderMarkdown(raw));
+  state.raw.set(bubble, raw);
+  bubble.dataset.state = "final";
+  bubble.dataset.turnId = reply.turn_id || "";
+  bubble.setAttribute("aria-busy", "false");
+  if (reply.truncated) {
+    const cut = el("small", "msg-cut", "This reply was cut at the length limit.");
+    cut.dataset.testid = "reply-truncated";
+    bubble.append(cut);
+  }
+  const memories = Array.isArray(reply.memories) ? reply.memories : [];
+  if (memories.length) {
+    const line = el("small", "msg-memories");
+    line.dataset.testid = "reply-memories";
+    line.append(el("span", "label", "Remembered: "));
+    memories.forEach((memory, index) => {
+      if (index) line.append(" · ");
+      const text = String(memory.text || "");
+      const item = el("span", "mem", text.length > 80 ? `${text.slice(0, 79)}…` : text);
+      if (typeof memory.score === "number") item.title = `relevance ${memory.score.toFixed(2)}`;
+      line.append(item);
+    });
+    bubble.append(line);
+  }
+  if (typeof reply.confidence === "number") {
+    bubble.append(el("small", "msg-meta", `Confidence ${Math.round(reply.confidence * 100)}%`));
+  }
+  const actions = el("div", "msg-actions");
+  actions.append(actionButton("Copy", "copy", "copy-reply"));
+  bubble.append(actions);
+  if (reply.turn_id) state.turns.set(reply.turn_id, bubble);
+  markLastReply();
+}
+
+// Only the newest reply can be regenerated.
+export function markLastReply() {
+  for (const old of $("transcript").querySelectorAll("[data-action='regenerate']")) old.remove();
+  const finals = $("transcript").querySelectorAll(".msg.assistant[data-state='final']");
+  const last = finals[finals.length - 1];
+  if (!last || !state.asked.get(last)) return;
+  last.querySelector(".msg-actions").append(actionButton("Regenerate", "regenerate", "regenerate-reply"));
+}
+
+export function failBubble(bubble, message) {
+  bubbleText(bubble).replaceChildren(document.createTextNode(message));
+  bubble.dataset.state = "error";
+  bubble.setAttribute("aria-busy", "false");
+}
+
+export function stopBubble(bubble) {
+  bubble.dataset.state = "stopped";
+  bubble.setAttribute("aria-busy", "false");
+  const meta = el("small", "msg-meta", "Stopped. Nothing of this turn was saved.");
+  meta.dataset.testid = "reply-stopped";
+  bubble.append(meta);
+}
+
+export async function copyReply(bubble) {
+  const text = state.raw.get(bubble) ?? bubbleText(bubble).textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    notify("Reply copied.");
+  } catch {
+    notify("Could not copy: the browser refused access to the clipboard.", "error");
+  }
+}
+
+export function renderDetails(reply) {
+  $("details-empty").hidden = true;
+  $("details-body").hidden = false;
+  const confidence = typeof reply.confidence === "number" ? reply.confidence : null;
+  $("reply-confidence").textContent = confidence === null ? "–" : `${Math.round(confidence * 100)}%`;
+  $("reply-confidence-meter").value = confidence === null ? 0 : Math.max(0, Math.min(1, confidence));
+  $("reply-processing-time").textContent = seconds(reply.processing_time);
+
+  const speech = reply.speech_turn || {};
+  const tempo = speech.tempo;
+  $("speech-tempo").textContent =
+    typeof tempo === "number" ? `${tempo.toFixed(2)}×` : tempo ? String(tempo) : "–";
+  const wps = speech.average_words_per_second;
+  $("speech-wps").textContent = typeof wps === "number" ? wps.toFixed(2) : "–";
+
+  const segments = Array.isArray(speech.segments) ? speech.segments : [];
+  let total = 0;
+  const rows = segments.map((segment, index) => {
+    total += (segment.estimated_duration || 0) + (segment.pause_after || 0);
+    const row = el("tr");
+    row.dataset.testid = "speech-segment";
+    row.append(
+      el("td", "num", String(index + 1)),
+      el("td", "", segment.text),
+      el("td", "num", seconds(segment.estimated_duration)),
+      el("td", "num", seconds(segment.pause_after)),
+    );
+    return row;
+  });
+  if (!rows.length) {
+    const row = el("tr");
+    const cell = el("td", "muted", "No speech plan for this reply.");
+    cell.colSpan = 4;
+    row.append(cell);
+    rows.push(row);
+  }
+  $("speech-segments").replaceChildren(...rows);
+  $("speech-total").textContent = segments.length ? seconds(total) : "–";
+}
