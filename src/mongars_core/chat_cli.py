@@ -32,9 +32,10 @@ from mongars_core.local_server import (
     read_secret,
     stream_turn,
 )
-from mongars_core.pipeline import Assistant, validate_turn
+from mongars_core.pipeline import Assistant
 from mongars_core.settings import Settings
 from mongars_core.types import Reply, StreamEvent, remembered_line
+from mongars_core.validation import validate_turn
 
 HISTORY_FILE = "chat_history"
 HISTORY_LENGTH = 1000

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -25,10 +24,6 @@ from opentelemetry import trace
 from mongars_core.errors import (
     ConfigurationError,
     DuplicateTurnError,
-    EmptyMessageError,
-    InvalidInputError,
-    InvalidUserIdError,
-    MessageTooLongError,
     MongarsError,
     PluginError,
     UnknownUserError,
@@ -37,19 +32,13 @@ from mongars_core.idempotency import check_idempotency_key, replayed_reply
 from mongars_core.llm import Embedder, count_usage
 from mongars_core.plugins import HookFailure, PluginHost, build_plugin_manager
 from mongars_core.prompt import build_messages, estimate_confidence, select_memories
-from mongars_core.reply_text import (
-    INCOMPLETE_CHARACTER,
-    RepetitionGuard,
-    end_cleanly,
-    looks_cut,
-)
+from mongars_core.reply_text import RepetitionGuard, finished_text
 from mongars_core.router import Endpoint, LLMRouter, RedisResponseCache
 from mongars_core.settings import Settings
 from mongars_core.storage.models import MemoryRecord, TurnRecord
 from mongars_core.storage.store import Store
 from mongars_core.types import (
     Conversation,
-    FinishReason,
     GenerationRequest,
     HistoryTurn,
     Memory,
@@ -58,43 +47,11 @@ from mongars_core.types import (
     StreamEvent,
     Turn,
 )
+from mongars_core.validation import check_id, conversation_title, validate_turn
 
 logger = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,150}")
-
-
 NO_ANSWER = "Sorry, I have no answer to that. Could you put it another way?"
-
-
-def _check_id(kind: str, value: str) -> None:
-    """User and session ids: 1-150 letters, digits, '_', '-', '.' or '@'."""
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        error = InvalidUserIdError if kind == "user id" else InvalidInputError
-        raise error(f"invalid {kind} {value!r}: use 1-150 letters, digits, '_', '-', '.' or '@'")
-
-
-def validate_turn(settings: Settings, user_id: str, message: str, session_id: str) -> str:
-    """The message of a turn as the pipeline runs it (stripped), or the error that
-    refuses the turn: the same checks :meth:`Assistant.stream` makes first, for
-    callers that refuse bad input before building an assistant (the CLI)."""
-    _check_id("user id", user_id)
-    _check_id("session id", session_id)
-    text = (message or "").strip()
-    if not text:
-        raise EmptyMessageError("the message is empty")
-    limit = settings.max_message_chars
-    if len(text) > limit:
-        raise MessageTooLongError(f"the message has {len(text)} characters; the limit is {limit}")
-    if "\x00" in text:
-        raise InvalidInputError("the message contains a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(
-            "the message is not valid text (it holds bytes that are not UTF-8)"
-        ) from None
-    return text
 
 
 @dataclass
@@ -329,7 +286,7 @@ class Assistant:
             span.set_attribute("mongars.deltas", len(pieces))
             span.end()
         timings["generate"] = _ms_since(started)
-        generated, finish_reason = _finished_text(guard, request)
+        generated, finish_reason = finished_text(guard, request)
         # The endpoint that finished the reply ("cache" when none had to).
         backend_name = served[-1].backend_name if served else "cache"
 
@@ -502,41 +459,41 @@ class Assistant:
 
         An empty title is replaced by the first message once a turn is stored.
         """
-        _check_id("user id", user_id)
+        check_id("user id", user_id)
         session_id = session_id or f"c-{uuid.uuid4().hex[:20]}"
-        _check_id("session id", session_id)
+        check_id("session id", session_id)
         return await self.store.create_conversation(
-            user_id, session_id, _conversation_title(title) if title else ""
+            user_id, session_id, conversation_title(title) if title else ""
         )
 
     async def conversation_turns(
         self, user_id: str, session_id: str, limit: int = 100
     ) -> list[HistoryTurn]:
         """The last ``limit`` turns of one conversation, oldest first."""
-        _check_id("user id", user_id)
-        _check_id("session id", session_id)
+        check_id("user id", user_id)
+        check_id("session id", session_id)
         await self.store.get_conversation(user_id, session_id)
         return await self.store.recent_turns(user_id, session_id, limit)
 
     async def rename_conversation(self, user_id: str, session_id: str, title: str) -> Conversation:
         """Give a conversation a new title (``ConversationNotFoundError`` when it isn't theirs)."""
-        _check_id("user id", user_id)
-        _check_id("session id", session_id)
-        return await self.store.rename_conversation(user_id, session_id, _conversation_title(title))
+        check_id("user id", user_id)
+        check_id("session id", session_id)
+        return await self.store.rename_conversation(user_id, session_id, conversation_title(title))
 
     async def delete_conversation(self, user_id: str, session_id: str) -> int:
         """Delete a conversation and its turns; returns how many turns went.
 
         Memories learnt in it stay: list and delete them with the memory methods.
         """
-        _check_id("user id", user_id)
-        _check_id("session id", session_id)
+        check_id("user id", user_id)
+        check_id("session id", session_id)
         return await self.store.delete_conversation(user_id, session_id)
 
     async def invalidate(self, user_id: str) -> None:
         """Make every plugin drop its cached state of ``user_id`` (another process
         changed it); the next turn reloads from storage."""
-        _check_id("user id", user_id)
+        check_id("user id", user_id)
         failures: list[HookFailure] = []
         await self.plugins.gather(
             "mongars_invalidate", failures, log=False, services=self.services, user_id=user_id
@@ -565,7 +522,7 @@ class Assistant:
             raise failures[0].error
 
     async def _require_user(self, user_id: str) -> None:
-        _check_id("user id", user_id)
+        check_id("user id", user_id)
         if not await self.store.user_exists(user_id):
             raise UnknownUserError(f"no user {user_id!r} has talked to this assistant")
 
@@ -626,34 +583,6 @@ class Assistant:
                 )
 
         await asyncio.gather(recall_and_research(), reason(), style())
-
-
-def _conversation_title(title: str) -> str:
-    text = " ".join((title or "").split())
-    if not text:
-        raise InvalidInputError("the title is empty")
-    if len(text) > 200:
-        raise InvalidInputError(f"the title has {len(text)} characters; the limit is 200")
-    if any(ord(char) < 32 for char in text):
-        raise InvalidInputError("the title contains a control character")
-    return text
-
-
-def _finished_text(guard: RepetitionGuard, request: GenerationRequest) -> tuple[str, FinishReason]:
-    """The generated text as the reply keeps it, and why generation ended.
-
-    A loop keeps one copy. A reply cut at the length limit (as the backend
-    reports, or as the text looks when it reports nothing) ends cleanly.
-    """
-    text = guard.text.strip()
-    if guard.cut is not None:
-        return text, "repetition"
-    reason = request.outcome.finish_reason
-    if reason is None:
-        reason = "length" if looks_cut(text, request.max_new_tokens) else "stop"
-    if reason == "length":
-        return end_cleanly(text), reason
-    return text.rstrip(INCOMPLETE_CHARACTER).rstrip(), reason
 
 
 def _choose_embedder(embedders: dict[str, Any], wanted: str) -> tuple[str | None, Any]:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
+from mongars_core.types import FinishReason, GenerationRequest
+
 INCOMPLETE_CHARACTER = "\ufffd"
 """What a decoder writes for the bytes of an unfinished character."""
 
@@ -116,3 +118,20 @@ def looks_cut(text: str, max_new_tokens: int) -> bool:
         and stripped[-1] not in _CLOSING
         and len(stripped) / 4 >= 0.9 * max_new_tokens
     )
+
+
+def finished_text(guard: RepetitionGuard, request: GenerationRequest) -> tuple[str, FinishReason]:
+    """The generated text as the reply keeps it, and why generation ended.
+
+    A loop keeps one copy. A reply cut at the length limit (as the backend
+    reports, or as the text looks when it reports nothing) ends cleanly.
+    """
+    text = guard.text.strip()
+    if guard.cut is not None:
+        return text, "repetition"
+    reason = request.outcome.finish_reason
+    if reason is None:
+        reason = "length" if looks_cut(text, request.max_new_tokens) else "stop"
+    if reason == "length":
+        return end_cleanly(text), reason
+    return text.rstrip(INCOMPLETE_CHARACTER).rstrip(), reason

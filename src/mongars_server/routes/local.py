@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mongars_core.errors import MongarsError
 from mongars_core.local_server import CREDENTIAL_HEADER, LOCAL_CHAT_PATH
-from mongars_core.pipeline import validate_turn
 from mongars_core.types import StreamEvent
+from mongars_core.validation import validate_turn
 from mongars_server.app import ServerState
 from mongars_server.deps import State
 from mongars_server.errors import ApiError, classify
