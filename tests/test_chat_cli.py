@@ -296,6 +296,9 @@ def test_ctrl_c_clears_a_typed_line_and_quits_at_an_empty_prompt(
     chat.send("\x03")
     chat.expect("you>")
     assert chat.process.poll() is None
+    # The cleared line is not in the history: Up and Enter send nothing.
+    chat.send("\x1b[A\r")
+    chat.expect("you>")
     chat.send("\x03")
     assert chat.wait() == 130
     assert stored(env, "alice") == ([], [])

@@ -119,6 +119,21 @@ async def test_a_prefix_is_continued_not_restarted(local_settings: Settings) -> 
     assert not continued.startswith(cut)
 
 
+async def test_a_continued_story_is_the_story_one_generation_writes(
+    local_settings: Settings,
+) -> None:
+    """Failover mid-stream: the continuation of a cut reply is the rest of it."""
+    backend = LocalModelBackend(local_settings)
+    ask = request("Write two sentences about the sea.", 48)
+    whole = await backend.generate(ask)
+    # Cut before a space, where a token begins, and after one, as the local
+    # backend's deltas end (a prefix "The " must go on "sea", not "1980s").
+    for end in (whole.rfind(" ", 0, len(whole) // 2), whole.find(" ") + 1):
+        cut = whole[:end]
+        continued = await backend.generate(ask.model_copy(update={"prefix": cut}))
+        assert (cut + continued)[: len(cut) + 24] == whole[: len(cut) + 24], cut
+
+
 async def test_the_cached_model_loads_quickly_and_reports_its_device(
     local_settings: Settings,
 ) -> None:

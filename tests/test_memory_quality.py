@@ -218,6 +218,8 @@ def test_the_classifier_keeps_statements_and_skips_the_rest() -> None:
         ("/help", "command"),
         ("what is my dog called", "question"),
         ("tell me a joke", "request"),
+        ("Reply in Markdown: a heading and a list of three fruits.", "request"),
+        ("Use a bulleted list for the steps", "request"),
         ("thanks!", "too_short"),
         ("thank you so much", "small_talk"),
         ("What is 17 * 23?", "arithmetic"),

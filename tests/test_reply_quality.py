@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from mongars_core import hookimpl
+from mongars_core.errors import GenerationTimeoutError
 from mongars_core.hookspecs import Register
 from mongars_core.pipeline import NO_ANSWER, Assistant
 from mongars_core.prompt import estimate_confidence
 from mongars_core.reply_text import RepetitionGuard, end_cleanly
-from mongars_core.settings import Settings
+from mongars_core.settings import LLMSettings, Settings
 from mongars_core.types import GenerationRequest, Memory, StyleProfile, Turn
 from mongars_plugins.cognition import personality, reasoning
 from mongars_plugins.cognition.claims import contradictions
@@ -364,3 +365,44 @@ def test_confidence_follows_what_backs_the_reply() -> None:
     assert verified > used > unsupported > ignored
     assert cut < verified
     assert estimate_confidence(turn("hello"), "  ") == 0.0
+
+
+class SlowBackend:
+    """Streams a long reply, one word every ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    async def generate(self, request: GenerationRequest) -> str:
+        return "".join([delta async for delta in self.stream(request)])
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        for index in range(200):
+            await asyncio.sleep(self.delay_s)
+            yield f" word{index}." if index % 5 == 4 else f" word{index}"
+
+
+async def test_a_reply_past_the_time_limit_keeps_what_was_streamed(make_assistant: Any) -> None:
+    llm = LLMSettings(backend="instant", timeout_s=0.6, first_token_timeout_s=0.5, retries=0)
+    backend = SlowBackend(0.02)
+    assistant = await make_assistant(("scripted", ScriptedPlugin(backend)), llm=llm)  # type: ignore[arg-type]
+    streamed: list[str] = []
+    reply = None
+    async for event in assistant.stream("alice", "Tell me a long story", backend="scripted"):
+        if event.type == "token":
+            streamed.append(event.delta)
+        else:
+            reply = event.reply
+    assert reply is not None and streamed
+    assert reply.truncated and reply.finish_reason == "length"
+    assert reply.text.startswith("word0") and "".join(streamed).strip().startswith(reply.text)
+    assert any("time limit of 0.6 s" in warning for warning in reply.warnings)
+    history = await assistant.history("alice")
+    assert [turn.reply for turn in history] == [reply.text]
+
+
+async def test_a_backend_silent_past_the_deadline_is_still_an_error(make_assistant: Any) -> None:
+    llm = LLMSettings(backend="instant", timeout_s=0.5, first_token_timeout_s=0.3, retries=0)
+    assistant = await make_assistant(("scripted", ScriptedPlugin(SlowBackend(2.0))), llm=llm)  # type: ignore[arg-type]
+    with pytest.raises(GenerationTimeoutError):
+        await assistant.chat("alice", "hello", backend="scripted")

@@ -155,6 +155,7 @@ async def test_the_password_never_appears_in_errors() -> None:
     [
         ("not a url", "invalid database URL"),
         ("mysql+aiomysql://x@127.0.0.1/db", "unsupported database 'mysql'"),
+        ("redis://x:hunter2@127.0.0.1/0", "unsupported database 'redis'.*\\*\\*\\*"),
         ("postgresql://x:pw@127.0.0.1/db", "through postgresql\\+asyncpg://"),
         ("sqlite:///tmp/x.db", "through sqlite\\+aiosqlite://"),
     ],

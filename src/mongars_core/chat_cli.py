@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import typer
@@ -27,6 +27,7 @@ from mongars_core.cli import _settings, err, fail, out, printable, progress_repo
 from mongars_core.errors import MongarsError, UnknownUserError
 from mongars_core.local_server import (
     ServerUnreachableError,
+    TurnRefusedError,
     find_server,
     local_credential,
     read_secret,
@@ -191,6 +192,8 @@ def _turn_via_server(
             note = f"[yellow]note:[/] {printable(str(exc))}; running in-process"
             err.print(note, highlight=False)
             return False
+        except TurnRefusedError as exc:
+            raise fail(str(exc)) from None
         for data in _chain(first, events):
             if data.get("type") == "error":
                 raise fail(str(data.get("detail", "the server failed the turn")))
@@ -328,6 +331,35 @@ class _Conversation:
             out.print(f"  {record.id:>4}  {printable(record.text)}", highlight=False)
 
 
+INTERRUPTED = "\x1f"
+"""What readline types for Ctrl-C at the prompt, before Enter."""
+
+
+@contextmanager
+def _keys_not_signals() -> Iterator[None]:
+    """Ctrl-C reaches the program as a key, not as SIGINT, inside the block."""
+    try:
+        import termios
+    except ImportError:
+        yield
+        return
+    descriptor = sys.stdin.fileno()
+    try:
+        saved = termios.tcgetattr(descriptor)
+    except termios.error:
+        yield
+        return
+    # No interrupt character (readline turns ISIG back on, but keeps VINTR).
+    changed = list(saved)
+    changed[6] = list(saved[6])
+    changed[6][termios.VINTR] = b"\x00"
+    termios.tcsetattr(descriptor, termios.TCSANOW, changed)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(descriptor, termios.TCSANOW, saved)
+
+
 def _read_line(interactive: bool) -> str:
     if interactive:
         return input("you> ")
@@ -353,6 +385,8 @@ class _LineEditor:
             import readline
         except ImportError:  # a Python built without it (Windows): plain input() then
             return None
+        # Ctrl-C: to the end of the line, a literal INTERRUPTED, Enter (see read).
+        readline.parse_and_bind(r'"\C-c": "\C-e\C-q\x1f\C-m"')
         path = Path(data_dir) / HISTORY_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,24 +399,28 @@ class _LineEditor:
         return cls(readline, path)
 
     def read(self) -> str:
-        """One line; Ctrl-C clears a typed line, and quits at an empty prompt."""
-        typed: list[str] = []
+        """One line; Ctrl-C clears a typed line, and quits at an empty prompt.
 
-        def on_interrupt(signum: int, frame: FrameType | None) -> None:
-            typed.append(self.readline.get_line_buffer())
-            raise KeyboardInterrupt
-
+        At the prompt Ctrl-C is a key, not a signal: the terminal has no
+        interrupt character while readline reads, and readline types
+        ``INTERRUPTED`` and Enter for it. A SIGINT that lands while readline
+        is between two ``select`` calls is only noticed at the next key press,
+        so a signal would be missed now and then.
+        """
         while True:
-            previous = signal.signal(signal.SIGINT, on_interrupt)
-            try:
-                return input(self.prompt)
-            except KeyboardInterrupt:
-                if not typed or not typed[-1]:
-                    raise
-                out.print()
-                typed.clear()
-            finally:
-                signal.signal(signal.SIGINT, previous)
+            with _keys_not_signals():
+                line = input(self.prompt)
+            if not line.endswith(INTERRUPTED):
+                return line
+            self._forget_last(line)
+            if not line[: -len(INTERRUPTED)]:
+                raise KeyboardInterrupt
+
+    def _forget_last(self, line: str) -> None:
+        """Drop an interrupted line from the history (input() added it)."""
+        last = self.readline.get_current_history_length()
+        if last and self.readline.get_history_item(last) == line:
+            self.readline.remove_history_item(last - 1)
 
     def save(self) -> None:
         try:

@@ -44,6 +44,11 @@ class ServerUnreachableError(MongarsError):
     """The recorded server did not take the turn (the CLI then runs it in-process)."""
 
 
+class TurnRefusedError(MongarsError):
+    """The server refused the turn itself (an unknown backend, bad input): running it
+    in-process would fail the same way, so the CLI reports it."""
+
+
 @dataclass(frozen=True)
 class ServerRecord:
     """A running server: where it listens and the pid of ``mongars serve``."""
@@ -139,6 +144,8 @@ def stream_turn(
             raise ServerUnreachableError(
                 f"the server at {record.url} did not answer ({exc})"
             ) from None
+        if response.status in (404, 422):
+            raise TurnRefusedError(_detail(response, with_status=False))
         if response.status != 200:
             raise ServerUnreachableError(
                 f"the server at {record.url} refused the turn: {_detail(response)}"
@@ -151,13 +158,16 @@ def stream_turn(
         connection.close()
 
 
-def _detail(response: http.client.HTTPResponse) -> str:
+def _detail(response: http.client.HTTPResponse, *, with_status: bool = True) -> str:
     raw = response.read(4096)
     try:
         detail = json.loads(raw).get("detail")
     except (ValueError, AttributeError):
         detail = None
-    return f"{response.status} {detail if isinstance(detail, str) else response.reason}"
+    if isinstance(detail, list):  # a validation error: the first problem's message
+        detail = next((str(item.get("msg")) for item in detail if isinstance(item, dict)), None)
+    text = detail if isinstance(detail, str) else response.reason
+    return f"{response.status} {text}" if with_status else text
 
 
 def _write_record(path: Path, record: ServerRecord) -> None:

@@ -24,6 +24,7 @@ from opentelemetry import trace
 from mongars_core.errors import (
     ConfigurationError,
     DuplicateTurnError,
+    GenerationTimeoutError,
     MongarsError,
     PluginError,
     UnknownUserError,
@@ -267,6 +268,7 @@ class Assistant:
         served: list[Endpoint] = []
         pieces: list[str] = []
         guard = RepetitionGuard()
+        timed_out = False
         started = time.perf_counter()
         span = self.services.tracer.start_span("mongars.generate", context=context)
         try:
@@ -282,6 +284,13 @@ class Assistant:
                         yield StreamEvent(type="token", delta=delta)
                         if guard.feed(delta):
                             break  # a loop: stop the backend, keep one copy
+        except GenerationTimeoutError:
+            if not pieces:
+                raise
+            # The deadline passed mid-reply: keep what the user already read,
+            # cut as at the token limit, rather than throw it away.
+            timed_out = True
+            request.outcome.finish_reason = "length"
         finally:
             span.set_attribute("mongars.deltas", len(pieces))
             span.end()
@@ -334,7 +343,12 @@ class Assistant:
             return
         reply.timings = dict(timings)
         reply.warnings = [failure.describe() for failure in failures]
-        if reply.truncated:
+        if timed_out:
+            reply.warnings.append(
+                f"the reply was cut at the time limit of {self.settings.llm.timeout_s:g} s "
+                "(MONGARS_LLM__TIMEOUT_S)"
+            )
+        elif reply.truncated:
             reply.warnings.append(
                 f"the reply was cut at the length limit of {request.max_new_tokens} tokens "
                 "(MONGARS_LLM__MAX_NEW_TOKENS)"

@@ -174,8 +174,9 @@ class LocalModelSettings(BaseModel):
         1.15,
         ge=1,
         le=2,
-        description="Penalty on tokens the reply already used, against loops (1: none); "
-        "the prompt's tokens are not penalised, so stating a verified fact is not.",
+        description="Penalty on tokens the reply already used, against loops (1: none), "
+        "when sampling (temperature > 0; greedy decoding stays reproducible); the prompt's "
+        "tokens are not penalised, so stating a verified fact is not.",
     )
 
     _optional = field_validator("model_dir", "gguf_path", "threads", mode="before")(_empty_is_none)
@@ -272,6 +273,22 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted (413 beyond)."
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a whole request body, from the end of its "
+        "headers; a slower one gets 408 and its connection is closed.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections (websockets included) and requests in progress a server "
+        "process takes; beyond, requests get 503.",
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, le=300, description="Seconds an idle keep-alive connection stays open."
+    )
     metrics_access: Literal["public", "admin", "off"] = Field(
         "admin", description='Who may read /metrics: "public", "admin" or "off".'
     )
@@ -300,8 +317,9 @@ class ServerSettings(BaseModel):
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated host names the server answers to (the Host header, "
-        'without port; "*.example.com" for sub-domains, "*" for any); default: localhost, '
+        description="Comma-separated host names the server answers to (the Host header, its "
+        "port absent or the one the request came in on; name:port allows that port too; "
+        '"*.example.com" for sub-domains, "*" for any); default: localhost, '
         "127.0.0.1, [::1] and the configured host (with 0.0.0.0 or ::, also this machine's "
         "name and main address). Other hosts get a 400.",
     )

@@ -59,6 +59,10 @@ class AccountDataError(MongarsError):
     """A library user's data cannot be given to this account (the message says why)."""
 
 
+class LastAdministratorError(MongarsError):
+    """Deleting this account would leave the server without an administrator."""
+
+
 def check_password(password: str, username: str) -> None:
     """Raise :class:`WeakPasswordError` when ``password`` is refused for ``username``."""
     problem = password_problem(password, username)
@@ -245,14 +249,27 @@ class AccountStore:
                     return True
         return False
 
-    async def delete(self, username: str, *, keep_data: bool = False) -> AccountRecord:
+    async def delete(
+        self, username: str, *, keep_data: bool = False, allow_last_admin: bool = False
+    ) -> AccountRecord:
         """Delete an account and its API keys, and (unless ``keep_data``) its
         conversations, memories and plugin state. Kept data stays under the
-        account's ``user_id``, as a library user an operator can link again."""
+        account's ``user_id``, as a library user an operator can link again.
+        Raises :class:`LastAdministratorError` for the only administrator unless
+        ``allow_last_admin``."""
         account = await self.get(username)
         if account is None:
             raise LookupError(username)
         async with self.store.session(write=True) as session:
+            if account.is_admin and not allow_last_admin:
+                admins = await session.execute(
+                    select(func.count()).select_from(AccountRecord).where(AccountRecord.is_admin)  # type: ignore[arg-type]
+                )
+                if admins.scalar_one() <= 1:
+                    raise LastAdministratorError(
+                        f"{account.username!r} is the last administrator: make another "
+                        "one first (mongars users create-admin)"
+                    )
             await session.execute(
                 delete(ApiKeyRecord).where(ApiKeyRecord.username == account.username)  # type: ignore[arg-type]
             )

@@ -30,6 +30,7 @@ from mongars_server.errors import install_error_handlers
 from mongars_server.events import EventHub
 from mongars_server.hosts import HostCheck, allowed_hosts
 from mongars_server.limits import BodySizeLimit, RateLimiter, RedisRateLimiter
+from mongars_server.login_throttle import LoginThrottle
 from mongars_server.security import (
     AccessTokens,
     RedisUsedTickets,
@@ -53,7 +54,7 @@ class ServerState:
     tokens: AccessTokens
     tickets: TicketSigner
     limiter: RateLimiter
-    login_limiter: RateLimiter  # failed logins per account (`login:<username>`)
+    logins: LoginThrottle  # failed password checks per account and address
     hub: EventHub
     telemetry: Telemetry
     metrics: SharedMetrics  # /metrics of every server process
@@ -133,7 +134,11 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(RequestTelemetry, telemetry=telemetry)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.server.max_body_bytes,
+        timeout_s=settings.server.body_timeout_s,
+    )
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts(settings.server))
     return app
 
@@ -160,13 +165,7 @@ def _server_state(
             if redis is not None
             else RateLimiter(limits.rate_limit_per_minute, limits.rate_limit_burst)
         ),
-        login_limiter=(
-            RedisRateLimiter(
-                redis, limits.login_failures_per_minute, limits.login_failure_burst, prefix
-            )
-            if redis is not None
-            else RateLimiter(limits.login_failures_per_minute, limits.login_failure_burst)
-        ),
+        logins=LoginThrottle.build(limits, redis, prefix),
         hub=EventHub(limits.ws_queue_size, redis, assistant.invalidate, prefix),
         telemetry=telemetry,
         metrics=SharedMetrics(telemetry, redis, prefix),

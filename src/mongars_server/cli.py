@@ -76,17 +76,14 @@ def serve(
     url = advertised_url(server.host, server.port)
     banner = startup.url_of(server.host, server.port)
     options: dict[str, Any] = {"host": server.host, "port": server.port, "log_level": "info"}
-    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from
-    # the configured proxies here.
-    options["proxy_headers"] = bool(server.trusted_proxies)
-    if server.trusted_proxies:
-        options["forwarded_allow_ips"] = server.trusted_proxies
+    options.update(startup.uvicorn_options(server))
     try:
         if server.workers > 1 or reload:
             _serve_in_workers(settings, url, banner, reload, options)
             return
         # The port first: a second `mongars serve` says it is taken before loading anything.
         with startup.bind(server.host, server.port) as sock, ExitStack() as running:
+            _say_loading()
             asyncio.run(_prepare_model(settings))
             app = create_app(settings)
 
@@ -112,6 +109,7 @@ def _serve_in_workers(
     from mongars_server import startup
 
     startup.check_port(settings.server.host, settings.server.port)
+    _say_loading()
     asyncio.run(_prepare_model(settings))
     # Workers would each fail on a broken database: find out once, here.
     asyncio.run(startup.check_storage(settings))
@@ -125,6 +123,12 @@ def _serve_in_workers(
             reload=reload,
             **options,
         )
+
+
+def _say_loading() -> None:
+    """On a terminal, say what the seconds before the server answers are spent on."""
+    if sys.stderr.isatty():
+        err.print("loading the plugins and the model (torch takes a few seconds)...")
 
 
 async def _prepare_model(settings: Settings) -> None:
@@ -362,8 +366,14 @@ async def delete_user(
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even the last administrator.")
+    ] = False,
 ) -> None:
-    """Delete an account, its API keys and (unless --keep-data) its data."""
+    """Delete an account, its API keys and (unless --keep-data) its data. The last
+    administrator is kept unless --force."""
+    from mongars_server.accounts import LastAdministratorError
+
     async with _accounts() as accounts:
         account = await accounts.get(username)
         if account is None:
@@ -374,7 +384,10 @@ async def delete_user(
                 raise fail("deleting needs --yes when standard input is not a terminal")
             if not typer.confirm(f"delete {_described(account)}, its API keys{what}?"):
                 raise typer.Exit(1)
-        await accounts.delete(account.username, keep_data=keep_data)
+        try:
+            await accounts.delete(account.username, keep_data=keep_data, allow_last_admin=force)
+        except LastAdministratorError as exc:
+            raise fail(f"{exc}, or pass --force") from None
         await _revoke_sockets(account.user_id, "the account was deleted")
     kept = f" (its data stays under {account.user_id})" if keep_data else ""
     out.print(f"deleted {printable(account.username)}{kept}")

@@ -4,13 +4,17 @@ monGARS API routes answer ``{"detail": message, "code": machine_code}``; the
 OpenAI-compatible routes (``/v1/...``) answer OpenAI's
 ``{"error": {"message", "type", "param", "code"}}``. Validation errors list
 ``{loc, msg, type}`` only: echoing the client's input back could leak or fail
-to encode it.
+to encode it. Backend and model errors reach the client with every URL, address
+and ``host:port`` taken out (:func:`public_detail`): the log keeps them (with any
+password masked by the backend), and administrators see them in
+``/api/v1/llm/health``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,6 +78,24 @@ def storage_detail(exc: StorageError) -> str:
     return "the database could not complete the request"
 
 
+_ADDRESS_ASIDE = re.compile(r"\s*\([^()]*[A-Za-z][A-Za-z0-9+.-]*://[^()]*\)")
+_ADDRESSES = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>]+"  # a URL
+    r"|\[[0-9A-Fa-f:.]+\](?::\d+)?"  # [IPv6]:port
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"  # IPv4:port
+    r"|\b(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b"  # host.name:port
+)
+
+
+def public_detail(message: str) -> str:
+    """A backend's error message as a client may read it: the cause, no address.
+
+    ``the LLM backend 'ollama' (Ollama at http://10.0.0.5:11434) cannot be
+    reached`` becomes ``the LLM backend 'ollama' cannot be reached``.
+    """
+    return _ADDRESSES.sub("[address hidden]", _ADDRESS_ASIDE.sub("", message))
+
+
 def classify(exc: MongarsError) -> ApiError:
     """The HTTP answer to a monGARS error."""
     if isinstance(exc, AccountExistsError):
@@ -90,9 +112,9 @@ def classify(exc: MongarsError) -> ApiError:
         retry_after = getattr(exc, "retry_after", None) or RETRY_AFTER_UNAVAILABLE_S
         return ApiError(
             503,
-            # Storage errors name the database's URL, host and driver: they go to
-            # the log (on_mongars_error), never to an anonymous client.
-            str(exc) if isinstance(exc, BackendError) else storage_detail(exc),
+            # Storage errors name the database's URL, host and driver, backend errors
+            # the backend's address: the log has them (on_mongars_error), no client.
+            public_detail(str(exc)) if isinstance(exc, BackendError) else storage_detail(exc),
             "backend_unavailable" if isinstance(exc, BackendError) else "storage_unavailable",
             {"Retry-After": str(max(1, math.ceil(retry_after)))},
         )
@@ -100,7 +122,9 @@ def classify(exc: MongarsError) -> ApiError:
     if isinstance(exc, MissingDependencyError):
         return ApiError(503, f"the server cannot answer: {exc}", "missing_dependency")
     if isinstance(exc, ModelError):
-        return ApiError(503, f"the server cannot answer: {exc}", "model_unavailable")
+        return ApiError(
+            503, f"the server cannot answer: {public_detail(str(exc))}", "model_unavailable"
+        )
     if isinstance(exc, ConfigurationError):
         # Its message may name files and settings: the log has it, the caller a pointer.
         return ApiError(
@@ -140,7 +164,8 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = [
             {
                 "loc": list(item.get("loc", ())),
-                "msg": str(item.get("msg", "")),
+                # pydantic prefixes a validator's own message with "Value error, ".
+                "msg": str(item.get("msg", "")).removeprefix("Value error, "),
                 "type": item.get("type", ""),
             }
             for item in exc.errors()

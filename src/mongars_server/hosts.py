@@ -10,9 +10,10 @@ from a page served under an allowed name.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -60,23 +61,59 @@ def _main_addresses() -> list[str]:
     return found
 
 
-def split_host(value: str) -> tuple[str, str]:
-    """``"Example.org:8000"`` -> ``("example.org", "8000")``; IPv6 keeps its brackets."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        host, _, rest = value.partition("]")
-        return host + "]", rest.removeprefix(":")
-    host, _, port = value.partition(":")
-    return host, port
+_NAME = re.compile(
+    r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?"
+)
+_AUTHORITY = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:]+)(?::([0-9]{1,5}))?")
 
 
-def host_allowed(host: str, allowed: Sequence[str]) -> bool:
-    """Whether the host name ``host`` (no port) is one of ``allowed``.
+def parse_host(value: str) -> tuple[str, int | None] | None:
+    """A ``Host`` header (RFC 3986 ``host[:port]``) as ``(host, port)``, or None if invalid.
+
+    The host is lower-cased, without a trailing dot; an IPv6 address keeps its
+    brackets. Anything but a name, an IPv4 address or a bracketed IPv6 address,
+    with an optional numeric port, is invalid: user info (``@``), a path,
+    spaces, percent-escapes, an empty port.
+    """
+    found = _AUTHORITY.fullmatch(value.lower())
+    if found is None:
+        return None
+    host, port_text = found.group(1), found.group(2)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+    elif _NAME.fullmatch(host) is None or len(host) > 254:
+        return None
+    port = None if port_text is None else int(port_text)
+    if port is not None and not 0 < port < 65536:
+        return None
+    return host.rstrip("."), port
+
+
+def _pattern(entry: str) -> tuple[str, int | None]:
+    """An allowed-hosts entry: a name or ``*.name`` or ``*``, with an optional port."""
+    name, colon, port = entry.lower().rpartition(":")
+    if colon and port.isdigit() and not name.endswith(":"):
+        return name.rstrip("."), int(port)
+    return entry.lower().rstrip("."), None
+
+
+def host_allowed(
+    host: str, port: int | None, allowed: Sequence[str], own_port: int | None = None
+) -> bool:
+    """Whether ``host`` (a parsed name, see :func:`parse_host`) and ``port`` are allowed.
 
     ``"*"`` allows any; ``"*.example.com"`` allows the sub-domains of example.com.
+    Without a port or with ``own_port`` (the port the request came in on), any
+    allowed name will do; an entry ``name:port`` also allows that port (a proxy
+    or a port mapping in front of the server).
     """
-    host = host.lower().rstrip(".")
-    for pattern in allowed:
+    for entry in allowed:
+        pattern, listed_port = _pattern(entry)
+        if port is not None and port != own_port and port != listed_port:
+            continue
         if pattern == "*" or pattern == host:
             return True
         if pattern.startswith("*.") and host.endswith(pattern[1:]):
@@ -98,23 +135,27 @@ def origin_allowed(
         return True
     if origin in allowed_origins or "*" in allowed_origins:
         return True
-    parts = urlsplit(origin)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or not host:
+    scheme, separator, authority = origin.partition("://")
+    if scheme not in {"http", "https"} or not separator or not host:
         return False
-    origin_host, origin_port = split_host(parts.netloc)
-    _, port = split_host(host)
-    default = "443" if parts.scheme == "https" else "80"
-    if (origin_port or default) != (port or default):
+    page, called = parse_host(authority), parse_host(host)
+    if page is None or called is None:
+        return False
+    default = 443 if scheme == "https" else 80
+    if (page[1] or default) != (called[1] or default):
         return False
     if "*" in allowed_hosts:
         # Host checking is off: at least the page must come from the Host it called.
-        return parts.netloc.lower() == host.lower()
-    return host_allowed(origin_host, allowed_hosts)
+        return page[0] == called[0]
+    return host_allowed(page[0], None, allowed_hosts)
 
 
 class HostCheck:
     """ASGI middleware: 400 to a request, and refusal to a websocket, whose ``Host``
-    is not an allowed host. A request without ``Host`` (HTTP/1.0) passes."""
+    is not an allowed host (parsed strictly; its port, if any, the port the request
+    came in on or one listed). An allowed ``Host`` is handed on normalised
+    (lower case), so redirects name the host as the server knows it. A request
+    without ``Host`` (HTTP/1.0) passes; one with two is refused."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
         self.app = app
@@ -124,9 +165,17 @@ class HostCheck:
         if scope["type"] not in {"http", "websocket"} or "*" in self.allowed_hosts:
             await self.app(scope, receive, send)
             return
-        host = next((value for name, value in scope["headers"] if name == b"host"), None)
-        if host is None or host_allowed(split_host(host.decode("latin-1"))[0], self.allowed_hosts):
+        hosts = [value for name, value in scope["headers"] if name == b"host"]
+        if not hosts:
             await self.app(scope, receive, send)
+            return
+        parsed = parse_host(hosts[0].decode("latin-1")) if len(hosts) == 1 else None
+        own_port = (scope.get("server") or (None, None))[1]
+        if parsed is not None and host_allowed(*parsed, self.allowed_hosts, own_port):
+            host, port = parsed
+            normal = (host if port is None else f"{host}:{port}").encode()
+            headers = [(n, normal if n == b"host" else v) for n, v in scope["headers"]]
+            await self.app({**scope, "headers": headers}, receive, send)
             return
         if scope["type"] == "http":
             await send_json_error(scope, send, 400, BAD_HOST, "bad_host")

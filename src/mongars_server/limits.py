@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import time
@@ -77,6 +79,11 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+# How long a refused request's body is still read (and dropped) before the
+# connection closes, so the client reads the answer rather than a reset.
+LINGER_S = 1.0
+
+
 class BodySizeLimit:
     """ASGI middleware: answer 413 to a body larger than ``max_bytes``.
 
@@ -86,11 +93,16 @@ class BodySizeLimit:
     body is read here, at most ``max_bytes`` of it, before routing,
     authentication or parsing, and then handed on. So no route can be made to
     buffer more than ``max_bytes``, even one that would never read its body.
+
+    The whole body must arrive within ``timeout_s`` of the request's headers
+    (a client trickling a never-ending body gets 408). Both refusals close the
+    connection (see :meth:`_refuse`): the rest of the body is not read.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,23 +116,20 @@ class BodySizeLimit:
                 await send_json_error(scope, send, 400, "invalid Content-Length", "bad_request")
                 return
             if too_big:
-                await send_json_error(scope, send, 413, self._message(), "body_too_large")
+                await self._refuse(scope, receive, send, 413, self._message(), "body_too_large")
                 return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await send_json_error(scope, send, 413, self._message(), "body_too_large")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            detail = f"the request body did not arrive within {self.timeout_s:g} seconds"
+            await self._refuse(scope, receive, send, 408, detail, "body_timeout")
+            return
+        if body is None:
+            return  # the client went away
+        if len(body) > self.max_bytes:
+            await self._refuse(scope, receive, send, 413, self._message(), "body_too_large")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -132,16 +141,62 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The body, or its first chunks once they pass ``max_bytes``; None if the client left."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > self.max_bytes or not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str, code: str
+    ) -> None:
+        """Answer, then close the connection after a bounded lingering read.
+
+        Closing at once with the client's bytes still unread makes the kernel
+        reset the connection, and a client still sending its body would lose
+        the answer. So, as a web server's lingering close, the answer goes out
+        first; then at most ``2 * max_bytes`` more of the body is read (and
+        dropped) for at most ``LINGER_S`` seconds, and the connection closes.
+        """
+        await send_json_error(scope, send, status, detail, code, more=True)
+        budget = 2 * self.max_bytes
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER_S):
+                while budget > 0:
+                    message = await receive()
+                    budget -= len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     def _message(self) -> str:
         return f"the request body is larger than {self.max_bytes} bytes"
 
 
 async def send_json_error(
-    scope: Scope, send: Send, status: int, detail: str, code: str, kind: str = "http."
+    scope: Scope,
+    send: Send,
+    status: int,
+    detail: str,
+    code: str,
+    kind: str = "http.",
+    more: bool = False,
 ) -> None:
     """Answer with the same JSON shapes as mongars_server.errors (from outside FastAPI).
 
     ``kind="websocket.http."`` refuses a websocket handshake with this response.
+    The connection is closed after it (``Connection: close``): uvicorn then reads
+    nothing more of a request refused before its body was read. ``more=True``
+    leaves the response open (its body is complete: ``Content-Length``) for the
+    caller to end.
     """
     if scope.get("path", "").startswith("/v1/"):
         error = {"message": detail, "type": "invalid_request_error", "param": None, "code": code}
@@ -155,7 +210,8 @@ async def send_json_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": f"{kind}response.body", "body": body})
+    await send({"type": f"{kind}response.body", "body": body, "more_body": more})

@@ -22,15 +22,41 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mongars_core.errors import ConfigurationError, MongarsError
-from mongars_core.settings import Settings
+from mongars_core.settings import ServerSettings, Settings
 from mongars_core.storage.store import Store
 from mongars_server.routes.health import SERVICE
+from mongars_server.routes.websocket import MAX_FRAME_CHARS
 
 logger = logging.getLogger(__name__)
 
 
 def url_of(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# A frame of MAX_FRAME_CHARS characters takes at most 4 bytes a character in UTF-8:
+# uvicorn closes the socket (1009) on a bigger frame before it is all buffered.
+WS_MAX_BYTES = 4 * MAX_FRAME_CHARS
+
+
+def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
+    """uvicorn's options for ``server``: the same for one process, several workers and
+    the tests' live server (which adds its own socket, log level and lifespan).
+
+    uvicorn has no deadline for a request's headers (h11 and httptools neither): a
+    server facing the Internet belongs behind a reverse proxy that has one (docs/server.md).
+    """
+    options: dict[str, Any] = {
+        "ws_max_size": WS_MAX_BYTES,
+        "limit_concurrency": server.max_connections,
+        "timeout_keep_alive": server.keep_alive_s,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only
+        # from the configured proxies here.
+        "proxy_headers": bool(server.trusted_proxies),
+    }
+    if server.trusted_proxies:
+        options["forwarded_allow_ips"] = server.trusted_proxies
+    return options
 
 
 def bind(host: str, port: int) -> socket.socket:

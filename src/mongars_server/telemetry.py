@@ -198,14 +198,16 @@ class _Snapshot:
 
 
 class RedactTickets(logging.Filter):
-    """Replaces the value of a ``t`` query parameter (a websocket ticket) in log lines.
+    """Replaces the query string of every path in log lines with ``?[redacted]``.
 
-    uvicorn logs the path with its query string: HTTP requests on
-    ``uvicorn.access``, websocket handshakes on ``uvicorn.error``.
+    uvicorn logs the path with its raw query string: HTTP requests on
+    ``uvicorn.access``, websocket handshakes on ``uvicorn.error``. A query may
+    carry a websocket ticket (``t=``, or ``%74=``, which the server decodes to
+    ``t``) or what a user searches for (``q=``): no query string is logged.
     """
 
     LOGGERS = ("uvicorn.access", "uvicorn.error")
-    _TICKET = re.compile(r"([?&]t=)[^&\s\"']*")
+    _QUERY = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
@@ -218,7 +220,7 @@ class RedactTickets(logging.Filter):
 
     @classmethod
     def redact(cls, text: str) -> str:
-        return cls._TICKET.sub(r"\1[redacted]", text)
+        return cls._QUERY.sub(r"\1?[redacted]", text)
 
     @classmethod
     def install(cls) -> None:

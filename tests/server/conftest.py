@@ -23,6 +23,7 @@ from mongars_core.settings import Settings
 from mongars_core.types import GenerationRequest
 from mongars_server import create_app
 from mongars_server.app import ServerState
+from mongars_server.startup import uvicorn_options
 from tests.conftest import BUNDLED_WITHOUT_MODELS, MODEL_CACHE
 
 PASSWORD = "correct horse battery"
@@ -111,7 +112,11 @@ def running(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_ping_interval=None)
+    # The options `mongars serve` runs with (frame size, connection cap, proxies...).
+    options = uvicorn_options(settings.server)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws_ping_interval=None, **options
+    )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
 

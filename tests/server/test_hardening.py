@@ -118,7 +118,8 @@ async def test_every_body_is_counted_whatever_its_headers_say() -> None:
         scope = {"type": "http", "path": "/api/v1/x", "headers": headers, "method": "POST"}
         await BodySizeLimit(app, max_bytes=LIMIT)(scope, receive, _collect(sent))
         assert sent[0]["status"] == 413, headers
-        assert pulled <= LIMIT + 4096, headers
+        # The limit, and the lingering read after the 413 (at most twice the limit).
+        assert pulled <= 3 * LIMIT + 4096, headers
     assert reached == []
 
 
@@ -265,7 +266,7 @@ async def test_websocket_tickets_stay_out_of_the_access_log(tmp_path: Path) -> N
     assert "/ws/chat/" in log  # the requests were logged...
     assert issued not in log  # ...without the ticket
     assert issued.split(".")[0] not in log
-    assert "t=[redacted]" in log
+    assert "/ws/chat/?[redacted]" in log
 
 
 # -- 7. /ready on a read-only database ----------------------------------------------

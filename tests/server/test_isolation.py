@@ -78,7 +78,7 @@ def test_every_route_is_covered(live_server: LiveServer) -> None:
 
 @pytest.fixture
 async def alice_and_bob(http: httpx.AsyncClient) -> tuple[dict[str, str], dict[str, str]]:
-    """Alice has a turn, a memory and an API key; Bob has his own turn."""
+    """Alice has a turn, a memory and an API key; Bob has his own turn and memory."""
     alice = bearer(await register(http, "alice"))
     bob = bearer(await register(http, "bob"))
     said = await http.post(
@@ -88,7 +88,9 @@ async def alice_and_bob(http: httpx.AsyncClient) -> tuple[dict[str, str], dict[s
     )
     assert said.status_code == 200
     assert (
-        await http.post("/api/v1/conversation/chat", json={"message": "Hi there"}, headers=bob)
+        await http.post(
+            "/api/v1/conversation/chat", json={"message": "My secret is green tea."}, headers=bob
+        )
     ).status_code == 200
     return alice, bob
 
@@ -100,7 +102,7 @@ async def test_history_is_private(
     asked = await http.get("/api/v1/conversation/history", params={"user_id": "alice"}, headers=bob)
     assert asked.status_code == 403
     own = (await http.get("/api/v1/conversation/history", headers=bob)).json()
-    assert [item["query"] for item in own] == ["Hi there"]
+    assert [item["query"] for item in own] == ["My secret is green tea."]
     assert all(item["user_id"] == "bob" for item in own)
     mine = await http.get(
         "/api/v1/conversation/history", params={"user_id": "alice"}, headers=alice
@@ -140,7 +142,7 @@ async def test_memories_are_private(
     alice_memories = (await http.get("/api/v1/memories", headers=alice)).json()["items"]
     saffron = next(m for m in alice_memories if "saffron" in m["text"])
     bob_memories = (await http.get("/api/v1/memories", headers=bob)).json()["items"]
-    assert all("saffron" not in m["text"] for m in bob_memories)
+    assert [m["text"] for m in bob_memories] == ["My secret is green tea."]
 
     found = await http.get(
         "/api/v1/memories/search", params={"q": "secret recipe saffron"}, headers=bob

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from mongars_core import hookimpl
+from mongars_core.hookspecs import Register
 from mongars_core.local_server import (
     CREDENTIAL_HEADER,
     LOCAL_CHAT_PATH,
@@ -18,6 +20,8 @@ from mongars_core.local_server import (
     read_secret,
 )
 from mongars_core.settings import Settings
+from mongars_core.types import GenerationRequest
+from tests.conftest import BUNDLED_WITHOUT_MODELS
 from tests.server.conftest import EchoBackend, LiveServer, running, server_settings
 
 
@@ -63,8 +67,62 @@ async def test_the_local_route_gives_the_pipelines_errors(live_server: LiveServe
             headers=headers,
         )
     assert (empty.status_code, empty.json()["detail"]) == (422, "the message is empty")
-    assert events(unknown)[-1]["type"] == "error"
-    assert "no LLM backend named 'nope'" in str(events(unknown)[-1]["detail"])
+    # An unknown name says so (the CLI then reports it rather than running in-process).
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"].startswith("no LLM backend named 'nope'")
+
+
+class SpareBackend(EchoBackend):
+    """A second registered backend that counts the turns it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        self.calls += 1
+        async for delta in super().stream(request):
+            yield delta
+
+
+class SparePlugin:
+    def __init__(self, backend: SpareBackend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def mongars_register_llm_backends(self, register: Register, settings: Settings) -> None:
+        register("spare", self.backend)
+
+
+@pytest.mark.parametrize("exposed", [False, True])
+async def test_the_local_route_serves_only_exposed_backends(
+    make_server: Callable[..., LiveServer], exposed: bool
+) -> None:
+    spare = SpareBackend()
+    server = make_server(
+        plugins=[("spare", SparePlugin(spare))],
+        load_plugins=[*BUNDLED_WITHOUT_MODELS, "server", "instant", "spare"],
+        server={"exposed_models": ["mongars", "spare"] if exposed else ["mongars"]},
+    )
+    headers = {CREDENTIAL_HEADER: credential(server.settings)}
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+        asked = await client.post(
+            LOCAL_CHAT_PATH,
+            json={"user_id": "alice", "message": "hi", "backend": "spare"},
+            headers=headers,
+        )
+        default = await client.post(
+            LOCAL_CHAT_PATH, json={"user_id": "alice", "message": "hi"}, headers=headers
+        )
+    assert events(default)[-1]["type"] == "reply"
+    if exposed:
+        assert asked.status_code == 200
+        assert events(asked)[-1]["reply"]["backend"] == "spare"  # type: ignore[index]
+        assert spare.calls == 1
+    else:
+        assert asked.status_code == 403
+        assert "MONGARS_SERVER__EXPOSED_MODELS" in asked.json()["detail"]
+        assert spare.calls == 0
 
 
 @pytest.mark.parametrize("given", [None, "", "0" * 64, "not even hex"])

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mongars_core.errors import (
@@ -34,13 +34,19 @@ def create_engine(url: str) -> AsyncEngine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    backend = parsed.get_backend_name()
     wanted = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}.get(backend)
     if wanted is None:
+        # Before get_driver_name(), which loads the dialect: "redis://" has none.
         raise ConfigurationError(
-            f"unsupported database {backend!r} in {url!r}: use sqlite+aiosqlite:// "
+            f"unsupported database {backend!r} in "
+            f"{parsed.render_as_string(hide_password=True)!r}: use sqlite+aiosqlite:// "
             "or postgresql+asyncpg://"
         )
+    try:
+        driver = parsed.get_driver_name()
+    except NoSuchModuleError:
+        driver = parsed.drivername.partition("+")[2]
     if driver != wanted:
         raise ConfigurationError(
             f"database URL {parsed.render_as_string(hide_password=True)!r} uses driver "

@@ -209,6 +209,9 @@ class LocalModelBackend:
             queue: asyncio.Queue[Any] = asyncio.Queue()
             stop = threading.Event()
             worker = loop.run_in_executor(None, self._generate_blocking, request, queue, loop, stop)
+            # A prefix ending in a space continues from the word before it (see
+            # _generate_blocking): the space it already has is not sent again.
+            owed_space = request.prefix[len(request.prefix.rstrip()) :]
             try:
                 while True:
                     item = await queue.get()
@@ -216,7 +219,14 @@ class LocalModelBackend:
                         break
                     if isinstance(item, BaseException):
                         raise item
-                    yield item
+                    if owed_space:
+                        if item.startswith(owed_space):
+                            item = item[len(owed_space) :]
+                        elif item[:1].isspace():
+                            item = item.lstrip()
+                        owed_space = "" if item else owed_space
+                    if item:
+                        yield item
             finally:
                 stop.set()
                 # Let the worker notice the flag before the next generation starts.
@@ -249,7 +259,10 @@ class LocalModelBackend:
             messages = [message.model_dump() for message in request.messages]
             if request.prefix:
                 # Failover mid-stream: continue the reply another backend began.
-                messages.append({"role": "assistant", "content": request.prefix})
+                # Without its trailing space: "The " tokenizes as "The" and a lone
+                # space, and the model then writes what it never would have
+                # ("The 1980s..." for "The sea..."); the word token brings its space.
+                messages.append({"role": "assistant", "content": request.prefix.rstrip()})
             encoded = tokenizer.apply_chat_template(
                 messages,
                 add_generation_prompt=not request.prefix,
@@ -267,9 +280,24 @@ class LocalModelBackend:
                 "stopping_criteria": StoppingCriteriaList([StopWhenAsked()]),
             }
             penalty = self.settings.local.repetition_penalty
-            if penalty > 1:
+            # Sampling only: greedy decoding stays reproducible, so a reply cut
+            # by a failed replica continues elsewhere as the same text (loops
+            # are still stopped by the pipeline's repetition guard).
+            if penalty > 1 and request.temperature > 0:
+                # A continued reply's prefix is reply, not prompt: penalised as
+                # if this backend had written it, the continuation is the text
+                # one uninterrupted generation would have written.
+                reply_start = prompt_tokens
+                if request.prefix:
+                    reply_start = len(
+                        tokenizer.apply_chat_template(
+                            [message.model_dump() for message in request.messages],
+                            add_generation_prompt=True,
+                            return_dict=True,
+                        )["input_ids"]
+                    )
                 options["logits_processor"] = LogitsProcessorList(
-                    [self._repetition_penalty(penalty, prompt_tokens)]
+                    [self._repetition_penalty(penalty, reply_start)]
                 )
             if request.temperature > 0:
                 options.update(temperature=request.temperature, top_p=request.top_p)
@@ -291,7 +319,7 @@ class LocalModelBackend:
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    def _repetition_penalty(self, penalty: float, prompt_tokens: int) -> Any:
+    def _repetition_penalty(self, penalty: float, reply_start: int) -> Any:
         """A penalty on the tokens the reply already used, against loops.
 
         Unlike transformers' own ``repetition_penalty``, it spares the prompt
@@ -309,7 +337,7 @@ class LocalModelBackend:
         spared: Any = self._spared
 
         def apply(input_ids: Any, scores: Any) -> Any:
-            used = input_ids[:, prompt_tokens:]  # one sequence: the backend batches none
+            used = input_ids[:, reply_start:]  # one sequence: the backend batches none
             known = used[0] < len(spared)
             spare = torch.zeros_like(known)
             spare[known] = spared[used[0][known]]

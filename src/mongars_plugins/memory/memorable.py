@@ -93,6 +93,7 @@ _REQUEST_VERBS = _lexicon(
     "make create generate find search look recommend suggest play sing draw say repeat "
     "continue stop answer check read fix correct rewrite compose send open set remind "
     "imagine pretend act teach name spell count shorten expand simplify rephrase "
+    "reply respond use format avoid include convert compare output "
     "let's let dis dites raconte racontez donne donnez écris écrivez explique expliquez "
     "montre montrez traduis traduisez aide aidez fais faites trouve trouvez cherche "
     "propose proposez résume résumez calcule calculez"

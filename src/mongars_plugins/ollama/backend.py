@@ -270,12 +270,12 @@ class OllamaBackend:
         self._ssl_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
-        return f"OllamaBackend({self.name!r}, {self.url!r}, model={self.model!r})"
+        return f"OllamaBackend({self.name!r}, {self.host.display_url!r}, model={self.model!r})"
 
     @property
     def where(self) -> str:
-        """How errors name this server."""
-        return f"Ollama server {self.name!r} ({self.url})"
+        """How errors and the log name this server (any password masked)."""
+        return f"the LLM backend {self.name!r} (Ollama at {self.host.display_url})"
 
     def ssl_context(self) -> ssl.SSLContext:
         """One TLS context for all calls: building one costs ~30 ms, a client ~0.2 ms."""
@@ -290,6 +290,7 @@ class OllamaBackend:
         with translate_errors(self.where, timeout):
             async with client_module.AsyncClient(
                 host=self.url,
+                auth=self.host.auth,
                 timeout=timeout,
                 verify=self.ssl_context(),
                 event_hooks={"response": [_async_status_hook(self.where)]},
@@ -390,6 +391,7 @@ class OllamaBackend:
         with translate_errors(self.where, timeout):
             async with httpx.AsyncClient(
                 base_url=self.url,
+                auth=self.host.auth,
                 timeout=timeout,
                 verify=self.ssl_context(),
                 event_hooks={"response": [_async_status_hook(self.where)]},

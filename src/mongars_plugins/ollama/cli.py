@@ -36,7 +36,7 @@ def build_ollama_app(settings: Settings) -> typer.Typer:
             return found
         chosen = [backend for backend in found if backend.host.matches(host)]
         if not chosen:
-            known = ", ".join(f"{b.name} ({b.url})" for b in found) or "none"
+            known = ", ".join(f"{b.name} ({b.host.display_url})" for b in found) or "none"
             raise ConfigurationError(f"no Ollama host {host!r} is configured (hosts: {known})")
         return chosen
 
@@ -73,7 +73,7 @@ def build_ollama_app(settings: Settings) -> typer.Typer:
         backend = _chosen(backends, host)[0]
         details = _run(backend.show(model))
         table = Table("field", "value", show_header=False)
-        table.add_row("host", f"{backend.name} ({backend.url})")
+        table.add_row("host", f"{backend.name} ({backend.host.display_url})")
         table.add_row("model", details.name)
         table.add_row("format", details.format)
         table.add_row("family", details.family)
@@ -134,9 +134,13 @@ def build_ollama_app(settings: Settings) -> typer.Typer:
                 version = await backend.version(min(backend.timeout_s, 5.0))
             except MongarsError as exc:
                 down += 1
-                table.add_row(backend.name, backend.url, "[red]down[/]", printable(str(exc)))
+                table.add_row(
+                    backend.name, backend.host.display_url, "[red]down[/]", printable(str(exc))
+                )
             else:
-                table.add_row(backend.name, backend.url, "[green]up[/]", printable(version))
+                table.add_row(
+                    backend.name, backend.host.display_url, "[green]up[/]", printable(version)
+                )
 
         async def check_all(chosen: list[OllamaBackend]) -> None:
             for backend in chosen:

@@ -52,11 +52,11 @@ class OllamaEmbedder:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OllamaEmbedder({self.name!r}, {self.url!r}, model={self.model!r})"
+        return f"OllamaEmbedder({self.name!r}, {self.host.display_url!r}, model={self.model!r})"
 
     @property
     def where(self) -> str:
-        return f"Ollama server {self.name!r} ({self.url})"
+        return f"the embedder {self.name!r} (Ollama at {self.host.display_url})"
 
     @property
     def dimension(self) -> int:
@@ -94,6 +94,7 @@ class OllamaEmbedder:
             translate_errors(self.where, self.timeout_s),
             client_module.Client(
                 host=self.url,
+                auth=self.host.auth,
                 timeout=self.timeout_s,
                 verify=self._context(),
                 event_hooks={"response": [sync_status_hook(self.where)]},

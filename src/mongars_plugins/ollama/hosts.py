@@ -4,6 +4,11 @@ One unnamed host becomes the backend ``ollama``. Otherwise every host becomes
 ``ollama:NAME``; an unnamed one is called ``hostN`` after its position in the
 list (``host1``, ``host2``...). A URL without a scheme is taken as ``http://``,
 and without a port as Ollama's 11434, as the ``ollama`` command does.
+
+A URL may carry a user and password (``http://user:secret@host``, for a proxy
+that asks for HTTP basic authentication): they are kept apart from
+:attr:`OllamaHost.url` and sent as basic auth, and every message, log line and
+listing shows the URL masked (``http://user:***@host:11434``).
 """
 
 from __future__ import annotations
@@ -11,13 +16,19 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mongars_core.errors import ConfigurationError
 
 DEFAULT_PORT = 11434
 BACKEND_PREFIX = "ollama"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://|^)(?P<user>[^/@:\s]*):[^/@\s]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@`` in it as ``***``."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,24 @@ class OllamaHost:
     """Normalised base URL, e.g. ``http://127.0.0.1:11434``."""
     name: str | None = None
     """``NAME``, ``hostN``, or ``None`` for the single unnamed host."""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """Basic-auth credentials from the URL; never shown (see :attr:`display_url`)."""
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """``(user, password)`` for httpx's basic auth, or ``None``."""
+        if self.username is None and self.password is None:
+            return None
+        return (self.username or "", self.password or "")
+
+    @property
+    def display_url(self) -> str:
+        """The URL as messages and logs show it: ``http://user:***@host:port``."""
+        if self.auth is None:
+            return self.url
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{self.username or ''}:***@{rest}"
 
     def matches(self, wanted: str) -> bool:
         """Whether ``wanted`` names this host: its backend name, its name or its URL."""
@@ -42,11 +71,16 @@ class OllamaHost:
 
 
 def normalise_url(url: str) -> str:
-    """``url`` with a scheme and a port, without a trailing slash.
+    """``url`` with a scheme and a port, without a trailing slash or credentials.
 
     Raises :class:`~mongars_core.errors.ConfigurationError` when it is not an
     http(s) URL with a host.
     """
+    return split_url(url)[0]
+
+
+def split_url(url: str) -> tuple[str, str | None, str | None]:
+    """:func:`normalise_url` of ``url``, and the user and password it names (decoded)."""
     text = url.strip()
     if "://" not in text:
         text = f"http://{text}"
@@ -57,21 +91,28 @@ def normalise_url(url: str) -> str:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise ConfigurationError(f"MONGARS_OLLAMA__HOSTS: {url!r} is not a URL ({exc})") from None
+        shown = mask_credentials(url)
+        reason = mask_credentials(str(exc))
+        raise ConfigurationError(
+            f"MONGARS_OLLAMA__HOSTS: {shown!r} is not a URL ({reason})"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"MONGARS_OLLAMA__HOSTS: {url!r} is not an http(s) URL with a host name"
+            f"MONGARS_OLLAMA__HOSTS: {mask_credentials(url)!r} is not an http(s) URL "
+            "with a host name"
         )
-    netloc = parts.netloc
+    netloc = parts.netloc.rpartition("@")[2]
     if port is None and not explicit_scheme:
         netloc = f"{netloc}:{DEFAULT_PORT}"
     path = parts.path.rstrip("/")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, path, "", ""))
+    username = urllib.parse.unquote(parts.username) if parts.username is not None else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, "", "")), username, password
 
 
 def parse_hosts(entries: Sequence[str]) -> list[OllamaHost]:
     """The hosts of ``settings.ollama.hosts``, with their backend names."""
-    parsed: list[tuple[str | None, str]] = []
+    parsed: list[tuple[str | None, tuple[str, str | None, str | None]]] = []
     for entry in entries:
         name, separator, rest = entry.partition("=")
         if separator and "://" not in name and "/" not in name:
@@ -80,17 +121,18 @@ def parse_hosts(entries: Sequence[str]) -> list[OllamaHost]:
                     f"MONGARS_OLLAMA__HOSTS: {name.strip()!r} is not a valid host name "
                     "(letters, digits, '.', '_' and '-')"
                 )
-            parsed.append((name.strip(), normalise_url(rest)))
+            parsed.append((name.strip(), split_url(rest)))
         else:
-            parsed.append((None, normalise_url(entry)))
+            parsed.append((None, split_url(entry)))
     if len(parsed) == 1 and parsed[0][0] is None:
-        return [OllamaHost(backend_name=BACKEND_PREFIX, url=parsed[0][1])]
+        url, username, password = parsed[0][1]
+        return [OllamaHost(BACKEND_PREFIX, url, None, username, password)]
     hosts: list[OllamaHost] = []
     seen: set[str] = set()
-    for position, (given, url) in enumerate(parsed, start=1):
+    for position, (given, (url, username, password)) in enumerate(parsed, start=1):
         label = given or f"host{position}"
         if label in seen:
             raise ConfigurationError(f"MONGARS_OLLAMA__HOSTS names the host {label!r} twice")
         seen.add(label)
-        hosts.append(OllamaHost(backend_name=f"{BACKEND_PREFIX}:{label}", url=url, name=label))
+        hosts.append(OllamaHost(f"{BACKEND_PREFIX}:{label}", url, label, username, password))
     return hosts

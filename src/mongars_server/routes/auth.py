@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Response
+from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from mongars_core.storage.models import AccountRecord
+from mongars_server.accounts import LastAdministratorError
 from mongars_server.deps import (
     AdminCaller,
     CurrentCaller,
@@ -18,6 +20,7 @@ from mongars_server.deps import (
 )
 from mongars_server.errors import ApiError
 from mongars_server.limits import retry_after
+from mongars_server.login_throttle import LoginThrottled
 from mongars_server.password_policy import password_problem
 
 router = APIRouter(tags=["auth"])
@@ -128,40 +131,55 @@ class AccountDeleted(BaseModel):
     data_deleted: bool
 
 
-async def _login(server: State, username: str, password: str) -> str:
-    # Failed logins per account, from any address: a token taken before the
-    # check, given back when the password was right.
-    throttle = f"login:{username.casefold()}"
-    wait = await server.login_limiter.take(throttle)
-    if wait > 0:
+def client_address(request: Request) -> str:
+    """The caller's address (the proxy's client, with trusted proxies configured)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def checked_password(
+    server: State, request: Request, username: str, password: str
+) -> AccountRecord | None:
+    """The account when ``password`` is its password, through the failure throttle
+    (:mod:`mongars_server.login_throttle`): 429 when this try may not count."""
+    try:
+        return await server.logins.check(
+            username,
+            client_address(request),
+            lambda: server.accounts.authenticate(username, password),
+        )
+    except LoginThrottled as throttled:
+        wait = retry_after(throttled.wait_s)
         raise ApiError(
             429,
-            f"too many failed logins for this account: retry in {retry_after(wait)} s",
+            f"too many failed password checks for this account: retry in {wait} s",
             "rate_limited",
-            {"Retry-After": retry_after(wait)},
-        )
-    account = await server.accounts.authenticate(username, password)
+            {"Retry-After": wait},
+        ) from None
+
+
+async def _login(server: State, request: Request, username: str, password: str) -> str:
+    account = await checked_password(server, request, username, password)
     if account is None:
         raise ApiError(
             401, "wrong username or password", "unauthorized", {"WWW-Authenticate": "Bearer"}
         )
-    await server.login_limiter.take(throttle, -1.0)
     return server.tokens.issue(account.username, account.password_version, account.user_id)
 
 
 @router.post("/token", response_model=TokenOut, dependencies=[Depends(limit_by_client)])
 async def token(
     server: State,
+    request: Request,
     username: Annotated[str, Form(min_length=1, max_length=150)],
     password: Annotated[str, Form(min_length=1, max_length=1024)],
 ) -> TokenOut:
     """OAuth2 password flow: form fields ``username`` and ``password``."""
-    return TokenOut(access_token=await _login(server, username, password))
+    return TokenOut(access_token=await _login(server, request, username, password))
 
 
 @router.post("/api/v1/auth/login", response_model=LoginOut, dependencies=[Depends(limit_by_client)])
-async def login(server: State, credentials: Credentials) -> LoginOut:
-    access_token = await _login(server, credentials.username, credentials.password)
+async def login(server: State, request: Request, credentials: Credentials) -> LoginOut:
+    access_token = await _login(server, request, credentials.username, credentials.password)
     return LoginOut(access_token=access_token, expires_in=server.tokens.ttl_s)
 
 
@@ -181,13 +199,17 @@ async def register(server: State, registration: Registration) -> AccountOut:
 
 @router.post("/api/v1/user/change-password", response_model=PasswordChanged)
 async def change_password(
-    server: State, caller: SessionCaller, change: PasswordChange
+    server: State, request: Request, caller: SessionCaller, change: PasswordChange
 ) -> PasswordChanged:
     """Change your password. Every access token and websocket ticket issued before
     stops working, your open websockets close (in every server process), and your
-    API keys are revoked unless ``revoke_api_keys`` is false."""
-    if await server.accounts.authenticate(caller.username, change.old_password) is None:
+    API keys are revoked unless ``revoke_api_keys`` is false. The current password
+    is checked through the same failure throttle as a login (429 beyond it)."""
+    checked = await checked_password(server, request, caller.username, change.old_password)
+    if checked is None:
         raise ApiError(403, "the current password is wrong", "wrong_password")
+    if change.new_password == change.old_password:
+        raise ApiError(422, "the new password is the current password", "invalid_input")
     await server.accounts.change_password(caller.username, change.new_password)
     await server.hub.revoke(caller.user_id, "the password changed: log in again")
     revoked = ["sessions", "websocket tickets", "open websockets"]
@@ -234,11 +256,14 @@ async def delete_user(
 ) -> AccountDeleted:
     """Delete an account and its API keys (administrators, logged in). Its
     conversations, memories and plugin state go too, unless ``keep_data``; its
-    tokens, tickets and open websockets stop working at once."""
+    tokens, tickets and open websockets stop working at once. The last
+    administrator cannot be deleted (409 ``last_administrator``)."""
     try:
         account = await server.accounts.delete(username, keep_data=keep_data)
     except LookupError:
         raise ApiError(404, f"there is no account {username!r}", "not_found") from None
+    except LastAdministratorError as exc:
+        raise ApiError(409, str(exc), "last_administrator") from None
     await server.hub.revoke(account.user_id, "the account was deleted")
     if not keep_data:
         await server.assistant.invalidate(account.user_id)

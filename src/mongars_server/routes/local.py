@@ -8,6 +8,10 @@ loopback address. The reply streams back as NDJSON, one event a line:
 ``{"type": "token", "delta"}``, then ``{"type": "reply", "reply": Reply}`` or
 ``{"type": "error", "detail", "code"}``. A client that disconnects stops the
 generation, and nothing of that turn is stored.
+
+``backend`` obeys the rule of the OpenAI-compatible API: the configured backend
+(the default) or one named in ``MONGARS_SERVER__EXPOSED_MODELS``; any other is a
+403, so no request loads a backend the operator did not choose.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from mongars_core.validation import validate_turn
 from mongars_server.app import ServerState
 from mongars_server.deps import State
 from mongars_server.errors import ApiError, classify
+from mongars_server.routes.openai_api import DEFAULT_MODEL, exposed_models
 
 router = APIRouter(tags=["local"])
 
@@ -65,11 +70,25 @@ async def local_caller(
 async def local_chat(server: State, body: LocalChatRequest) -> StreamingResponse:
     """One turn of a library user, streamed as NDJSON events."""
     session_id = body.session_id or "default"
+    allowed = exposed_models(server)
+    if body.backend not in (None, DEFAULT_MODEL):
+        try:
+            server.assistant.router.get(body.backend)  # an unknown name says so first
+        except MongarsError as exc:
+            raise classify(exc) from None
+    if body.backend not in (None, DEFAULT_MODEL, server.settings.llm.backend, *allowed):
+        raise ApiError(
+            403,
+            f"the backend {body.backend!r} is not exposed by this server "
+            f"(MONGARS_SERVER__EXPOSED_MODELS: {', '.join(allowed)})",
+            "backend_not_exposed",
+        )
+    backend = None if body.backend == DEFAULT_MODEL else body.backend
     try:
         text = validate_turn(server.settings, body.user_id, body.message, session_id)
     except MongarsError as exc:
         raise classify(exc) from None
-    events = _events(server, body.user_id, text, session_id, body.backend)
+    events = _events(server, body.user_id, text, session_id, backend)
     return StreamingResponse(events, media_type="application/x-ndjson")
 
 
