@@ -13,20 +13,13 @@ import pytest
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import build_plugin_manager
 from mongars_core.settings import Settings
-from tests.conftest import InstantBackendPlugin, run_mongars
+from tests.conftest import InstantBackendPlugin, command_env, run_mongars
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """No model and no embedder: these tests are about the command, not generation."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
-    base.update(
-        MONGARS_DATA_DIR=str(tmp_path / "data"),
-        MONGARS_CACHE_DIR=str(tmp_path / "cache"),
-        MONGARS_MEMORY__EMBEDDER="none",
-        MONGARS_DISABLE_PLUGINS="cuda",
-    )
-    return base
+    return command_env(tmp_path)
 
 
 def mongars(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

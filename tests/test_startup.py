@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from mongars_core.settings import Settings
-from tests.conftest import run_mongars
+from tests.conftest import command_env, run_mongars
 
 
 def _free_port() -> int:
@@ -36,15 +36,7 @@ def _free_port() -> int:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """No model and no embedder: these tests are about starting, not generating."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
-    base.update(
-        MONGARS_DATA_DIR=str(tmp_path / "data"),
-        MONGARS_CACHE_DIR=str(tmp_path / "cache"),
-        MONGARS_MEMORY__EMBEDDER="none",
-        MONGARS_DISABLE_PLUGINS="cuda",
-        HF_HUB_OFFLINE="1",
-    )
-    return base
+    return command_env(tmp_path, HF_HUB_OFFLINE="1")
 
 
 def serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
