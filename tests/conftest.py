@@ -25,6 +25,7 @@ from mongars_core.types import GenerationRequest
 POSTGRES_URL = os.environ.get(
     "MONGARS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = os.environ.get("MONGARS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODEL_CACHE = Path(
     os.environ.get("MONGARS_TEST_CACHE_DIR") or platformdirs.user_cache_dir("mongars")
 )
@@ -97,6 +98,20 @@ def _postgres_reachable() -> bool:
 @pytest.fixture(scope="session")
 def postgres_available() -> bool:
     return _postgres_reachable()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server at MONGARS_TEST_REDIS_URL, answering (skipped without it; CI fails)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} is not reachable in CI")
+        pytest.skip(f"needs the Redis server at {REDIS_URL}")
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -165,22 +165,6 @@ def test_a_corrupt_database_with_several_workers(
     assert_one_line_error(result, f"{corrupt_database} is not a SQLite database (corrupt?)")
 
 
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get("MONGARS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        import redis
-    except ImportError:
-        pytest.skip("needs the redis extra")
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {url} is not reachable in CI")
-        pytest.skip(f"needs Redis at {url}")
-    return url
-
-
 def test_any_failure_inside_the_server_start_is_one_line(env: dict[str, str]) -> None:
     # Redis is first used while the app starts (its lifespan, inside uvicorn).
     closed = _free_port()

@@ -27,6 +27,13 @@ def check_id(kind: str, value: str) -> None:
         raise error(f"invalid {kind} {value!r}: use 1-150 letters, digits, '_', '-', '.' or '@'")
 
 
+def check_length(settings: Settings, text: str) -> None:
+    """Refuse a message over ``max_message_chars``, saying the limit: one limit everywhere."""
+    limit = settings.max_message_chars
+    if len(text) > limit:
+        raise MessageTooLongError(f"the message has {len(text)} characters; the limit is {limit}")
+
+
 def validate_turn(settings: Settings, user_id: str, message: str, session_id: str) -> str:
     """The message of a turn as the pipeline runs it (stripped), or the error that
     refuses the turn: the same checks :meth:`Assistant.stream` makes first, for
@@ -36,9 +43,7 @@ def validate_turn(settings: Settings, user_id: str, message: str, session_id: st
     text = (message or "").strip()
     if not text:
         raise EmptyMessageError("the message is empty")
-    limit = settings.max_message_chars
-    if len(text) > limit:
-        raise MessageTooLongError(f"the message has {len(text)} characters; the limit is {limit}")
+    check_length(settings, text)
     if "\x00" in text:
         raise InvalidInputError("the message contains a NUL character")
     try:

@@ -39,7 +39,7 @@ from mongars_server.security import (
     load_or_create_secret,
 )
 from mongars_server.shared_metrics import SharedMetrics
-from mongars_server.telemetry import RedactTickets, RequestTelemetry, Telemetry
+from mongars_server.telemetry import RedactQueryStrings, RequestTelemetry, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class ServerState:
     model_error: str | None = None
     # What `mongars chat` presents to /api/v1/local/chat (mongars_core.local_server).
     local_credential: str = ""
+    allowed_hosts: list[str] = field(default_factory=list)  # see mongars_server.hosts
 
     async def changed(self, user: str) -> None:
         """``user``'s turns or memories changed: other server processes drop their caches."""
@@ -86,14 +87,15 @@ def create_app(
     routers = host.collect("mongars_register_routers", "router")
     secret = load_or_create_secret(settings)  # fail at build time, not at first login
     telemetry = Telemetry(settings.server)
+    hosts = allowed_hosts(settings.server)  # once: it may look up this machine's names
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = _connect_redis(settings)
         try:
             async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
-                server = _server_state(settings, assistant, secret, telemetry, redis)
-                RedactTickets.install()  # uvicorn logs /ws/chat/?t=<ticket>
+                server = _server_state(settings, assistant, secret, telemetry, redis, hosts)
+                RedactQueryStrings.install()  # uvicorn logs /ws/chat/?t=<ticket>, ?q=<search>
                 await server.hub.start()
                 await server.metrics.start()
                 try:
@@ -139,12 +141,17 @@ def create_app(
         max_bytes=settings.server.max_body_bytes,
         timeout_s=settings.server.body_timeout_s,
     )
-    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts(settings.server))
+    app.add_middleware(HostCheck, allowed_hosts=hosts)
     return app
 
 
 def _server_state(
-    settings: Settings, assistant: Assistant, secret: bytes, telemetry: Telemetry, redis: Any
+    settings: Settings,
+    assistant: Assistant,
+    secret: bytes,
+    telemetry: Telemetry,
+    redis: Any,
+    hosts: list[str],
 ) -> ServerState:
     assistant.services.tracer = telemetry.pipeline_tracer
     assistant.router.instrument(telemetry.meter)
@@ -170,6 +177,7 @@ def _server_state(
         telemetry=telemetry,
         metrics=SharedMetrics(telemetry, redis, prefix),
         local_credential=local_credential(secret),
+        allowed_hosts=hosts,
     )
 
 

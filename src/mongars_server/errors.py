@@ -29,6 +29,7 @@ from mongars_core.errors import (
     DuplicateRecordError,
     IdempotencyKeyReusedError,
     InvalidInputError,
+    MessageTooLongError,
     MissingDependencyError,
     ModelError,
     MongarsError,
@@ -104,6 +105,8 @@ def classify(exc: MongarsError) -> ApiError:
         return ApiError(409, str(exc), "conflict")
     if isinstance(exc, IdempotencyKeyReusedError):
         return ApiError(422, str(exc), "idempotency_key_reused")
+    if isinstance(exc, MessageTooLongError):
+        return ApiError(422, str(exc), "message_too_long")
     if isinstance(exc, InvalidInputError):
         return ApiError(422, str(exc), "invalid_input")
     if isinstance(exc, NotFoundError):

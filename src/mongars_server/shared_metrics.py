@@ -74,8 +74,7 @@ class SharedMetrics:
             answer = json.loads(popped[1])
             snapshots[str(answer["worker"])] = str(answer["text"])
         await self._redis.delete(reply)
-        own = snapshots.pop(self.telemetry.worker_id, None)
-        del own  # rendered fresh below
+        snapshots.pop(self.telemetry.worker_id, None)  # this process is rendered fresh
         return self.telemetry.render_prometheus(sorted(snapshots.items()))
 
     async def _listen(self, pubsub: Any) -> None:

@@ -197,7 +197,7 @@ class _Snapshot:
         return []
 
 
-class RedactTickets(logging.Filter):
+class RedactQueryStrings(logging.Filter):
     """Replaces the query string of every path in log lines with ``?[redacted]``.
 
     uvicorn logs the path with its raw query string: HTTP requests on

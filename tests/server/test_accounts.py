@@ -253,18 +253,11 @@ async def test_a_password_change_closes_sockets_and_voids_tickets(
     await rejected(live_server, unused)
 
 
-REDIS_URL = os.environ.get("MONGARS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
 @pytest.mark.redis
-async def test_a_password_change_closes_sockets_in_every_worker(tmp_path: Path) -> None:
-    from tests.server.test_workers import _redis_reachable
-
-    if not _redis_reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is not reachable in CI")
-        pytest.skip(f"needs the Redis server at {REDIS_URL}")
-    settings = server_settings(tmp_path, redis_url=REDIS_URL)
+async def test_a_password_change_closes_sockets_in_every_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = server_settings(tmp_path, redis_url=redis_url)
     user = f"u{uuid.uuid4().hex[:10]}"
     with ExitStack() as stack:
         a = stack.enter_context(running(settings))

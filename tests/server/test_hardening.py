@@ -31,7 +31,6 @@ from tests.server.conftest import PASSWORD, LiveServer, bearer, register, runnin
 from tests.server.test_observability import parse_prometheus
 from tests.server.test_websocket import connect, opened, receive_until, ticket
 
-REDIS_URL = os.environ.get("MONGARS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "MONGARS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -126,24 +125,12 @@ async def test_every_body_is_counted_whatever_its_headers_say() -> None:
 # -- 5. Redis namespaces -----------------------------------------------------------
 
 
-def _redis_or_skip() -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is not reachable in CI")
-        pytest.skip(f"needs the Redis server at {REDIS_URL}")
-
-
 @pytest.mark.redis
 async def test_deployments_sharing_a_redis_server_do_not_hear_each_other(
-    tmp_path: Path,
+    tmp_path: Path, redis_url: str
 ) -> None:
-    _redis_or_skip()
-    ours = server_settings(tmp_path / "ours", redis_url=REDIS_URL)
-    theirs = server_settings(tmp_path / "theirs", redis_url=REDIS_URL)
+    ours = server_settings(tmp_path / "ours", redis_url=redis_url)
+    theirs = server_settings(tmp_path / "theirs", redis_url=redis_url)
     assert ours.redis_prefix() != theirs.redis_prefix()
     with ExitStack() as stack:
         a = stack.enter_context(running(ours))
@@ -311,9 +298,8 @@ async def test_latency_buckets_are_in_seconds(make_server: Callable[..., LiveSer
 
 
 @pytest.mark.redis
-async def test_one_scrape_counts_every_workers_requests(tmp_path: Path) -> None:
-    _redis_or_skip()
-    settings = server_settings(tmp_path, redis_url=REDIS_URL, server={"metrics_access": "public"})
+async def test_one_scrape_counts_every_workers_requests(tmp_path: Path, redis_url: str) -> None:
+    settings = server_settings(tmp_path, redis_url=redis_url, server={"metrics_access": "public"})
     with running(settings) as a, running(settings) as b:
         async with (
             httpx.AsyncClient(base_url=a.url) as on_a,

@@ -23,11 +23,9 @@ from websockets.exceptions import ConnectionClosed
 from mongars_server.routes.websocket import MAX_FRAME_CHARS
 from tests.server.conftest import LiveServer, bearer, register
 from tests.server.test_hardening import (
-    REDIS_URL,
     _complete,
     _port,
     _raw_request,
-    _redis_or_skip,
     _status,
     serving,
 )
@@ -41,14 +39,13 @@ LIMIT = 64 * 1024
 
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.redis)])
 async def test_a_websocket_frame_past_the_limit_is_refused_unread(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, request: pytest.FixtureRequest
 ) -> None:
     """Under `mongars serve` (one process, or workers): a frame of the most characters
     allowed still gets an answer; a bigger one closes the socket (1009) unread."""
     env = {"MONGARS_SERVER__WORKERS": str(workers)}
     if workers > 1:
-        _redis_or_skip()
-        env["MONGARS_REDIS_URL"] = REDIS_URL
+        env["MONGARS_REDIS_URL"] = request.getfixturevalue("redis_url")
         env["MONGARS_REDIS_NAMESPACE"] = f"frames-{uuid.uuid4().hex[:8]}"
     with serving(tmp_path, **env) as (url, _):
         async with httpx.AsyncClient(base_url=url) as client:

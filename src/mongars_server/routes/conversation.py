@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mongars_core.types import HistoryTurn, Reply, SpeechPlan, SpeechSegment, StreamEvent
+from mongars_core.validation import check_length
 from mongars_server.app import ServerState
 from mongars_server.deps import CurrentCaller, State
 from mongars_server.errors import ApiError
@@ -111,17 +112,6 @@ def chat_response(reply: Reply, started: float) -> ChatResponse:
     )
 
 
-def check_message(server: ServerState, message: str) -> None:
-    """Refuse a message over ``max_message_chars`` before any work, saying the limit."""
-    limit = server.settings.max_message_chars
-    if len(message) > limit:
-        raise ApiError(
-            422,
-            f"the message has {len(message)} characters; the limit is {limit}",
-            "message_too_long",
-        )
-
-
 def history_item(turn: HistoryTurn, *, username: str) -> HistoryItem:
     """A stored turn as the client sees it: ``user_id`` shows the account's
     username, never the internal id that owns the data."""
@@ -183,7 +173,7 @@ async def chat(
     With an ``Idempotency-Key`` header the turn is stored once: a retry gets the
     stored reply back (``replayed: true``), the same key with another message a 422.
     """
-    check_message(server, request.message)
+    check_length(server.settings, request.message)
     key = idempotency_key_of(idempotency_key, request.idempotency_key)
     response = await run_chat(
         server, caller.user_id, request.message, request.session_id, idempotency_key=key

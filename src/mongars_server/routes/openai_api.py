@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mongars_core.errors import MongarsError
 from mongars_core.types import Reply, StreamEvent
+from mongars_core.validation import check_length
 from mongars_server.app import ServerState
 from mongars_server.deps import CurrentCaller, State
 from mongars_server.errors import ApiError, classify
-from mongars_server.routes.conversation import check_message
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -139,7 +139,7 @@ async def chat_completions(
         )
     backend = None if request.model == DEFAULT_MODEL else request.model
     text = _last_user_text(request)
-    check_message(server, text.strip())
+    check_length(server.settings, text.strip())
     session = request.user or "openai"
     started = int(time.time())
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"

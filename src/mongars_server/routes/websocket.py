@@ -21,10 +21,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from mongars_core.errors import MongarsError
+from mongars_core.validation import check_length
 from mongars_server.app import ServerState
 from mongars_server.errors import classify
 from mongars_server.events import REVOKED, Subscriber, make_event
-from mongars_server.hosts import allowed_hosts, origin_allowed
+from mongars_server.hosts import origin_allowed
 from mongars_server.routes.conversation import ChatRequest, history_item, run_chat
 from mongars_server.security import AuthenticationError
 
@@ -44,7 +45,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     if not origin_allowed(
         websocket.headers.get("origin"),
         websocket.headers.get("host"),
-        allowed_hosts(server.settings.server),
+        server.allowed_hosts,
         server.settings.server.allowed_origins,
     ):
         await websocket.close(POLICY_VIOLATION, "origin not allowed")
@@ -236,10 +237,11 @@ class ChatConnection:
             where = ".".join(str(part) for part in problem["loc"]) or "data"
             self._ack(ref, _error("invalid_input", f"{where}: {problem['msg']}"))
             return
-        limit = self.server.settings.max_message_chars
-        if len(request.message) > limit:
-            message = f"the message has {len(request.message)} characters; the limit is {limit}"
-            self._ack(ref, _error("message_too_long", message))
+        try:
+            check_length(self.server.settings, request.message)
+        except MongarsError as exc:
+            error = classify(exc)
+            self._ack(ref, _error(error.code, error.detail))
             return
         self._ack(ref)
         self.turn_ref = ref
