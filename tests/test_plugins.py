@@ -17,6 +17,8 @@ from mongars_core.errors import (
 )
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
+from mongars_plugins.cuda.settings import LOCAL
+from mongars_testkit.backends import InstantBackend
 
 BUNDLED = {
     "memory",
@@ -134,7 +136,7 @@ def test_duplicate_backend_names_name_both_plugins(settings: Settings) -> None:
     class One:
         @hookimpl
         def mongars_register_llm_backends(self, register: Any, settings: Any) -> None:
-            register("shared", object())
+            register("shared", InstantBackend())
 
     class Two(One):
         pass
@@ -209,7 +211,7 @@ def test_empty_environment_values_mean_defaults(monkeypatch: pytest.MonkeyPatch)
     settings = Settings()
     assert settings.load_plugins is None
     assert settings.memory.ttl_days is None
-    assert settings.local.threads is None
+    assert settings.section(LOCAL).threads is None
     assert settings.resolved_database_url().startswith("sqlite+aiosqlite:///")
 
 

@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from mongars_core.adapters import AdapterRegistry
-from mongars_core.errors import MongarsError
+from mongars_core.assembly import build_host
+from mongars_core.capabilities import Progress
+from mongars_core.errors import ConfigurationError, MongarsError
 from mongars_core.pipeline import Assistant
-from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.router import LLMRouter
-from mongars_core.settings import Settings, describe_invalid_settings
+from mongars_core.settings import Settings, read_settings
 from mongars_core.storage.store import Store
 
 app = typer.Typer(
@@ -85,9 +85,9 @@ def _command(function: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except ValidationError as exc:
-        raise fail(f"invalid settings: {describe_invalid_settings(exc)}") from None
+        return read_settings()
+    except ConfigurationError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.callback()
@@ -136,15 +136,16 @@ def chat(
     chat_cli.chat(user, message, session, as_json, backend, use_server=not in_process)
 
 
-def progress_reporter() -> Callable[[str, int, int | None], None]:
+def progress_reporter() -> Progress:
     """A ``progress(stage, done, total)`` callback that draws rich progress bars on stderr.
 
     Totals above 10,000 are taken as bytes and shown in MB, smaller ones as steps.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as ProgressBars
 
     bars: dict[str, Any] = {}
-    state: dict[str, Progress] = {}
+    state: dict[str, ProgressBars] = {}
 
     def amount(done: int, total: int | None) -> str:
         if total is None or total > 10_000:
@@ -154,7 +155,7 @@ def progress_reporter() -> Callable[[str, int, int | None], None]:
 
     def report(stage: str, done: int, total: int | None) -> None:
         if "progress" not in state:
-            state["progress"] = Progress(
+            state["progress"] = ProgressBars(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn("{task.fields[amount]}"),
@@ -179,7 +180,7 @@ def plugins() -> None:
     """List the plugins that are loaded, with their versions and hooks."""
     settings = _settings()
     try:
-        host = PluginHost(build_plugin_manager(settings), settings)
+        host = build_host(settings)
     except MongarsError as exc:
         raise fail(str(exc)) from None
     table = Table("plugin", "distribution", "version", "hooks")
@@ -200,7 +201,7 @@ async def backends(
 ) -> None:
     """Show every LLM endpoint by model role: breaker state and health."""
     settings = _settings()
-    host = PluginHost(build_plugin_manager(settings), settings)
+    host = build_host(settings)
     router = LLMRouter.from_settings(host.llm_backends(), settings.llm)
     statuses = await router.health()
     if as_json:
@@ -278,13 +279,8 @@ def main() -> None:
     a command that seems not to exist.
     """
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise SystemExit(
-            fail(f"invalid settings: {describe_invalid_settings(exc)}").exit_code
-        ) from None
-    try:
-        host = PluginHost(build_plugin_manager(settings), settings)
+        settings = read_settings()
+        host = build_host(settings)
         for name, command in host.commands().items():
             app.add_typer(command, name=name)
     except MongarsError as exc:

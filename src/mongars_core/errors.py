@@ -6,10 +6,13 @@ they enter (the storage layer, a backend, a model loader)::
 
     MongarsError
     ├── ConfigurationError
-    │   └── MissingDependencyError        an optional extra is not installed
+    │   ├── MissingDependencyError        an optional extra is not installed
+    │   └── InvalidSectionError           a settings Section declared wrongly (ValueError too)
     ├── PluginError
     │   ├── PluginLoadError               an entry point failed to import (strict mode)
     │   ├── HookValidationError           an implementation matches no spec
+    │   ├── HookAbortedError              a hook raised KeyboardInterrupt, SystemExit...
+    │   ├── HookStuckError                a hook still runs past an earlier deadline
     │   └── DuplicateRegistrationError    two plugins registered the same name
     ├── InvalidInputError                 ValueError too
     │   ├── EmptyMessageError
@@ -59,6 +62,11 @@ class MissingDependencyError(ConfigurationError):
         )
 
 
+class InvalidSectionError(ConfigurationError, ValueError):
+    """A :class:`~mongars_core.settings.Section` with a bad name or a model that is not a
+    pydantic model class."""
+
+
 class PluginError(MongarsError):
     """Something is wrong with a plugin."""
 
@@ -69,6 +77,17 @@ class PluginLoadError(PluginError):
 
 class HookValidationError(PluginError):
     """A plugin implements a hook that has no specification, or with wrong arguments."""
+
+
+class HookAbortedError(PluginError):
+    """A hook implementation raised ``KeyboardInterrupt``, ``SystemExit``,
+    ``GeneratorExit`` or a ``CancelledError`` of its own: that plugin's failure,
+    never a signal to the process."""
+
+
+class HookStuckError(PluginError):
+    """A plain hook implementation is still running after a call of it missed its
+    deadline, so it is not called again until that call returns."""
 
 
 class DuplicateRegistrationError(PluginError):

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from mongars_core.settings import Settings
+    from mongars_core.services import Services
+    from mongars_core.settings import Section, Settings
+    from mongars_core.storage.unit_of_work import UnitOfWork
     from mongars_core.types import KnowledgeGap, Reply, Turn
 
 PROJECT_NAME = "mongars"
@@ -37,10 +39,31 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 MaybeAwaitable = Any
 """A value, or an awaitable resolving to it (typing stays loose for plugin authors)."""
 
-Register = Callable[..., None]
+Register = Callable[[str, Any], None]
+"""``register(name, obj)``: the callback of a ``mongars_register_*`` hook."""
+
+RegisterSection = Callable[["Section[Any]"], None]
+"""``register(section)``: the callback of :func:`mongars_register_settings`."""
 
 
 # -- assembly -----------------------------------------------------------------
+
+
+@hookspec
+def mongars_register_settings(register: RegisterSection) -> None:
+    """Declare the plugin's settings sections: ``register(section)``.
+
+    Called first while the assistant, the server or the ``mongars`` command is
+    built, before any other assembly hook. ``section`` is a
+    :class:`mongars_core.settings.Section`: a name and a pydantic model, read
+    from ``MONGARS_<NAME>__<FIELD>`` environment variables (and from
+    ``Settings(<name>={...})``). A plugin reads its values with
+    ``settings.section(SECTION)``. Every registered section is read at
+    assembly, so a bad value fails at start-up in one line naming its
+    variable. Two plugins registering one name is an error naming both.
+    ``python -m mongars_core.settings_docs`` renders every installed plugin's
+    sections (docs/configuration.md holds the bundled ones). Returns nothing.
+    """
 
 
 @hookspec
@@ -89,17 +112,17 @@ def mongars_register_commands(register: Register, settings: Settings) -> None:
 
 
 @hookspec
-def mongars_startup(services: Any) -> MaybeAwaitable:
+def mongars_startup(services: Services) -> MaybeAwaitable:
     """Open the plugin's resources.
 
     Called once when the assistant starts (after storage is ready), with the
-    :class:`mongars_core.pipeline.Services` of the assistant. May return an
+    :class:`mongars_core.services.Services` of the assistant. May return an
     awaitable. Returns nothing useful.
     """
 
 
 @hookspec
-def mongars_shutdown(services: Any) -> MaybeAwaitable:
+def mongars_shutdown(services: Services) -> MaybeAwaitable:
     """Close what :func:`mongars_startup` opened.
 
     Called once when the assistant closes, even after a failed turn. May
@@ -182,16 +205,23 @@ def mongars_plan_speech(turn: Turn, text: str) -> MaybeAwaitable:
 
 
 @hookspec
-def mongars_remember(turn: Turn, reply: Reply) -> MaybeAwaitable:
+def mongars_remember(turn: Turn, reply: Reply, writes: UnitOfWork) -> MaybeAwaitable:
     """Store what should be remembered of the finished turn.
 
-    Stage 9, after the turn is persisted to history. Returns nothing useful.
-    A failure is logged and does not fail the turn.
+    Stage 9. Stage the writes in ``writes`` (a
+    :class:`~mongars_core.storage.unit_of_work.UnitOfWork`) rather than
+    writing to the store: the turn row and every plugin's writes are then
+    committed in one transaction before the reply is returned, and a callback
+    given to ``writes.after_commit`` runs once they are (update a cache
+    there). Returns nothing useful. A failure is logged and does not fail the
+    turn.
     """
 
 
 @hookspec
-def mongars_forget(services: Any, user_id: str, memory_ids: list[int] | None) -> MaybeAwaitable:
+def mongars_forget(
+    services: Services, user_id: str, memory_ids: list[int] | None
+) -> MaybeAwaitable:
     """Drop what the plugin holds about memories deleted through the library.
 
     Called after ``Assistant.delete_memory`` (``memory_ids`` lists the ids)
@@ -202,7 +232,7 @@ def mongars_forget(services: Any, user_id: str, memory_ids: list[int] | None) ->
 
 
 @hookspec
-def mongars_invalidate(services: Any, user_id: str) -> MaybeAwaitable:
+def mongars_invalidate(services: Services, user_id: str) -> MaybeAwaitable:
     """Drop whatever the plugin caches about a user: it changed elsewhere.
 
     Called by ``Assistant.invalidate(user_id)``, which a host running several
@@ -213,11 +243,12 @@ def mongars_invalidate(services: Any, user_id: str) -> MaybeAwaitable:
 
 
 @hookspec
-def mongars_turn_completed(turn: Turn, reply: Reply) -> MaybeAwaitable:
+def mongars_turn_completed(turn: Turn, reply: Reply, writes: UnitOfWork) -> MaybeAwaitable:
     """Observe a completed turn (style learning, metrics, self-training curation).
 
-    Stage 10, after the turn is persisted, beside :func:`mongars_remember`.
-    Returns nothing useful. A failure is logged and does not fail the turn.
+    Stage 10, beside :func:`mongars_remember`; plugin state to keep (a style
+    profile) goes into ``writes``, committed with the turn. Returns nothing
+    useful. A failure is logged and does not fail the turn.
     """
 
 

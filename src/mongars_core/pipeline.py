@@ -14,65 +14,50 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import pluggy
 from opentelemetry import trace
 
+from mongars_core.assembly import build_host, build_services
+from mongars_core.confidence import estimate_confidence
 from mongars_core.errors import (
-    ConfigurationError,
     DuplicateTurnError,
     GenerationTimeoutError,
-    MongarsError,
-    PluginError,
     UnknownUserError,
 )
 from mongars_core.idempotency import check_idempotency_key, replayed_reply
-from mongars_core.llm import Embedder, count_usage
-from mongars_core.plugins import HookFailure, PluginHost, build_plugin_manager
-from mongars_core.prompt import build_messages, estimate_confidence, select_memories
+from mongars_core.llm import count_usage
+from mongars_core.prompt import build_messages
+from mongars_core.recall import select_memories
 from mongars_core.reply_text import RepetitionGuard, finished_text
-from mongars_core.router import Endpoint, LLMRouter, RedisResponseCache
+from mongars_core.router import Endpoint
+from mongars_core.services import Services
 from mongars_core.settings import Settings
 from mongars_core.storage.models import MemoryRecord, TurnRecord
 from mongars_core.storage.store import Store
+from mongars_core.storage.unit_of_work import UnitOfWork
+from mongars_core.turn_context import HookFailure, TurnContext, ms_since
 from mongars_core.types import (
     Conversation,
     GenerationRequest,
     HistoryTurn,
     Memory,
     Reply,
-    SpeechPlan,
     StreamEvent,
     Turn,
 )
 from mongars_core.validation import check_id, conversation_title, validate_turn
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from mongars_core.plugins import PluginHost
+
 logger = logging.getLogger(__name__)
 
 NO_ANSWER = "Sorry, I have no answer to that. Could you put it another way?"
-
-
-@dataclass
-class Services:
-    """The shared objects of a running assistant, handed to plugins.
-
-    ``stash`` holds per-assistant plugin state (keyed by plugin name), so
-    plugins keep no module-level globals.
-    """
-
-    settings: Settings
-    store: Store
-    router: LLMRouter
-    plugins: PluginHost
-    embedder: Embedder | None = None
-    embedder_name: str | None = None
-    stash: dict[str, Any] = field(default_factory=dict)
-    # The host's tracer (the server's); the default is OpenTelemetry's global,
-    # a no-op unless the host application configured one.
-    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("mongars_core"))
 
 
 class Assistant:
@@ -95,55 +80,41 @@ class Assistant:
         settings: Settings | None = None,
         *,
         plugin_manager: pluggy.PluginManager | None = None,
+        host: PluginHost | None = None,
         store: Store | None = None,
+        redis: Redis | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> Assistant:
         """Load plugins, open storage, collect backends and embedders, start plugins.
 
-        ``store`` is an already-open store to use instead of opening
-        ``settings.resolved_database_url()``; the assistant closes it.
+        ``host`` is an already-built plugin host (the server's) and
+        ``plugin_manager`` a manager to build one from; by default the
+        installed plugins load. ``store`` is an already-open store to use
+        instead of opening ``settings.resolved_database_url()``; the assistant
+        closes it. ``redis`` is the host process's Redis client, shared by the
+        response cache (the caller closes it); ``tracer`` the host's tracer.
         """
-        settings = settings or Settings()
-        pm = plugin_manager or build_plugin_manager(settings)
-        host = PluginHost(pm, settings)
-        backends = host.llm_backends()
-        embedders = host.embedders()
-        cache = (
-            RedisResponseCache(settings.redis_url, settings.redis_prefix())
-            if settings.redis_url and settings.llm.cache_ttl_s > 0
-            else None
-        )
-        router = LLMRouter.from_settings(backends, settings.llm, cache=cache)
-        embedder_name, embedder = _choose_embedder(embedders, settings.memory.embedder)
-        store = store or await Store.open(settings.resolved_database_url())
-        services = Services(
-            settings=settings,
-            store=store,
-            router=router,
-            plugins=host,
-            embedder=embedder,
-            embedder_name=embedder_name,
-        )
+        if host is None:
+            host = build_host(settings or Settings(), plugin_manager=plugin_manager)
+        services = await build_services(host, store=store, redis=redis, tracer=tracer)
         assistant = cls(services)
-        failures: list[HookFailure] = []
-        await host.gather("mongars_startup", failures, deadline=None, log=False, services=services)
-        if failures:
+        try:
+            await host.startup(services)
+        except BaseException:
             await assistant.aclose()
-            failure = failures[0]
-            if isinstance(failure.error, MongarsError):
-                raise failure.error
-            raise PluginError(
-                f"plugin {failure.plugin!r} failed to start: {failure.error}"
-            ) from failure.error
+            raise
         return assistant
 
     async def aclose(self) -> None:
-        failures: list[HookFailure] = []
+        """Shut the plugins down, then close the router (its cache) and the store."""
         try:
-            await self.plugins.gather(
-                "mongars_shutdown", failures, deadline=None, services=self.services
-            )
+            await self.plugins.shutdown(self.services)
         finally:
-            await self.store.close()
+            try:
+                await self.router.aclose()
+            finally:
+                self.plugins.close()
+                await self.store.close()
 
     async def __aenter__(self) -> Assistant:
         return self
@@ -208,8 +179,6 @@ class Assistant:
                 yield StreamEvent(type="token", delta=reply.text)
                 yield StreamEvent(type="reply", reply=reply)
                 return
-        timings: dict[str, float] = {}
-        failures: list[HookFailure] = []
         turn = Turn(
             turn_id=uuid.uuid4().hex,
             user_id=user_id,
@@ -222,12 +191,10 @@ class Assistant:
         turn_span = tracer.start_span(
             "mongars.turn", attributes={"mongars.backend": backend or "", "mongars.role": role}
         )
-        context = trace.set_span_in_context(turn_span)
+        context = TurnContext(tracer, trace.set_span_in_context(turn_span))
         try:
             # aclosing: a consumer that stops early stops the backend at once.
-            async with aclosing(
-                self._run_turn(turn, backend, timings, failures, context, idempotency_key)
-            ) as events:
+            async with aclosing(self._run_turn(turn, context, backend, idempotency_key)) as events:
                 async for event in events:
                     yield event
         except GeneratorExit:
@@ -243,14 +210,12 @@ class Assistant:
     async def _run_turn(
         self,
         turn: Turn,
+        context: TurnContext,
         backend: str | None,
-        timings: dict[str, float],
-        failures: list[HookFailure],
-        context: Any,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        with self._timed(timings, "prepare", context):
-            await self._prepare(turn, timings, failures)
+        with context.stage("prepare"):
+            await self._prepare(turn, context)
 
         request = GenerationRequest(
             messages=build_messages(self.settings, turn),
@@ -270,7 +235,7 @@ class Assistant:
         guard = RepetitionGuard()
         timed_out = False
         started = time.perf_counter()
-        span = self.services.tracer.start_span("mongars.generate", context=context)
+        span = context.tracer.start_span("mongars.generate", context=context.trace_context)
         try:
             # aclosing: a consumer that stops early stops the backend at once,
             # not whenever the abandoned generator is collected.
@@ -294,23 +259,19 @@ class Assistant:
         finally:
             span.set_attribute("mongars.deltas", len(pieces))
             span.end()
-        timings["generate"] = _ms_since(started)
+        context.timings["generate"] = ms_since(started)
         generated, finish_reason = finished_text(guard, request)
         # The endpoint that finished the reply ("cache" when none had to).
         backend_name = served[-1].backend_name if served else "cache"
 
-        with self._timed(timings, "adapt", context):
-            final_text = await self.plugins.chain(
-                "mongars_adapt_reply", generated, "text", failures, turn=turn
-            )
+        with context.stage("adapt"):
+            final_text = await self.plugins.adapt_reply(turn, generated, context)
         if not final_text.strip():
             # The model said nothing, or the transforms dropped all of it (a
             # reply that only echoed its instructions): never answer with nothing.
             final_text = NO_ANSWER
-        with self._timed(timings, "speech", context):
-            speech = await self.plugins.first(
-                "mongars_plan_speech", failures, turn=turn, text=final_text
-            )
+        with context.stage("speech"):
+            speech = await self.plugins.plan_speech(turn, final_text, context)
         reply = Reply(
             turn_id=turn.turn_id,
             user_id=turn.user_id,
@@ -329,20 +290,18 @@ class Assistant:
             gaps=turn.gaps,
             findings=turn.findings,
             style_instructions=turn.style_instructions,
-            speech=speech if isinstance(speech, SpeechPlan) else None,
+            speech=speech,
             usage=count_usage(served[-1].backend if served else None, request.messages, generated),
         )
-        with self._timed(timings, "finish", context):
-            stored = await self._finish(
-                turn, reply, backend_name, timings, failures, idempotency_key
-            )
+        with context.stage("finish"):
+            stored = await self._finish(turn, reply, backend_name, context, idempotency_key)
         if stored is not None:  # a concurrent request with the same key stored first
             yield StreamEvent(
                 type="reply", reply=replayed_reply(stored, turn.message, turn.session_id)
             )
             return
-        reply.timings = dict(timings)
-        reply.warnings = [failure.describe() for failure in failures]
+        reply.timings = dict(context.timings)
+        reply.warnings = context.warnings()
         if timed_out:
             reply.warnings.append(
                 f"the reply was cut at the time limit of {self.settings.llm.timeout_s:g} s "
@@ -360,58 +319,62 @@ class Assistant:
         turn: Turn,
         reply: Reply,
         backend_name: str,
-        timings: dict[str, float],
-        failures: list[HookFailure],
-        idempotency_key: str | None = None,
+        context: TurnContext,
+        idempotency_key: str | None,
     ) -> TurnRecord | None:
-        """Stages 9-10: persist the turn, then remember and observe side by side.
+        """Stages 9-10 and the commit: the turn row and what remember and observe
+        stage side by side, stored in one transaction before the reply is returned.
 
-        A failure to persist raises before any plugin remembers the turn; the
-        optional stages only report their failures. Returns the turn stored
-        under ``idempotency_key`` by a concurrent request, when that one won:
-        this one is then neither stored nor remembered.
+        A failed commit raises :class:`~mongars_core.errors.StorageError` and
+        stores nothing of the turn. Returns the turn stored under
+        ``idempotency_key`` by a concurrent request, when that one won: nothing
+        of this one is stored then.
         """
-
-        async def persist() -> None:
-            with self._timed(timings, "persist"):
-                await self.store.add_turn(
-                    turn_id=turn.turn_id,
-                    user_id=turn.user_id,
-                    session_id=turn.session_id,
-                    message=turn.message,
-                    reply=reply.text,
-                    confidence=reply.confidence,
-                    backend=backend_name,
-                    meta={
-                        "memories": [memory.id for memory in turn.memories],
-                        "reasoning": [hint.as_fact() for hint in turn.reasoning],
-                        "gaps": [gap.topic for gap in turn.gaps],
-                        "finish_reason": reply.finish_reason,
-                        "truncated": reply.truncated,
-                        "usage": reply.usage.model_dump(),
-                    },
-                    idempotency_key=idempotency_key,
-                )
+        writes = UnitOfWork()
+        self.store.stage_turn(
+            writes,
+            turn_id=turn.turn_id,
+            user_id=turn.user_id,
+            session_id=turn.session_id,
+            message=turn.message,
+            reply=reply.text,
+            confidence=reply.confidence,
+            backend=backend_name,
+            meta={
+                "memories": [memory.id for memory in turn.memories],
+                "reasoning": [hint.as_fact() for hint in turn.reasoning],
+                "gaps": [gap.topic for gap in turn.gaps],
+                "finish_reason": reply.finish_reason,
+                "truncated": reply.truncated,
+                "usage": reply.usage.model_dump(),
+            },
+            idempotency_key=idempotency_key,
+        )
 
         async def remember() -> None:
-            with self._timed(timings, "remember"):
-                await self.plugins.gather("mongars_remember", failures, turn=turn, reply=reply)
+            with context.stage("remember"):
+                await self.plugins.remember(turn, reply, writes, context)
 
         async def observe() -> None:
-            with self._timed(timings, "observe"):
-                await self.plugins.gather(
-                    "mongars_turn_completed", failures, turn=turn, reply=reply
-                )
+            with context.stage("observe"):
+                await self.plugins.turn_completed(turn, reply, writes, context)
 
         try:
-            await persist()
+            await asyncio.gather(remember(), observe())
+            with context.stage("persist"):
+                await self.store.commit(writes, deadline=self.settings.stage_timeout_s)
         except DuplicateTurnError:
             assert idempotency_key is not None, "only a keyed turn is a duplicate turn"
             stored = await self.store.turn_for_key(turn.user_id, idempotency_key)
             if stored is None:  # stored and then deleted in between: nothing to return
                 raise
             return stored
-        await asyncio.gather(remember(), observe())
+        finally:
+            # A turn stopped before its commit leaves nothing staged behind.
+            await writes.discard(self.settings.stage_timeout_s)
+        context.failures.extend(
+            HookFailure("after_commit", name, error) for name, error in writes.failures
+        )
         return None
 
     async def history(self, user_id: str, limit: int = 50) -> list[HistoryTurn]:
@@ -439,10 +402,10 @@ class Assistant:
             message=text,
             services=self.services,
         )
-        failures: list[HookFailure] = []
-        found: list[Memory] = await self.plugins.gather_lists("mongars_recall", failures, turn=turn)
-        if failures:
-            raise failures[0].error
+        context = TurnContext(self.services.tracer)
+        found = await self.plugins.recall(turn, context)
+        if context.failures:
+            raise context.failures[0].error
         settings = self.settings.memory
         found = [m for m in found if m.score >= settings.min_score_for(m.source)]
         found.sort(key=lambda memory: memory.score, reverse=True)
@@ -505,15 +468,12 @@ class Assistant:
         return await self.store.delete_conversation(user_id, session_id)
 
     async def invalidate(self, user_id: str) -> None:
-        """Make every plugin drop its cached state of ``user_id`` (another process
-        changed it); the next turn reloads from storage."""
+        """Make the store (its cached history) and every plugin drop what they keep
+        in process about ``user_id`` (another process changed it); the next turn
+        reloads from storage."""
         check_id("user id", user_id)
-        failures: list[HookFailure] = []
-        await self.plugins.gather(
-            "mongars_invalidate", failures, log=False, services=self.services, user_id=user_id
-        )
-        if failures:
-            raise failures[0].error
+        self.store.forget_cached(user_id)
+        await self.plugins.invalidate(self.services, user_id)
 
     # -- internals --------------------------------------------------------------------
 
@@ -522,95 +482,43 @@ class Assistant:
 
     async def _forget(self, user_id: str, memory_ids: list[int] | None) -> None:
         # A plugin that fails to forget could still recall a deleted memory:
-        # that must not pass silently.
-        failures: list[HookFailure] = []
-        await self.plugins.gather(
-            "mongars_forget",
-            failures,
-            log=False,
-            services=self.services,
-            user_id=user_id,
-            memory_ids=memory_ids,
-        )
-        if failures:
-            raise failures[0].error
+        # its error is raised, never passed over.
+        await self.plugins.forget(self.services, user_id, memory_ids)
 
     async def _require_user(self, user_id: str) -> None:
         check_id("user id", user_id)
         if not await self.store.user_exists(user_id):
             raise UnknownUserError(f"no user {user_id!r} has talked to this assistant")
 
-    @contextmanager
-    def _timed(self, timings: dict[str, float], stage: str, context: Any = None) -> Any:
-        """Time a stage into ``timings`` and trace it as a span (child of ``context``
-        when given, else of the current span)."""
-        started = time.perf_counter()
-        try:
-            with self.services.tracer.start_as_current_span(f"mongars.{stage}", context=context):
-                yield
-        finally:
-            timings[stage] = _ms_since(started)
-
-    async def _prepare(
-        self, turn: Turn, timings: dict[str, float], failures: list[HookFailure]
-    ) -> None:
+    async def _prepare(self, turn: Turn, context: TurnContext) -> None:
         """Stages 1-5: history and recall, then gaps and research; beside them
         reasoning and style. Only gap detection needs what the others found."""
 
         async def load_history() -> None:
-            with self._timed(timings, "history"):
-                await self.store.ensure_user(turn.user_id)
+            with context.stage("history"):
                 turn.history = await self.store.recent_turns(
                     turn.user_id, turn.session_id, self.settings.history_turns
                 )
 
         async def recall() -> list[Memory]:
-            with self._timed(timings, "recall"):
-                found: list[Memory] = await self.plugins.gather_lists(
-                    "mongars_recall", failures, turn=turn
-                )
-                return found
+            with context.stage("recall"):
+                return await self.plugins.recall(turn, context)
 
         async def recall_and_research() -> None:
             _, memories = await asyncio.gather(load_history(), recall())
             turn.memories = select_memories(memories, turn, self.settings.memory)
-            with self._timed(timings, "gaps"):
-                turn.gaps = await self.plugins.gather_lists(
-                    "mongars_find_gaps", failures, turn=turn
-                )
+            with context.stage("gaps"):
+                turn.gaps = await self.plugins.find_gaps(turn, context)
             if turn.gaps:
-                with self._timed(timings, "research"):
-                    turn.findings = await self.plugins.gather_lists(
-                        "mongars_research", failures, turn=turn, gaps=turn.gaps
-                    )
+                with context.stage("research"):
+                    turn.findings = await self.plugins.research(turn, turn.gaps, context)
 
         async def reason() -> None:
-            with self._timed(timings, "reason"):
-                turn.reasoning = await self.plugins.gather_lists(
-                    "mongars_reason", failures, turn=turn
-                )
+            with context.stage("reason"):
+                turn.reasoning = await self.plugins.reason(turn, context)
 
         async def style() -> None:
-            with self._timed(timings, "style"):
-                turn.style_instructions = await self.plugins.gather_lists(
-                    "mongars_style_instructions", failures, turn=turn
-                )
+            with context.stage("style"):
+                turn.style_instructions = await self.plugins.style_instructions(turn, context)
 
         await asyncio.gather(recall_and_research(), reason(), style())
-
-
-def _choose_embedder(embedders: dict[str, Any], wanted: str) -> tuple[str | None, Any]:
-    if wanted == "none" or not embedders:
-        return None, None
-    if wanted == "auto":
-        name = next(iter(embedders))
-        return name, embedders[name]
-    if wanted not in embedders:
-        raise ConfigurationError(
-            f"no embedder named {wanted!r} (registered: {', '.join(sorted(embedders))})"
-        )
-    return wanted, embedders[wanted]
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

@@ -7,9 +7,12 @@ plugins, the CLI's ``--json`` output and (later) the HTTP API share one shape.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from mongars_core.services import Services
 
 
 def utcnow() -> datetime:
@@ -239,7 +242,11 @@ class Turn(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     reasoning: list[ReasoningHint] = Field(default_factory=list)
     style_instructions: list[str] = Field(default_factory=list)
-    services: Any = Field(default=None, exclude=True, repr=False)
+    if TYPE_CHECKING:
+        services: Services  # always set by the pipeline
+    else:
+        # Not validated, nor dumped; a unit test of a plugin may leave it out.
+        services: Any = Field(default=None, exclude=True, repr=False)
 
 
 class TokenDelta(BaseModel):

@@ -13,17 +13,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from mongars_core import DISTRIBUTION
-from mongars_core.errors import ConfigurationError, MissingDependencyError, MongarsError
+from mongars_core.assembly import build_host, connect_redis
+from mongars_core.errors import ConfigurationError, MongarsError
 from mongars_core.local_server import local_credential
 from mongars_core.pipeline import Assistant
-from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
 from mongars_server.accounts import AccountStore
 from mongars_server.errors import install_error_handlers
@@ -38,8 +38,12 @@ from mongars_server.security import (
     UsedTickets,
     load_or_create_secret,
 )
+from mongars_server.settings import SERVER
 from mongars_server.shared_metrics import SharedMetrics
 from mongars_server.telemetry import RedactQueryStrings, RequestTelemetry, Telemetry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class ServerState:
     hub: EventHub
     telemetry: Telemetry
     metrics: SharedMetrics  # /metrics of every server process
+    redis: Redis | None = None  # the process's one Redis client (None without a URL)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     model_error: str | None = None
     # What `mongars chat` presents to /api/v1/local/chat (mongars_core.local_server).
@@ -82,18 +87,22 @@ def create_app(
 ) -> FastAPI:
     """Build the server for ``settings`` from the installed (or given) plugins."""
     settings = settings or Settings()
-    pm = plugin_manager or build_plugin_manager(settings)
-    host = PluginHost(pm, settings)
-    routers = host.collect("mongars_register_routers", "router")
+    # One plugin host for the whole process: routers here, the assistant in the lifespan.
+    host = build_host(settings, plugin_manager=plugin_manager)
+    routers = host.routers()
     secret = load_or_create_secret(settings)  # fail at build time, not at first login
-    telemetry = Telemetry(settings.server)
-    hosts = allowed_hosts(settings.server)  # once: it may look up this machine's names
+    limits = settings.section(SERVER)
+    telemetry = Telemetry(limits)
+    hosts = allowed_hosts(limits)  # once: it may look up this machine's names
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        redis = _connect_redis(settings)
+        # One Redis client for the process: tickets, limits, events, metrics, reply cache.
+        redis = connect_redis(settings)
         try:
-            async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
+            async with await Assistant.from_settings(
+                settings, host=host, redis=redis, tracer=telemetry.pipeline_tracer
+            ) as assistant:
                 server = _server_state(settings, assistant, secret, telemetry, redis, hosts)
                 RedactQueryStrings.install()  # uvicorn logs /ws/chat/?t=<ticket>, ?q=<search>
                 await server.hub.start()
@@ -121,6 +130,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.state.plugins = host  # the process's one PluginHost (the assistant's too)
     install_error_handlers(app)
     for name, router in routers.items():
         if not isinstance(router, APIRouter):
@@ -129,7 +139,7 @@ def create_app(
     # Middleware runs outside-in in reverse order of adding: Host check, then size limit.
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.server.allowed_origins,
+        allow_origins=limits.allowed_origins,
         allow_credentials=False,
         allow_methods=["GET", "POST", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
@@ -138,8 +148,8 @@ def create_app(
     app.add_middleware(RequestTelemetry, telemetry=telemetry)
     app.add_middleware(
         BodySizeLimit,
-        max_bytes=settings.server.max_body_bytes,
-        timeout_s=settings.server.body_timeout_s,
+        max_bytes=limits.max_body_bytes,
+        timeout_s=limits.body_timeout_s,
     )
     app.add_middleware(HostCheck, allowed_hosts=hosts)
     return app
@@ -150,12 +160,11 @@ def _server_state(
     assistant: Assistant,
     secret: bytes,
     telemetry: Telemetry,
-    redis: Any,
+    redis: Redis | None,
     hosts: list[str],
 ) -> ServerState:
-    assistant.services.tracer = telemetry.pipeline_tracer
     assistant.router.instrument(telemetry.meter)
-    limits = settings.server
+    limits = settings.section(SERVER)
     prefix = settings.redis_prefix()
     return ServerState(
         settings=settings,
@@ -176,6 +185,7 @@ def _server_state(
         hub=EventHub(limits.ws_queue_size, redis, assistant.invalidate, prefix),
         telemetry=telemetry,
         metrics=SharedMetrics(telemetry, redis, prefix),
+        redis=redis,
         local_credential=local_credential(secret),
         allowed_hosts=hosts,
     )
@@ -188,16 +198,6 @@ async def _load_model(server: ServerState) -> None:
     except MongarsError as exc:
         server.model_error = str(exc)
         logger.error("the LLM backend failed to load: %s", exc)
-
-
-def _connect_redis(settings: Settings) -> Any:
-    if settings.redis_url is None:
-        return None
-    try:
-        import redis.asyncio as redis
-    except ImportError:
-        raise MissingDependencyError("redis", "redis") from None
-    return redis.from_url(settings.redis_url)
 
 
 def _version() -> str:

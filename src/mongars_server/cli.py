@@ -7,22 +7,24 @@ import getpass
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from mongars_core.assembly import build_host
+from mongars_core.capabilities import Fetchable, Progress, ReportsProgress, has_ability
 from mongars_core.cli import _command, _settings, fail, printable, progress_reporter
 from mongars_core.errors import MissingDependencyError, MongarsError
 from mongars_core.local_server import advertise, advertised_url
-from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
 from mongars_core.storage.store import Store
+from mongars_server.settings import SERVER
 
 if TYPE_CHECKING:
     from mongars_core.storage.models import AccountRecord
@@ -60,7 +62,10 @@ def serve(
     }
     os.environ.update({name: value for name, value in overrides.items() if value is not None})
     settings = _settings()
-    server = settings.server
+    try:
+        server = settings.section(SERVER)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
     if server.workers > 1 and settings.redis_url is None:
         raise fail(
             "more than one worker needs MONGARS_REDIS_URL: tickets, rate limits and "
@@ -108,7 +113,8 @@ def _serve_in_workers(
 
     from mongars_server import startup
 
-    startup.check_port(settings.server.host, settings.server.port)
+    server = settings.section(SERVER)
+    startup.check_port(server.host, server.port)
     _say_loading()
     asyncio.run(_prepare_model(settings))
     # Workers would each fail on a broken database: find out once, here.
@@ -119,7 +125,7 @@ def _serve_in_workers(
         uvicorn.run(
             "mongars_server.app:create_app",
             factory=True,
-            workers=None if reload else settings.server.workers,
+            workers=None if reload else server.workers,
             reload=reload,
             **options,
         )
@@ -133,17 +139,17 @@ def _say_loading() -> None:
 
 async def _prepare_model(settings: Settings) -> None:
     """Fetch the default backend's model with progress bars, before serving."""
-    host = PluginHost(build_plugin_manager(settings), settings)
+    host = build_host(settings)
     backend = host.llm_backends().get(settings.llm.backend)
-    fetch = getattr(backend, "fetch", None)
-    if backend is None or fetch is None:
+    if not has_ability(backend, Fetchable):
         return
-    if hasattr(backend, "progress"):
-        backend.progress = progress_reporter() if sys.stderr.isatty() else _progress_lines()
-    await fetch()
+    if has_ability(backend, ReportsProgress):
+        reporter = progress_reporter() if sys.stderr.isatty() else _progress_lines()
+        cast(ReportsProgress, backend).progress = reporter
+    await cast(Fetchable, backend).fetch()
 
 
-def _progress_lines() -> Callable[[str, int, int | None], None]:
+def _progress_lines() -> Progress:
     """Model progress as one line per stage when stderr is not a terminal (a log, CI)."""
     began: dict[str, float] = {}
     finished: set[str] = set()
@@ -237,14 +243,14 @@ async def _revoke_sockets(user_id: str, reason: str) -> None:
     """Close the account's open websockets in running servers sharing Redis. Without
     Redis, a server refuses them at their next turn (it re-checks the account)."""
     settings = _settings()
-    if settings.redis_url is None:
-        return
-    from mongars_server.app import _connect_redis
+    from mongars_core.assembly import connect_redis
     from mongars_server.events import EventHub
 
-    redis = _connect_redis(settings)
+    redis = connect_redis(settings)
+    if redis is None:
+        return
     try:
-        hub = EventHub(settings.server.ws_queue_size, redis, None, settings.redis_prefix())
+        hub = EventHub(settings.section(SERVER).ws_queue_size, redis, None, settings.redis_prefix())
         await hub.revoke(user_id, reason)
     finally:
         await redis.aclose()

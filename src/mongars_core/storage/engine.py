@@ -16,13 +16,20 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mongars_core.errors import (
     ConfigurationError,
     CorruptDatabaseError,
     DatabaseUnavailableError,
+    DuplicateRecordError,
     MissingDependencyError,
     ReadOnlyDatabaseError,
     StorageError,
@@ -63,7 +70,7 @@ def create_engine(url: str) -> AsyncEngine:
     except (ArgumentError, SQLAlchemyError) as exc:
         raise ConfigurationError(f"unusable database URL {url!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 
@@ -96,7 +103,7 @@ def _private_database_file(path: Path) -> None:
         ) from exc
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; NORMAL sync is durable across
     # application crashes, which is what a chat history needs.
     cursor = dbapi_connection.cursor()
@@ -162,6 +169,17 @@ def _why_unwritable(folder: Path) -> str | None:
             return None
     except OSError as exc:
         return exc.strerror or str(exc)
+
+
+def storage_error(exc: OSError | SQLAlchemyError, url: str) -> StorageError:
+    """The :class:`StorageError` a driver error raised while using ``url`` means."""
+    if isinstance(exc, IntegrityError):
+        return DuplicateRecordError(f"duplicate record: {driver_reason(exc)}")
+    if isinstance(exc, OSError) or (
+        isinstance(exc, DBAPIError) and (exc.connection_invalidated or is_unusable_file(exc))
+    ):
+        return unusable_database(exc, url)
+    return StorageError(f"database error: {driver_reason(exc)}")
 
 
 def driver_reason(exc: BaseException) -> str:

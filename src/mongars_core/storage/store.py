@@ -21,12 +21,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import case, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from mongars_core.errors import (
@@ -40,9 +39,11 @@ from mongars_core.errors import (
 from mongars_core.storage.engine import (
     create_engine,
     driver_reason,
-    is_unusable_file,
+    storage_error,
     unusable_database,
 )
+from mongars_core.storage.history import HistoryCache
+from mongars_core.storage.memories import stage_memory, stage_prune
 from mongars_core.storage.models import (
     ConversationRecord,
     MemoryRecord,
@@ -50,6 +51,9 @@ from mongars_core.storage.models import (
     TurnRecord,
     UserRecord,
 )
+from mongars_core.storage.sqlite_worker import SQLiteWorker
+from mongars_core.storage.statements import insert_turn, insert_user, touch_conversation
+from mongars_core.storage.unit_of_work import StagedTurn, UnitOfWork
 from mongars_core.types import Conversation, HistoryTurn, utcnow
 
 logger = logging.getLogger(__name__)
@@ -62,7 +66,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _history(record: TurnRecord) -> HistoryTurn:
+def _history(record: TurnRecord | StagedTurn) -> HistoryTurn:
     assert record.id is not None
     return HistoryTurn(
         id=record.id,
@@ -117,6 +121,10 @@ class Store:
         # connections (seconds at the tail under load); queueing them here
         # instead costs nothing.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._worker = SQLiteWorker.beside(engine, url)
+        # Every turn this store commits passes through it, so a session's last
+        # turns are known without a query (see HistoryCache).
+        self._recent = HistoryCache()
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool | None = None) -> Store:
@@ -146,6 +154,8 @@ class Store:
         return cls(create_engine(url), url)
 
     async def close(self) -> None:
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.close)
         await self.engine.dispose()
 
     @property
@@ -166,14 +176,56 @@ class Store:
         try:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 yield session
-        except IntegrityError as exc:
-            raise DuplicateRecordError(f"duplicate record: {driver_reason(exc)}") from exc
-        except (OSError, DBAPIError) as exc:
-            if isinstance(exc, OSError) or exc.connection_invalidated or is_unusable_file(exc):
-                raise unusable_database(exc, self.url) from exc
-            raise StorageError(f"database error: {driver_reason(exc)}") from exc
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {driver_reason(exc)}") from exc
+        except (OSError, SQLAlchemyError) as exc:
+            raise storage_error(exc, self.url) from exc
+
+    async def commit(self, writes: UnitOfWork, *, deadline: float | None = None) -> None:
+        """Run ``writes`` in one transaction, then their after-commit callbacks
+        (each within ``deadline`` seconds).
+
+        A write that fails rolls all of them back and raises
+        :class:`StorageError`; when the staged turn's idempotency key was taken
+        by a concurrent turn, :class:`DuplicateTurnError`. The after-rollback
+        callbacks run in both cases (and when the caller is cancelled meanwhile).
+        """
+        try:
+            if self._worker is not None and self._write_lock is not None:
+                async with self._write_lock:
+                    await self._worker.write(writes.apply)
+                    self._turn_committed(writes)
+            else:
+                async with self.session(write=True) as session:
+                    await session.run_sync(lambda sync: writes.apply(sync.connection()))
+                    await session.commit()
+                    self._turn_committed(writes)
+        except BaseException as exc:
+            await writes.discard(deadline)
+            turn = writes.turn
+            if turn is not None:
+                # Cancelled, the transaction may still have committed: read it again.
+                self._recent.drop_session(turn.user_id, turn.session_id)
+            if (
+                isinstance(exc, DuplicateRecordError)
+                and turn is not None
+                and turn.idempotency_key is not None
+                and await self.turn_for_key(turn.user_id, turn.idempotency_key) is not None
+            ):
+                raise DuplicateTurnError(
+                    f"user {turn.user_id!r} already has a turn with idempotency key "
+                    f"{turn.idempotency_key!r}"
+                ) from exc
+            raise
+        await writes.committed(deadline)
+
+    def _turn_committed(self, writes: UnitOfWork) -> None:
+        # Before the write lock goes: cached sessions grow in commit order.
+        if writes.turn is not None:
+            self._recent.append(_history(writes.turn))
+
+    def forget_cached(self, user_id: str) -> None:
+        """Drop what the store keeps in process about ``user_id`` (another process changed it)."""
+        self._recent.drop_user(user_id)
+        self._known_users.discard(user_id)
 
     # -- schema ------------------------------------------------------------------
 
@@ -232,9 +284,10 @@ class Store:
     async def ensure_user(self, user_id: str) -> None:
         if user_id in self._known_users:
             return
-        statement = self._insert(UserRecord).values(id=user_id, created_at=utcnow())
         async with self.session(write=True) as session:
-            await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+            await session.execute(
+                insert_user(self.engine.dialect.name), {"id": user_id, "now": utcnow()}
+            )
             await session.commit()
         self._known_users.add(user_id)
 
@@ -247,16 +300,18 @@ class Store:
             self._known_users.add(user_id)
         return found
 
-    def _insert(self, table: Any) -> Any:
-        """The dialect's INSERT, which knows ``ON CONFLICT`` on SQLite and PostgreSQL."""
-        if self.engine.dialect.name == "postgresql":
-            return postgresql_insert(table)
-        return sqlite_insert(table)
-
     # -- turns -----------------------------------------------------------------------
 
-    async def add_turn(
+    async def add_turn(self, **fields: Any) -> HistoryTurn:
+        """Store a turn on its own (see :meth:`stage_turn` for ``fields``)."""
+        writes = UnitOfWork()
+        turn = self.stage_turn(writes, **fields)
+        await self.commit(writes)
+        return _history(turn)
+
+    def stage_turn(
         self,
+        writes: UnitOfWork,
         *,
         turn_id: str,
         user_id: str,
@@ -267,33 +322,43 @@ class Store:
         backend: str,
         meta: dict[str, Any],
         idempotency_key: str | None = None,
-    ) -> HistoryTurn:
-        """Store a turn. With ``idempotency_key``, a second turn under the same key
-        for the same user raises :class:`DuplicateTurnError` and stores nothing."""
-        record = TurnRecord(
-            turn_id=turn_id,
-            user_id=user_id,
-            session_id=session_id,
-            message=message,
-            reply=reply,
-            confidence=confidence,
-            backend=backend,
-            meta=json.dumps(meta, default=str),
-            idempotency_key=idempotency_key,
+    ) -> StagedTurn:
+        """Stage a turn, its user and its conversation in ``writes``, before any other write.
+
+        With ``idempotency_key``, a second turn under the same key for the same
+        user makes :meth:`commit` raise :class:`DuplicateTurnError` and store
+        nothing of ``writes``.
+        """
+        now = utcnow()
+        turn = StagedTurn(user_id, session_id, message, reply, now, idempotency_key)
+        row = {
+            "turn_id": turn_id,
+            "user_id": user_id,
+            "session_id": session_id,
+            "message": message,
+            "reply": reply,
+            "confidence": confidence,
+            "backend": backend,
+            "meta": json.dumps(meta, default=str),
+            "idempotency_key": idempotency_key,
+            "created_at": now,
+        }
+        dialect = self.engine.dialect.name
+        if user_id not in self._known_users:
+            writes.execute(insert_user(dialect), {"id": user_id, "now": now})
+            writes.after_commit(lambda: self._known_users.add(user_id))
+        title = conversation_title(message)
+        writes.execute(
+            touch_conversation(dialect),
+            {"user_id": user_id, "session_id": session_id, "title": title, "now": now},
         )
-        try:
-            async with self.session(write=True) as session:
-                await session.execute(self._touch_conversation(user_id, session_id, message))
-                session.add(record)
-                await session.commit()
-        except DuplicateRecordError as exc:
-            # A concurrent request with the same key committed first.
-            if idempotency_key is None or await self.turn_for_key(user_id, idempotency_key) is None:
-                raise
-            raise DuplicateTurnError(
-                f"user {user_id!r} already has a turn with idempotency key {idempotency_key!r}"
-            ) from exc
-        return _history(record)
+
+        def insert(connection: Connection) -> None:
+            turn.id = connection.execute(insert_turn(), row).scalar_one()
+
+        writes.run(insert)
+        writes.turn = turn
+        return turn
 
     async def turn_for_key(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
         """The turn ``user_id`` stored under ``idempotency_key``, if any."""
@@ -311,14 +376,38 @@ class Store:
         """The last ``limit`` turns of a session, oldest first."""
         if limit <= 0:
             return []
+        cached = self._recent.get(user_id, session_id, limit)
+        if cached is not None:
+            return cached
+        token = self._recent.start_fill(user_id, session_id, limit)
+        try:
+            turns = await self._read_recent_turns(user_id, session_id, limit)
+        except BaseException:
+            if token is not None:
+                self._recent.abandon_fill(user_id, session_id, token)
+            raise
+        if token is not None:
+            self._recent.finish_fill(user_id, session_id, limit, turns, token)
+        return turns
+
+    async def _read_recent_turns(
+        self, user_id: str, session_id: str, limit: int
+    ) -> list[HistoryTurn]:
         query = (
             select(TurnRecord)
             .where(col(TurnRecord.user_id) == user_id, col(TurnRecord.session_id) == session_id)
             .order_by(col(TurnRecord.id).desc())
             .limit(limit)
         )
-        async with self.session() as session:
-            records = (await session.execute(query)).scalars().all()
+        if self._worker is not None:  # a turn waits for it: one thread hop, not a dozen
+
+            def read(session: Session) -> list[TurnRecord]:
+                return list(session.execute(query).scalars().all())
+
+            records = await self._worker.read(read)
+        else:
+            async with self.session() as session:
+                records = list((await session.execute(query)).scalars().all())
         return [_history(record) for record in reversed(records)]
 
     async def history(self, user_id: str, limit: int = 50) -> list[HistoryTurn]:
@@ -335,60 +424,12 @@ class Store:
 
     # -- memories -------------------------------------------------------------------
 
-    async def add_memory(
-        self,
-        *,
-        user_id: str,
-        text: str,
-        session_id: str = "",
-        turn_id: str | None = None,
-        embedding: bytes | None = None,
-        embedder: str | None = None,
-        expires_at: datetime | None = None,
-    ) -> MemoryRecord:
-        record = MemoryRecord(
-            user_id=user_id,
-            session_id=session_id,
-            turn_id=turn_id,
-            text=text,
-            embedding=embedding,
-            embedder=embedder,
-            expires_at=expires_at,
-        )
-        async with self.session(write=True) as session:
-            session.add(record)
-            await session.commit()
-        return record
-
-    async def refresh_memory(
-        self,
-        user_id: str,
-        memory_id: int,
-        *,
-        text: str,
-        session_id: str,
-        turn_id: str | None,
-        embedding: bytes | None,
-        embedder: str | None,
-        expires_at: datetime | None,
-    ) -> MemoryRecord | None:
-        """Say a stored memory again: new wording, time and expiry, same id.
-
-        Returns the updated record, or ``None`` when the user has no such memory
-        (deleted meanwhile), so the caller can store it anew.
-        """
-        async with self.session(write=True) as session:
-            record = await session.get(MemoryRecord, memory_id)
-            if record is None or record.user_id != user_id:
-                return None
-            record.text = text
-            record.session_id = session_id
-            record.turn_id = turn_id
-            record.embedding = embedding
-            record.embedder = embedder
-            record.created_at = utcnow()
-            record.expires_at = expires_at
-            await session.commit()
+    async def add_memory(self, **fields: Any) -> MemoryRecord:
+        """Store one memory on its own (``fields`` are :class:`MemoryRecord`'s)."""
+        record = MemoryRecord(**fields)
+        writes = UnitOfWork()
+        stage_memory(writes, record)
+        await self.commit(writes)
         return record
 
     async def add_memories(self, records: Sequence[MemoryRecord]) -> None:
@@ -442,27 +483,9 @@ class Store:
 
         Returns the ids deleted, so caches can follow.
         """
-        now = utcnow()
-        async with self.session(write=True) as session:
-            expired = select(col(MemoryRecord.id)).where(
-                col(MemoryRecord.user_id) == user_id, col(MemoryRecord.expires_at) <= now
-            )
-            doomed = [row for row in (await session.execute(expired)).scalars().all() if row]
-            count_query = select(func.count()).where(col(MemoryRecord.user_id) == user_id)
-            total = int((await session.execute(count_query)).scalar_one()) - len(doomed)
-            if total > capacity:
-                oldest = (
-                    select(col(MemoryRecord.id))
-                    .where(col(MemoryRecord.user_id) == user_id)
-                    .where(col(MemoryRecord.id).not_in(doomed))
-                    # A refreshed memory keeps its id but is as new as its created_at.
-                    .order_by(col(MemoryRecord.created_at), col(MemoryRecord.id))
-                    .limit(total - capacity)
-                )
-                doomed += [row for row in (await session.execute(oldest)).scalars().all() if row]
-            if doomed:
-                await session.execute(delete(MemoryRecord).where(col(MemoryRecord.id).in_(doomed)))
-                await session.commit()
+        writes = UnitOfWork()
+        doomed = stage_prune(writes, user_id, capacity)
+        await self.commit(writes)
         return doomed
 
     # -- plugin state --------------------------------------------------------------------
@@ -476,40 +499,11 @@ class Store:
         return value
 
     async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None:
-        now = utcnow()
-        blob = json.dumps(value)
-        statement = (
-            self._insert(PluginStateRecord)
-            .values(namespace=namespace, user_id=user_id, value=blob, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=["namespace", "user_id"], set_={"value": blob, "updated_at": now}
-            )
-        )
-        async with self.session(write=True) as session:
-            await session.execute(statement)
-            await session.commit()
+        writes = UnitOfWork()
+        writes.put_state(namespace, user_id, value)
+        await self.commit(writes)
 
     # -- conversations ---------------------------------------------------------------
-
-    def _touch_conversation(self, user_id: str, session_id: str, message: str) -> Any:
-        """The upsert that creates or touches a conversation when a turn is stored:
-        an untitled one is named after ``message``."""
-        now = utcnow()
-        table = ConversationRecord.__table__  # type: ignore[attr-defined]
-        statement = self._insert(ConversationRecord).values(
-            user_id=user_id,
-            session_id=session_id,
-            title=conversation_title(message),
-            created_at=now,
-            updated_at=now,
-        )
-        return statement.on_conflict_do_update(
-            index_elements=["user_id", "session_id"],
-            set_={
-                "updated_at": now,
-                "title": case((table.c.title == "", statement.excluded.title), else_=table.c.title),
-            },
-        )
 
     async def create_conversation(
         self, user_id: str, session_id: str, title: str = ""
@@ -591,4 +585,5 @@ class Store:
                 await session.rollback()
                 raise ConversationNotFoundError(f"you have no conversation {session_id!r}")
             await session.commit()
+            self._recent.drop_session(user_id, session_id)
         return deleted
