@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from mongars_core.resilience import Backoff, BreakerState, CircuitBreaker
+from mongars_core.resilience import Backoff, BreakerState, CircuitBreaker, Permit
 
 
 class Clock:
@@ -31,7 +31,8 @@ class BreakerMachine(RuleBasedStateMachine):
         self.failures = 0
         self.opened_at: float | None = None
         self.probe = False
-        self.in_flight = 0
+        # Requests let through and not ended yet: their permits.
+        self.in_flight: list[Permit] = []
 
     def model_state(self) -> BreakerState:
         if self.opened_at is None:
@@ -50,35 +51,38 @@ class BreakerMachine(RuleBasedStateMachine):
         expected = state is BreakerState.CLOSED or (
             state is BreakerState.HALF_OPEN and not self.probe
         )
-        assert self.breaker.acquire() == expected
-        if expected:
-            self.in_flight += 1
-            if state is BreakerState.HALF_OPEN:
-                self.probe = True
+        permit = self.breaker.acquire()
+        assert (permit is not None) == expected
+        if permit is not None:
+            assert permit.probe == (state is BreakerState.HALF_OPEN)
+            self.in_flight.append(permit)
+            self.probe = self.probe or permit.probe
 
-    @precondition(lambda self: self.in_flight > 0)
-    @rule()
-    def succeed(self) -> None:
-        self.in_flight -= 1
-        self.breaker.record_success()
-        self.failures, self.opened_at, self.probe = 0, None, False
+    def end(self, which: int) -> Permit:
+        """End one of the requests in flight; only the probe frees the probe's place."""
+        permit = self.in_flight.pop(which % len(self.in_flight))
+        if permit.probe:
+            self.probe = False
+        return permit
 
-    @precondition(lambda self: self.in_flight > 0)
-    @rule()
-    def fail(self) -> None:
-        self.in_flight -= 1
-        self.breaker.record_failure()
+    @precondition(lambda self: self.in_flight)
+    @rule(which=st.integers(min_value=0))
+    def succeed(self, which: int) -> None:
+        self.breaker.record_success(self.end(which))
+        self.failures, self.opened_at = 0, None
+
+    @precondition(lambda self: self.in_flight)
+    @rule(which=st.integers(min_value=0))
+    def fail(self, which: int) -> None:
+        self.breaker.record_failure(self.end(which))
         self.failures += 1
         if self.opened_at is not None or self.failures >= self.threshold:
             self.opened_at = self.clock.now
-        self.probe = False
 
-    @precondition(lambda self: self.in_flight > 0)
-    @rule()
-    def abandon(self) -> None:
-        self.in_flight -= 1
-        self.breaker.release()
-        self.probe = False
+    @precondition(lambda self: self.in_flight)
+    @rule(which=st.integers(min_value=0))
+    def abandon(self, which: int) -> None:
+        self.breaker.release(self.end(which))
 
     @invariant()
     def agrees_with_the_model(self) -> None:
@@ -101,20 +105,47 @@ TestBreaker.settings = settings(max_examples=150, stateful_step_count=40, deadli
 def test_a_single_probe_decides() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failure_threshold=2, reset_s=5, clock=clock)
-    breaker.record_failure()
+    first, second = breaker.acquire(), breaker.acquire()
+    assert first is not None and second is not None
+    breaker.record_failure(first)
     assert breaker.state is BreakerState.CLOSED
-    breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN and not breaker.acquire()
+    breaker.record_failure(second)
+    assert breaker.state is BreakerState.OPEN and breaker.acquire() is None
     clock.now += 5
     assert breaker.state is BreakerState.HALF_OPEN
-    assert breaker.acquire(), "the probe"
-    assert not breaker.acquire(), "only one probe at a time"
-    breaker.record_failure()
+    probe = breaker.acquire()
+    assert probe is not None and probe.probe, "the probe"
+    assert breaker.acquire() is None, "only one probe at a time"
+    breaker.record_failure(probe)
     assert breaker.state is BreakerState.OPEN, "a failed probe opens it again"
     clock.now += 5
-    assert breaker.acquire()
-    breaker.record_success()
-    assert breaker.state is BreakerState.CLOSED and breaker.acquire() and breaker.acquire()
+    probe = breaker.acquire()
+    assert probe is not None
+    breaker.record_success(probe)
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.acquire() is not None and breaker.acquire() is not None
+
+
+def test_only_the_probe_frees_the_probe_slot() -> None:
+    """A request let through while the breaker was closed, ending while the
+    half-open probe is in flight, must not let a second probe through."""
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_s=5, clock=clock)
+    early, late = breaker.acquire(), breaker.acquire()
+    assert early is not None and late is not None and not early.probe
+    breaker.record_failure(early)
+    clock.now += 5
+    probe = breaker.acquire()
+    assert probe is not None and probe.probe
+    breaker.release(late)
+    assert breaker.acquire() is None, "the probe is still in flight"
+    assert not breaker.available()
+    breaker.record_failure(late)
+    assert breaker.acquire() is None
+    clock.now += 5
+    assert breaker.acquire() is None, "reopened, but the probe has not finished"
+    breaker.release(probe)
+    assert breaker.acquire() is not None, "the probe ended: another may go"
 
 
 @given(

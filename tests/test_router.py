@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,10 +19,12 @@ from mongars_core.errors import (
     BackendError,
     BackendUnavailableError,
     GenerationTimeoutError,
+    ModelNotFoundError,
     UnknownBackendError,
 )
 from mongars_core.resilience import Backoff
-from mongars_core.router import LLMRouter, MemoryResponseCache, RedisResponseCache
+from mongars_core.response_cache import MemoryResponseCache, RedisResponseCache
+from mongars_core.router import LLMRouter
 from mongars_core.settings import EndpointSpec
 from mongars_core.types import ChatMessage, GenerationRequest
 
@@ -366,7 +369,7 @@ def test_whatever_fails_the_caller_gets_the_whole_reply_once_or_a_clear_error(
 async def test_the_response_cache_can_live_in_redis(redis_url: str) -> None:
     url = redis_url
     first_process, second_process = Backend("a"), Backend("a")
-    caches = [RedisResponseCache(url), RedisResponseCache(url)]
+    caches = [owned_redis_cache(url), owned_redis_cache(url)]
     try:
         question = request(f"what is a fox? {uuid.uuid4().hex}", cacheable=True)
         one = router(first_process, cache=caches[0], cache_ttl_s=30)
@@ -378,3 +381,118 @@ async def test_the_response_cache_can_live_in_redis(redis_url: str) -> None:
     finally:
         for cache in caches:
             await cache.aclose()
+
+
+def owned_redis_cache(url: str) -> RedisResponseCache:
+    import redis.asyncio as redis
+
+    return RedisResponseCache(redis.Redis.from_url(url), owned=True)
+
+
+@pytest.mark.parametrize(
+    "probe_error",
+    [ModelNotFoundError("no model 'x' here"), BackendError("400 bad request")],
+    ids=["model-error", "not-retryable"],
+)
+async def test_a_probe_that_fails_without_a_retry_frees_the_breaker(
+    probe_error: Exception,
+) -> None:
+    """A half-open probe ending in an error that is not retried (a missing model,
+    a bad request) must not leave the endpoint refused until a restart."""
+    failures = [BackendUnavailableError("503"), probe_error]
+    backend = Backend("a", fail=lambda call: (0, failures[call]) if call < len(failures) else None)
+    clock = {"now": 0.0}
+    llm = router(
+        backend, retries=0, breaker_failures=1, breaker_reset_s=30, clock=lambda: clock["now"]
+    )
+    with pytest.raises(BackendUnavailableError):
+        await collect(llm)
+    assert llm.status()[0].state == "open"
+    clock["now"] = 31.0
+    with pytest.raises(type(probe_error)):
+        await collect(llm)  # the probe
+    assert await collect(llm) == REPLY, "the next request probes the endpoint again"
+    assert llm.status()[0].state == "closed"
+    assert len(backend.calls) == 3
+
+
+async def test_a_probe_cut_by_the_deadline_frees_the_breaker() -> None:
+    backend = Backend(
+        "a", fail=lambda call: (0, BackendUnavailableError("503")) if call == 0 else None
+    )
+    llm = router(backend, retries=0, breaker_failures=1, breaker_reset_s=0.05, timeout_s=0.5)
+    with pytest.raises(BackendUnavailableError):
+        await collect(llm)
+    await asyncio.sleep(0.06)
+    backend.delay_s = 0.3
+    with pytest.raises(GenerationTimeoutError):
+        await collect(llm)  # the probe streams, but not all of it within the deadline
+    backend.delay_s = 0.0
+    assert await collect(llm) == REPLY, "the next request probes the endpoint again"
+    assert llm.status()[0].state == "closed"
+
+
+def redis_connections(url: str, client_name: str) -> int:
+    """How many connections named ``client_name`` the Redis server has open."""
+    import redis
+
+    with redis.Redis.from_url(url) as admin:
+        return sum(1 for client in admin.client_list() if client["name"] == client_name)
+
+
+async def wait_for_connections(url: str, client_name: str, expected: int) -> int:
+    for _ in range(50):
+        found = redis_connections(url, client_name)
+        if found == expected:
+            break
+        await asyncio.sleep(0.02)
+    return found
+
+
+@pytest.mark.redis
+async def test_closing_the_router_closes_the_redis_connection_its_cache_owns(
+    redis_url: str,
+) -> None:
+    name = f"mongars-test-{uuid.uuid4().hex}"
+    cache = owned_redis_cache(f"{redis_url}?client_name={name}")
+    llm = router(Backend("a"), cache=cache, cache_ttl_s=30)
+    await llm.generate(request(cacheable=True))
+    assert await wait_for_connections(redis_url, name, 1) == 1
+    await llm.aclose()
+    assert await wait_for_connections(redis_url, name, 0) == 0
+
+
+@pytest.mark.redis
+async def test_a_shared_redis_client_stays_open_when_the_router_closes(redis_url: str) -> None:
+    import redis.asyncio as redis
+
+    name = f"mongars-test-{uuid.uuid4().hex}"
+    shared = redis.Redis.from_url(f"{redis_url}?client_name={name}")
+    try:
+        llm = router(
+            Backend("a"), cache=RedisResponseCache(client=shared, prefix="t:"), cache_ttl_s=30
+        )
+        await llm.generate(request(cacheable=True))
+        await llm.aclose()
+        assert await shared.ping()
+        assert await wait_for_connections(redis_url, name, 1) == 1, "the connection was kept"
+    finally:
+        await shared.aclose()
+
+
+async def test_a_redis_cache_that_cannot_be_reached_is_a_miss_and_the_reply_is_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down must not fail cacheable turns: the cache misses, skips the store,
+    and says so once rather than on every turn."""
+    backend = Backend("a")
+    llm = router(backend, cache=owned_redis_cache("redis://127.0.0.1:1"), cache_ttl_s=30)
+    try:
+        with caplog.at_level(logging.WARNING, logger="mongars_core.response_cache"):
+            for _ in range(3):
+                assert await llm.generate(request("what is a fox?", cacheable=True)) == REPLY
+    finally:
+        await llm.aclose()
+    assert len(backend.calls) == 3
+    warnings = [r for r in caplog.records if r.name == "mongars_core.response_cache"]
+    assert len(warnings) == 1, "one warning when Redis goes away, not one per turn"

@@ -13,16 +13,17 @@ import asyncio
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.markup import escape
 
+from mongars_core.capabilities import Progress, ReportsProgress, has_ability
 from mongars_core.cli import _settings, err, fail, out, printable, progress_reporter
 from mongars_core.errors import MongarsError, UnknownUserError
 from mongars_core.local_server import (
@@ -217,14 +218,15 @@ def _chain(
     yield from rest
 
 
-def _attach_progress(
-    assistant: Assistant, progress: Callable[[str, int, int | None], None]
-) -> None:
+def _attach_progress(assistant: Assistant, progress: Progress) -> None:
     """Show model fetch/convert progress for local backends that report it."""
     for name in assistant.router.names:
         _, backend = assistant.router.get(name)
-        if hasattr(backend, "progress") and backend.progress is None:
-            backend.progress = progress
+        if not has_ability(backend, ReportsProgress):
+            continue
+        reporter = cast(ReportsProgress, backend)
+        if reporter.progress is None:
+            reporter.progress = progress
 
 
 # -- the conversation ------------------------------------------------------------------

@@ -10,15 +10,19 @@ error, never a hang.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from mongars_core.capabilities import Loadable, TokenCounter, has_ability
 from mongars_core.types import ChatMessage, GenerationRequest, TokenUsage
 
 Vectors = npt.NDArray[np.float32]
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -35,28 +39,14 @@ class LLMBackend(Protocol):
 
 
 async def prepare_backend(backend: LLMBackend) -> None:
-    """Let a backend that loads lazily (a local model) do so, outside any deadline.
-
-    A backend may define ``async load()``; the router calls it before the
-    generation deadlines start, so a first-use model fetch isn't a timeout.
-    """
-    load = getattr(backend, "load", None)
-    if load is not None:
-        await load()
-
-
-@runtime_checkable
-class TokenCounter(Protocol):
-    """A backend that can count tokens with its own tokenizer (optional ability)."""
-
-    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
-        """Tokens of ``messages`` as the model reads them (chat template included);
-        ``None`` when the tokenizer is not loaded."""
-        ...
-
-    def count_tokens(self, text: str) -> int | None:
-        """Tokens of ``text``; ``None`` when the tokenizer is not loaded."""
-        ...
+    """Let a backend that loads lazily (:class:`~mongars_core.capabilities.Loadable`,
+    a local model) do so; the router calls this before the generation deadlines
+    start, so a first-use model fetch isn't a timeout."""
+    if not has_ability(backend, Loadable):
+        return
+    loadable = cast(Loadable, backend)
+    if not loadable.loaded:
+        await loadable.load()
 
 
 CHARS_PER_TOKEN = 4
@@ -75,16 +65,46 @@ def count_usage(
     backend: object | None, messages: Sequence[ChatMessage], completion: str
 ) -> TokenUsage:
     """Prompt and completion tokens of a generation: counted by ``backend``'s
-    tokenizer when it has one (:class:`TokenCounter`), else estimated."""
-    if isinstance(backend, TokenCounter):
-        prompt = backend.count_prompt_tokens(messages)
-        written = backend.count_tokens(completion)
-        if prompt is not None and written is not None:
-            return TokenUsage(prompt_tokens=prompt, completion_tokens=written, counted=True)
+    tokenizer when it has one (:class:`~mongars_core.capabilities.TokenCounter`), else estimated.
+
+    The reply has streamed by now, so a counter that raises or answers anything
+    but a count is logged and the estimate used: it costs the count, not the turn.
+    """
+    if has_ability(backend, TokenCounter):
+        counted = _counted_usage(cast(TokenCounter, backend), messages, completion)
+        if counted is not None:
+            return counted
     prompt_estimate = sum(
         estimate_tokens(message.content) + MESSAGE_OVERHEAD_TOKENS for message in messages
     )
     return TokenUsage(prompt_tokens=prompt_estimate, completion_tokens=estimate_tokens(completion))
+
+
+def _counted_usage(
+    counter: TokenCounter, messages: Sequence[ChatMessage], completion: str
+) -> TokenUsage | None:
+    """The counter's usage; ``None`` when it cannot count (not loaded, failing, nonsense)."""
+    name = type(counter).__name__
+    try:
+        prompt: object = counter.count_prompt_tokens(messages)
+        written: object = counter.count_tokens(completion)
+    except Exception:
+        logger.warning("%s failed to count tokens; usage is estimated", name, exc_info=True)
+        return None
+    if _is_count(prompt) and _is_count(written):
+        return TokenUsage(prompt_tokens=prompt, completion_tokens=written, counted=True)
+    if prompt is not None and written is not None:  # None: the tokenizer is not loaded yet
+        logger.warning(
+            "%s counted %r prompt and %r completion tokens, not token counts; usage is estimated",
+            name,
+            prompt,
+            written,
+        )
+    return None
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @runtime_checkable

@@ -1,9 +1,8 @@
 """Model provisioning: make sure every role's models are on their backends.
 
-For each endpoint of each role, a backend that manages models (it has
-``async list_models()`` returning objects with ``name`` and ``digest``, and
-``async pull(model, progress)``, as the Ollama backend does) is asked whether
-it has the endpoint's model, and pulls it when not (or always, with
+For each endpoint of each role, a backend that manages models (a
+:class:`~mongars_core.capabilities.ModelCatalog`, as the Ollama backend is)
+is asked whether it has the endpoint's model, and pulls it when not (or always, with
 ``update=True``). Each endpoint is reported as ``installed`` (pulled now),
 ``exists`` (already there, unchanged), ``updated`` (pulled a newer version),
 ``unavailable`` (the backend or the registry failed; ``detail`` says why) or
@@ -13,15 +12,14 @@ it has the endpoint's model, and pulls it when not (or always, with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel
 
+from mongars_core.capabilities import ModelCatalog, Progress, has_ability
 from mongars_core.errors import MongarsError
 from mongars_core.router import Endpoint, LLMRouter
 
-Progress = Callable[[str, int, int | None], None]
 Status = Literal["installed", "exists", "updated", "unavailable", "unmanaged"]
 
 
@@ -39,6 +37,15 @@ def _full_name(model: str) -> str:
     return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
 
 
+def endpoint_model(endpoint: Endpoint) -> str | None:
+    """The model an endpoint uses: its own, else its backend's default (where it has one)."""
+    if endpoint.model:
+        return endpoint.model
+    if not has_ability(endpoint.backend, ModelCatalog):
+        return None
+    return cast(ModelCatalog, endpoint.backend).model
+
+
 async def provision(
     router: LLMRouter,
     *,
@@ -51,13 +58,16 @@ async def provision(
     pulls: dict[tuple[str, str], asyncio.Task[tuple[Status, str]]] = {}
     results: list[tuple[Endpoint, str | None, asyncio.Task[tuple[Status, str]] | None]] = []
     for endpoint in endpoints:
-        model = endpoint.model or getattr(endpoint.backend, "model", None)
-        if not hasattr(endpoint.backend, "pull") or not hasattr(endpoint.backend, "list_models"):
+        model = endpoint_model(endpoint)
+        if not has_ability(endpoint.backend, ModelCatalog):
             results.append((endpoint, model, None))
             continue
+        backend = cast(ModelCatalog, endpoint.backend)
         key = (endpoint.backend_name, str(model))
         if key not in pulls:
-            pulls[key] = asyncio.ensure_future(_provision_one(endpoint, model, update, progress))
+            pulls[key] = asyncio.ensure_future(
+                _provision_one(endpoint.backend_name, backend, model, update, progress)
+            )
         results.append((endpoint, model, pulls[key]))
     report = []
     for endpoint, model, task in results:
@@ -80,9 +90,12 @@ async def provision(
 
 
 async def _provision_one(
-    endpoint: Endpoint, model: str | None, update: bool, progress: Progress | None
+    backend_name: str,
+    backend: ModelCatalog,
+    model: str | None,
+    update: bool,
+    progress: Progress | None,
 ) -> tuple[Status, str]:
-    backend: Any = endpoint.backend
     if not model:
         return "unavailable", "no model is configured for this endpoint"
     wanted = _full_name(model)
@@ -95,7 +108,7 @@ async def _provision_one(
     except MongarsError as exc:
         return "unavailable", str(exc)
     if wanted not in after:
-        return "unavailable", f"{endpoint.backend_name} did not list {model!r} after the pull"
+        return "unavailable", f"{backend_name} did not list {model!r} after the pull"
     if wanted not in before:
         return "installed", after[wanted]
     if before[wanted] != after[wanted]:

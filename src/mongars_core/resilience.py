@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -19,6 +20,14 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+@dataclass(frozen=True, eq=False)
+class Permit:
+    """Leave from :meth:`CircuitBreaker.acquire` to send one request; hand it back
+    with the request's verdict. ``probe`` says it is the half-open probe."""
+
+    probe: bool
+
+
 class CircuitBreaker:
     """Closed, open, half-open; a single probe request decides.
 
@@ -26,6 +35,11 @@ class CircuitBreaker:
     * open: requests are refused until ``reset_s`` has passed since it opened.
     * half-open: exactly one request (the probe) may pass; its success closes
       the breaker, its failure opens it again for another ``reset_s``.
+
+    Each request let through holds a :class:`Permit` and ends with exactly one
+    of :meth:`record_success`, :meth:`record_failure` or :meth:`release`; only
+    the probe's own permit frees the probe's place, so a request let through
+    while the breaker was closed, ending late, does not let a second probe in.
     """
 
     def __init__(
@@ -41,7 +55,7 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._probe_in_flight = False
+        self._probe: Permit | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -60,34 +74,38 @@ class CircuitBreaker:
         """Whether :meth:`acquire` would let a request through now."""
         state = self.state
         return state is BreakerState.CLOSED or (
-            state is BreakerState.HALF_OPEN and not self._probe_in_flight
+            state is BreakerState.HALF_OPEN and self._probe is None
         )
 
-    def acquire(self) -> bool:
-        """Ask to send a request; ``True`` means go (half-open: you are the probe)."""
+    def acquire(self) -> Permit | None:
+        """Ask to send a request: a permit means go, ``None`` means refused."""
         state = self.state
         if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
-            self._probe_in_flight = True
-            return True
-        return False
+            return Permit(probe=False)
+        if state is BreakerState.HALF_OPEN and self._probe is None:
+            self._probe = Permit(probe=True)
+            return self._probe
+        return None
 
-    def record_success(self) -> None:
+    def record_success(self, permit: Permit) -> None:
         self._failures = 0
         self._opened_at = None
-        self._probe_in_flight = False
+        self._finish(permit)
 
-    def record_failure(self) -> None:
+    def record_failure(self, permit: Permit) -> None:
         self._failures += 1
         if self._opened_at is not None or self._failures >= self.failure_threshold:
             # A failed probe, or one failure too many: (re)open for reset_s.
             self._opened_at = self._clock()
-        self._probe_in_flight = False
+        self._finish(permit)
 
-    def release(self) -> None:
-        """The request ended with no verdict (the caller went away): free the probe."""
-        self._probe_in_flight = False
+    def release(self, permit: Permit) -> None:
+        """The request ended with no verdict (the caller went away): free its place."""
+        self._finish(permit)
+
+    def _finish(self, permit: Permit) -> None:
+        if permit is self._probe:
+            self._probe = None
 
     def retry_after(self) -> float:
         """Seconds until the breaker lets a request through (0 when it does now)."""

@@ -1,4 +1,4 @@
-"""The LLM router: model roles, endpoints, breakers, retries, failover, cache.
+"""The LLM router: model roles, endpoints, breakers, retries, failover.
 
 A *role* ("general", "coding", ...) is served by an ordered list of
 *endpoints* (a registered backend, a model name, parameters) from
@@ -24,24 +24,23 @@ A *role* ("general", "coding", ...) is served by an ordered list of
 
 When no endpoint can serve, :class:`BackendUnavailableError` says so at once,
 with ``retry_after`` set to when the first breaker will let a probe through.
+
+Endpoints, their status and metrics are in :mod:`mongars_core.endpoints`; the
+caches in :mod:`mongars_core.response_cache`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from opentelemetry import metrics
-from pydantic import BaseModel, ConfigDict, Field
 
+from mongars_core.endpoints import Endpoint, EndpointStatus, RouterMetrics, check_health
 from mongars_core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -51,134 +50,14 @@ from mongars_core.errors import (
     UnknownBackendError,
 )
 from mongars_core.llm import LLMBackend, prepare_backend
-from mongars_core.resilience import Backoff, BreakerState, CircuitBreaker
+from mongars_core.resilience import Backoff, CircuitBreaker, Permit
+from mongars_core.response_cache import MemoryResponseCache, ResponseCache, cache_key
 from mongars_core.settings import EndpointSpec, LLMSettings
 from mongars_core.types import GenerationRequest
 
+__all__ = ["Endpoint", "EndpointStatus", "LLMRouter"]
+
 logger = logging.getLogger(__name__)
-
-_REQUEST_FIELDS = {"temperature", "top_p", "max_new_tokens", "stop"}
-
-
-@dataclass(eq=False)
-class Endpoint:
-    """A backend serving a role with one model and parameters, and its health."""
-
-    role: str
-    index: int
-    backend_name: str
-    backend: LLMBackend
-    model: str | None
-    params: dict[str, Any]
-    breaker: CircuitBreaker
-    outstanding: int = 0
-    served: int = 0
-    failed: int = 0
-    last_error: str | None = None
-
-    @property
-    def name(self) -> str:
-        model = f"/{self.model}" if self.model else ""
-        return f"{self.role}#{self.index}:{self.backend_name}{model}"
-
-    def request_for(self, request: GenerationRequest, prefix: str) -> GenerationRequest:
-        fields = {key: value for key, value in self.params.items() if key in _REQUEST_FIELDS}
-        options = {key: value for key, value in self.params.items() if key not in fields}
-        return request.model_copy(
-            update={
-                **fields,
-                "model": self.model or request.model,
-                "options": {**request.options, **options},
-                "prefix": prefix,
-            }
-        )
-
-
-class EndpointStatus(BaseModel):
-    """What ``mongars backends`` and the server's ``/api/v1/llm/health`` show."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    role: str
-    backend: str
-    model: str | None
-    state: str = Field(description='Circuit breaker: "closed", "open" or "half_open".')
-    outstanding: int
-    served: int
-    failed: int
-    consecutive_failures: int
-    retry_after_s: float
-    last_error: str | None
-    healthy: bool | None = Field(
-        None, description="The backend's own health check; null when it has none."
-    )
-
-
-class ResponseCache(Protocol):
-    async def get(self, key: str) -> str | None: ...
-
-    async def set(self, key: str, text: str, ttl_s: float) -> None: ...
-
-
-class MemoryResponseCache:
-    """An in-process LRU cache of reply texts with a TTL."""
-
-    def __init__(self, size: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
-        self.size = size
-        self._clock = clock
-        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
-
-    async def get(self, key: str) -> str | None:
-        found = self._items.get(key)
-        if found is None:
-            return None
-        expires, text = found
-        if expires <= self._clock():
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return text
-
-    async def set(self, key: str, text: str, ttl_s: float) -> None:
-        self._items[key] = (self._clock() + ttl_s, text)
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-
-class RedisResponseCache:
-    """The same cache in Redis, shared by every process (``MONGARS_REDIS_URL``)."""
-
-    def __init__(self, url: str, prefix: str = "mongars:") -> None:
-        self._prefix = f"{prefix}reply:"
-        try:
-            import redis.asyncio as redis
-        except ImportError:
-            from mongars_core.errors import MissingDependencyError
-
-            raise MissingDependencyError("redis", "redis") from None
-        self._redis = redis.from_url(url)
-
-    async def get(self, key: str) -> str | None:
-        value = await self._redis.get(self._prefix + key)
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    async def set(self, key: str, text: str, ttl_s: float) -> None:
-        await self._redis.set(self._prefix + key, text.encode(), px=max(1, int(ttl_s * 1000)))
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
-
-
-@dataclass
-class _Instruments:
-    requests: Any
-    failures: Any
-    latency: Any
-    tokens: Any
 
 
 @dataclass
@@ -229,8 +108,7 @@ class LLMRouter:
         self._role_specs = {role: list(specs) for role, specs in (roles or {}).items()}
         self._endpoints: dict[str, list[Endpoint]] = {}
         self._round_robin: dict[str, int] = {}
-        self._instruments: _Instruments | None = None
-        self.instrument(metrics.get_meter("mongars_core"))
+        self._metrics = RouterMetrics(metrics.get_meter("mongars_core"), self._all_endpoints)
 
     @classmethod
     def from_settings(
@@ -313,79 +191,36 @@ class LLMRouter:
         for role in self.roles:
             self.endpoints(role)
         return [
-            EndpointStatus(
-                name=endpoint.name,
-                role=endpoint.role,
-                backend=endpoint.backend_name,
-                model=endpoint.model,
-                state=endpoint.breaker.state.value,
-                outstanding=endpoint.outstanding,
-                served=endpoint.served,
-                failed=endpoint.failed,
-                consecutive_failures=endpoint.breaker.failures,
-                retry_after_s=round(endpoint.breaker.retry_after(), 3),
-                last_error=endpoint.last_error,
-            )
+            endpoint.status()
             for key, endpoints in sorted(self._endpoints.items())
             if not key.startswith("backend:")
             for endpoint in endpoints
         ]
 
     async def health(self, timeout_s: float = 3.0) -> list[EndpointStatus]:
-        """:meth:`status`, with each backend's own ``health()`` asked where it has one."""
+        """:meth:`status`, with each backend's own health check asked where it has one."""
         statuses = self.status()
-        results: dict[str, bool | None] = {}
-
-        async def probe(name: str) -> None:
-            check = getattr(self._backends[name], "health", None)
-            if check is None:
-                results[name] = None
-                return
-            try:
-                async with asyncio.timeout(timeout_s):
-                    results[name] = bool(await check())
-            except (MongarsError, TimeoutError, OSError):
-                results[name] = False
-
-        await asyncio.gather(*(probe(name) for name in {s.backend for s in statuses}))
+        names = sorted({status.backend for status in statuses})
+        checks = await asyncio.gather(
+            *(check_health(name, self._backends[name], timeout_s) for name in names)
+        )
+        healthy = dict(zip(names, checks, strict=True))
         return [
-            status.model_copy(update={"healthy": results.get(status.backend)})
-            for status in statuses
+            status.model_copy(update={"healthy": healthy[status.backend]}) for status in statuses
         ]
 
     def instrument(self, meter: metrics.Meter) -> None:
         """Report requests, failures, latency, tokens and breaker states on ``meter``."""
-        self._instruments = _Instruments(
-            requests=meter.create_counter(
-                "mongars_llm_requests", description="LLM requests by endpoint and outcome."
-            ),
-            failures=meter.create_counter(
-                "mongars_llm_failures", description="Failed LLM attempts by endpoint and kind."
-            ),
-            latency=meter.create_histogram(
-                "mongars_llm_request_duration", unit="s", description="LLM attempt latency."
-            ),
-            tokens=meter.create_counter(
-                "mongars_llm_tokens", description="Token deltas streamed per endpoint."
-            ),
-        )
-        states = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+        self._metrics = RouterMetrics(meter, self._all_endpoints)
 
-        def observe(_options: metrics.CallbackOptions) -> list[metrics.Observation]:
-            return [
-                metrics.Observation(states[status_state], {"endpoint": name})
-                for name, status_state in (
-                    (endpoint.name, endpoint.breaker.state)
-                    for endpoints in self._endpoints.values()
-                    for endpoint in endpoints
-                )
-            ]
+    def _all_endpoints(self) -> Iterator[Endpoint]:
+        for endpoints in self._endpoints.values():
+            yield from endpoints
 
-        meter.create_observable_gauge(
-            "mongars_llm_breaker_state",
-            callbacks=[observe],
-            description="Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open.",
-        )
+    async def aclose(self) -> None:
+        """Close the response cache (and the Redis connection it owns)."""
+        if self.cache is not None:
+            await self.cache.aclose()
 
     # -- serving ---------------------------------------------------------------------
 
@@ -413,24 +248,25 @@ class LLMRouter:
         after a failover).
         """
         endpoints = self.endpoints(role, backend)
-        cache_key = self._cache_key(request, endpoints) if self._caching(request) else None
-        if cache_key is not None and self.cache is not None:
-            cached = await self.cache.get(cache_key)
+        key = cache_key(request, endpoints) if self._caching(request) else None
+        if key is not None and self.cache is not None:
+            cached = await self.cache.get(key)
             if cached is not None:
                 yield cached
                 return
         state = _Attempt(deadline=self._clock() + self.timeout_s)
         while True:
-            endpoint = self._choose(endpoints, state)
-            if endpoint is None:
+            chosen = self._choose(endpoints, state)
+            if chosen is None:
                 raise self._unavailable(endpoints, role or backend or "general")
+            endpoint, permit = chosen
             state.attempts += 1
             state.tried.add(endpoint.index)
             if on_endpoint is not None:
                 on_endpoint(endpoint)
             try:
                 # aclosing: a caller that stops early stops the backend at once.
-                async with aclosing(self._attempt(endpoint, request, state)) as deltas:
+                async with aclosing(self._attempt(endpoint, permit, request, state)) as deltas:
                     async for delta in deltas:
                         state.sent.append(delta)
                         yield delta
@@ -438,12 +274,12 @@ class LLMRouter:
                 await self._after_failure(endpoint, failure, endpoints, state)
                 continue
             break
-        if cache_key is not None and self.cache is not None:
-            await self.cache.set(cache_key, state.text, self.cache_ttl_s)
+        if key is not None and self.cache is not None:
+            await self.cache.set(key, state.text, self.cache_ttl_s)
 
-    def _choose(self, endpoints: list[Endpoint], state: _Attempt) -> Endpoint | None:
+    def _choose(self, endpoints: list[Endpoint], state: _Attempt) -> tuple[Endpoint, Permit] | None:
         """A healthy endpoint with the fewest outstanding requests, round robin among
-        equals, preferring ones this request has not tried yet."""
+        equals, preferring ones this request has not tried yet, and its breaker's permit."""
         available = [e for e in endpoints if e.breaker.available()]
         if not available:
             return None
@@ -456,20 +292,56 @@ class LLMRouter:
         self._round_robin[role] = turn + 1
         for offset in range(len(candidates)):
             chosen = candidates[(turn + offset) % len(candidates)]
-            if chosen.breaker.acquire():
-                return chosen
+            permit = chosen.breaker.acquire()
+            if permit is not None:
+                return chosen, permit
         return None
 
     async def _attempt(
+        self, endpoint: Endpoint, permit: Permit, request: GenerationRequest, state: _Attempt
+    ) -> AsyncGenerator[str, None]:
+        """One try on one endpoint, and its verdict on the endpoint's breaker.
+
+        Success closes the breaker and a ``_Retryable`` failure on this endpoint
+        counts against it. Anything else (a missing model, a bad request, the
+        caller's deadline, the caller going away) says nothing of the endpoint's
+        health: the breaker is only released, so a half-open one can be probed again.
+        """
+        started = self._clock()
+        endpoint.outstanding += 1
+        outcome: str | None = None
+        judged = False
+        try:
+            async with aclosing(self._deltas(endpoint, request, state)) as deltas:
+                async for delta in deltas:
+                    self._metrics.token(endpoint)
+                    yield delta
+            outcome = "ok"
+            endpoint.breaker.record_success(permit)
+            endpoint.served += 1
+            judged = True
+        except _Retryable as failure:
+            outcome = _outcome(failure.error)
+            if failure.same_endpoint:
+                endpoint.breaker.record_failure(permit)
+                judged = True
+            raise
+        except MongarsError as error:
+            outcome = _outcome(error)
+            raise
+        finally:
+            endpoint.outstanding -= 1
+            if not judged:
+                endpoint.breaker.release(permit)
+            if outcome is not None:
+                self._metrics.attempt(endpoint, outcome, self._clock() - started)
+
+    async def _deltas(
         self, endpoint: Endpoint, request: GenerationRequest, state: _Attempt
     ) -> AsyncGenerator[str, None]:
-        """One try on one endpoint; failures worth retrying come out as ``_Retryable``."""
-        instruments = self._instruments
-        labels = {"endpoint": endpoint.name}
-        started = self._clock()
+        """The endpoint's new text within the deadlines; failures worth retrying come
+        out as ``_Retryable``, other monGARS errors as they are."""
         sent = state.text
-        endpoint.outstanding += 1
-        verdict: str | None = None
         repeat = _RepeatFilter(sent)
         try:
             await prepare_backend(endpoint.backend)
@@ -490,16 +362,12 @@ class LLMRouter:
                     received = True
                     delta = repeat.feed(delta)
                     if delta:
-                        if instruments is not None:
-                            instruments.tokens.add(1, labels)
                         yield delta
             finally:
                 aclose = getattr(iterator, "aclose", None)
                 if aclose is not None:
                     await aclose()
-            verdict = "ok"
         except TimeoutError:
-            verdict = "timeout"
             if self._clock() >= state.deadline:
                 raise GenerationTimeoutError(
                     f"no complete reply within {self.timeout_s} s (last endpoint: {endpoint.name})"
@@ -510,52 +378,30 @@ class LLMRouter:
                 )
             ) from None
         except BackendUnavailableError as exc:
-            verdict = "unavailable"
             raise _Retryable(exc) from exc
         except ModelError as exc:
             # Another endpoint may have the model; this one will not, however often asked.
-            verdict = "error"
             raise _Retryable(exc, same_endpoint=False) from exc
         except MongarsError:
-            verdict = "error"
-            raise
-        except (GeneratorExit, asyncio.CancelledError):
-            verdict = None
             raise
         except Exception as exc:
-            verdict = "error"
             logger.exception("LLM endpoint %s failed", endpoint.name)
             raise _Retryable(BackendError(f"{endpoint.name} failed: {exc}")) from exc
-        finally:
-            endpoint.outstanding -= 1
-            if verdict == "ok":
-                endpoint.breaker.record_success()
-                endpoint.served += 1
-            elif verdict is None:
-                endpoint.breaker.release()
-            if instruments is not None and verdict is not None:
-                instruments.requests.add(1, {**labels, "outcome": verdict})
-                instruments.latency.record(self._clock() - started, labels)
 
     async def _after_failure(
         self, endpoint: Endpoint, failure: _Retryable, endpoints: list[Endpoint], state: _Attempt
     ) -> None:
-        """Record the failure; wait before the next attempt when it goes to the same
+        """Count the failure; wait before the next attempt when it goes to the same
         endpoint; give up when attempts or time run out."""
         error = failure.error
+        endpoint.failed += 1
+        endpoint.last_error = str(error)
         others = [e for e in endpoints if e.index not in state.tried and e.breaker.available()]
         if not failure.same_endpoint:
-            endpoint.failed += 1
-            endpoint.last_error = str(error)
             if others and state.attempts <= self.retries:
                 return
             raise error
-        endpoint.breaker.record_failure()
-        endpoint.failed += 1
-        endpoint.last_error = str(error)
-        if self._instruments is not None:
-            kind = type(error).__name__
-            self._instruments.failures.add(1, {"endpoint": endpoint.name, "kind": kind})
+        self._metrics.failure(endpoint, error)
         logger.warning(
             "LLM endpoint %s failed (attempt %d): %s", endpoint.name, state.attempts, error
         )
@@ -563,7 +409,7 @@ class LLMRouter:
             raise self._exhausted(error, endpoints) from error
         if others:
             return  # fail over at once
-        retry_after = getattr(error, "retry_after", None)
+        retry_after = error.retry_after if isinstance(error, BackendUnavailableError) else None
         wait = self.backoff.delay(state.attempts, retry_after)
         if self._clock() + wait >= state.deadline:
             raise self._exhausted(error, endpoints) from error
@@ -576,7 +422,7 @@ class LLMRouter:
         if isinstance(error, BackendUnavailableError):
             return BackendUnavailableError(
                 f"no LLM endpoint could answer: {error}",
-                retry_after=self._retry_after(endpoints) or getattr(error, "retry_after", None),
+                retry_after=self._retry_after(endpoints) or error.retry_after,
             )
         return error
 
@@ -596,13 +442,14 @@ class LLMRouter:
     def _caching(self, request: GenerationRequest) -> bool:
         return self.cache is not None and self.cache_ttl_s > 0 and request.cacheable
 
-    @staticmethod
-    def _cache_key(request: GenerationRequest, endpoints: list[Endpoint]) -> str:
-        body = {
-            "request": request.model_dump(mode="json", exclude={"cacheable", "prefix"}),
-            "endpoints": [(e.backend_name, e.model, e.params) for e in endpoints],
-        }
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+def _outcome(error: MongarsError) -> str:
+    """How an attempt that ended in ``error`` is counted in ``mongars_llm_requests``."""
+    if isinstance(error, GenerationTimeoutError):
+        return "timeout"
+    if isinstance(error, BackendUnavailableError):
+        return "unavailable"
+    return "error"
 
 
 class _Retryable(Exception):
