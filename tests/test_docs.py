@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from mongars_core import hookspecs
-from mongars_core.settings import Settings
+from mongars_core import DISTRIBUTION, hookspecs
+from mongars_core.settings_docs import document_problems, installed_sections, update_document
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS_DOC = (ROOT / "docs" / "plugin_hooks.md").read_text()
@@ -41,20 +40,39 @@ def test_the_hooks_doc_names_no_hook_that_does_not_exist() -> None:
     assert documented == set(hook_signatures())
 
 
-def env_names(model: type[BaseModel], prefix: str = "MONGARS_") -> list[str]:
-    names = []
-    for field, info in model.model_fields.items():
-        name = f"{prefix}{field.upper()}"
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names.extend(env_names(annotation, f"{name}__"))
-        else:
-            names.append(name)
-    return names
+def test_the_configuration_reference_is_generated_from_every_bundled_section() -> None:
+    sections = installed_sections(distribution=DISTRIBUTION)
+    assert {"general", "llm", "memory", "ollama", "ray", "local", "speech", "server"} <= {
+        section.name for section in sections
+    }
+    assert document_problems(CONFIG_DOC, sections) == []
 
 
-def test_every_setting_is_documented() -> None:
-    names = env_names(Settings)
-    assert "MONGARS_LLM__BACKEND" in names and "MONGARS_DATA_DIR" in names
-    missing = [name for name in names if f"`{name}`" not in CONFIG_DOC]
-    assert missing == []
+def test_the_reference_says_which_plugin_declares_each_section() -> None:
+    sections = {section.name: section for section in installed_sections(distribution=DISTRIBUTION)}
+    assert sections["llm"].plugin is None and sections["memory"].plugin is None
+    assert sections["local"].plugin == "cuda" and sections["server"].plugin == "server"
+    assert "From the `ray_serve` plugin: `RayServeSettings`" in CONFIG_DOC
+
+
+def test_the_check_finds_a_stale_a_missing_and_an_unknown_table() -> None:
+    sections = installed_sections(distribution=DISTRIBUTION)
+    stale = CONFIG_DOC.replace("| `MONGARS_OLLAMA__HOSTS` |", "| `MONGARS_OLLAMA__HOST` |")
+    assert document_problems(stale, sections) == [
+        "the table of the section 'ollama' is out of date"
+    ]
+    without_speech = [section for section in sections if section.name != "speech"]
+    assert document_problems(CONFIG_DOC, without_speech) == [
+        "a table for 'speech', which no installed plugin declares"
+    ]
+    assert document_problems(update_document("# Nothing yet\n", sections), sections) == []
+
+
+def test_not_built_yet_names_no_bundled_plugin() -> None:
+    """docs/architecture.md's "Not built yet" lists no plugin that ships registered."""
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    not_built = architecture.split("\n## Not built yet\n", 1)[1].split("\n## ", 1)[0]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    bundled = pyproject["project"]["entry-points"]["mongars"].values()
+    assert "mongars_plugins.memory" in bundled
+    assert [module for module in bundled if f"`{module}`" in not_built] == []

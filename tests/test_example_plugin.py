@@ -5,14 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mongars_core.pipeline import Assistant
-from mongars_core.plugins import PluginHost, build_plugin_manager
-from mongars_core.settings import Settings
-from tests.conftest import InstantBackendPlugin
+pytest_plugins = ["pytester"]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mongars-signature"
 
@@ -39,28 +35,16 @@ def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-async def test_the_example_plugin_is_discovered_and_signs_replies(
-    installed_example: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    settings: Settings,
-    database_url: str,
-    instant: InstantBackendPlugin,
+def test_the_example_plugins_own_tests_pass_with_the_test_kit(
+    installed_example: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Its tests use the kit's fixtures alone, under its own pytest settings; one of
+    them loads the plugin through the entry point that pip installed."""
     monkeypatch.syspath_prepend(str(installed_example))
-    chosen = settings.model_copy(
-        update={"database_url": database_url, "load_plugins": ["signature", "instant"]}
+    result = pytester.runpytest(
+        str(EXAMPLE / "tests"), "-c", str(EXAMPLE / "pyproject.toml"), "-p", "no:cacheprovider"
     )
-    pm = build_plugin_manager(chosen, plugins=[("instant", instant)])
-    info = {plugin.name: plugin for plugin in PluginHost(pm, chosen).plugin_infos()}
-    assert info["signature"].distribution == "mongars-signature"
-    assert info["signature"].hooks == ["mongars_adapt_reply"]
-
-    async with await Assistant.from_settings(chosen, plugin_manager=pm) as assistant:
-        plain: Any = await assistant.chat("alice", "hello")
-        assert plain.text.endswith("— monGARS")
-        monkeypatch.setenv("MONGARS_SIGNATURE_TEXT", "-- sent by my assistant")
-        custom = await assistant.chat("alice", "hello again")
-        assert custom.text.endswith("-- sent by my assistant")
+    result.assert_outcomes(passed=4)
 
 
 def test_the_example_plugin_depends_on_monGARS_by_its_distribution_name(
@@ -71,4 +55,7 @@ def test_the_example_plugin_depends_on_monGARS_by_its_distribution_name(
     (example,) = [d for d in distributions(path=[str(installed_example)])]
     assert example.metadata["Name"] == "mongars-signature"
     # `mongars` on PyPI is another project: depending on it would install that.
-    assert example.requires == ["mongars-assistant"]
+    assert example.requires == [
+        "mongars-assistant",
+        "mongars-assistant[testkit]; extra == 'test'",
+    ]

@@ -14,7 +14,7 @@ import pytest
 from mongars_core.errors import ConfigurationError
 from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
-from mongars_plugins.ollama import build_backends, parse_hosts
+from mongars_plugins.ollama import OLLAMA, build_backends, parse_hosts
 
 SECRET = "S3cret:with@odd/chars"
 URL_SECRET = "S3cret%3Awith%40odd%2Fchars"
@@ -72,7 +72,7 @@ async def test_credentials_go_as_basic_auth_and_are_shown_masked(
 ) -> None:
     address, seen = recorder
     settings = Settings(ollama={"hosts": [f"http://ouser:{URL_SECRET}@{address}"]})
-    (backend,) = build_backends(settings.ollama)
+    (backend,) = build_backends(settings.section(OLLAMA))
     assert await backend.version() == "0.9.0"
     reply = await backend.generate(
         GenerationRequest(messages=[ChatMessage(role="user", content="hello")])
@@ -96,3 +96,13 @@ def test_a_bad_url_with_a_password_is_refused_without_showing_it() -> None:
     with pytest.raises(ConfigurationError) as bad_port:
         parse_hosts([f"http://ouser:{URL_SECRET}@host:notaport"])
     assert URL_SECRET not in str(bad_port.value)
+
+
+@pytest.mark.parametrize("separator", ["/", "?", "#", "@"])
+@pytest.mark.parametrize("url", ["http://ouser:{}@host:bad", "h=ftp://ouser:{}@host"])
+def test_a_password_with_url_punctuation_is_not_shown_in_an_error(separator: str, url: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        parse_hosts([url.format(f"top{separator}secret9")])
+    message = str(refused.value)
+    assert "secret9" not in message and "top" not in message
+    assert "ouser:***@host" in message

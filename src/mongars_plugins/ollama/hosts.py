@@ -23,12 +23,23 @@ from mongars_core.errors import ConfigurationError
 DEFAULT_PORT = 11434
 BACKEND_PREFIX = "ollama"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://|^)(?P<user>[^/@:\s]*):[^/@\s]*@")
+# "Port could not be cast to integer value as 'top'": the quoted text may be part of a password.
+_QUOTED = re.compile(r"\s*(as\s+)?'[^']*'")
 
 
-def mask_credentials(text: str) -> str:
-    """``text`` with the password of any ``scheme://user:password@`` in it as ``***``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+def masked_url(url: str) -> str:
+    """``url`` as an error shows it: everything between ``://`` (or the start) and the
+    last ``@`` is masked, keeping a user name, so a password with ``/``, ``?``, ``#`` or
+    ``@`` in it is hidden too: ``http://user:***@host``."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        scheme, rest = "", scheme
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        return url.strip()
+    user, colon, _ = credentials.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{separator}{shown}@{location}"
 
 
 @dataclass(frozen=True)
@@ -91,15 +102,13 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        shown = mask_credentials(url)
-        reason = mask_credentials(str(exc))
+        reason = _QUOTED.sub("", str(exc))
         raise ConfigurationError(
-            f"MONGARS_OLLAMA__HOSTS: {shown!r} is not a URL ({reason})"
+            f"MONGARS_OLLAMA__HOSTS: {masked_url(url)!r} is not a URL ({reason})"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"MONGARS_OLLAMA__HOSTS: {mask_credentials(url)!r} is not an http(s) URL "
-            "with a host name"
+            f"MONGARS_OLLAMA__HOSTS: {masked_url(url)!r} is not an http(s) URL with a host name"
         )
     netloc = parts.netloc.rpartition("@")[2]
     if port is None and not explicit_scheme:
@@ -111,7 +120,7 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
 
 
 def parse_hosts(entries: Sequence[str]) -> list[OllamaHost]:
-    """The hosts of ``settings.ollama.hosts``, with their backend names."""
+    """The hosts of ``MONGARS_OLLAMA__HOSTS``, with their backend names."""
     parsed: list[tuple[str | None, tuple[str, str | None, str | None]]] = []
     for entry in entries:
         name, separator, rest = entry.partition("=")

@@ -1,27 +1,59 @@
 """mongars-signature: sign every reply of a monGARS assistant.
 
 One hook, ``mongars_adapt_reply``, appends a signature line to the reply. The
-signature is "— monGARS" unless the environment variable
-``MONGARS_SIGNATURE_TEXT`` says otherwise; it is read on every call, never at
-import, so a running assistant picks up a change and tests can set it freely.
+plugin owns a settings section, ``signature``: the signature is "— monGARS"
+unless ``MONGARS_SIGNATURE__TEXT`` says otherwise. The section is declared with
+``mongars_register_settings``, so monGARS checks it at start-up and its
+variable is documented like the bundled ones (``python -m
+mongars_core.settings_docs --plugin signature``).
 """
 
 from __future__ import annotations
 
-import os
+from pydantic import BaseModel, Field, field_validator
 
 from mongars_core import hookimpl
+from mongars_core.hookspecs import RegisterSection
+from mongars_core.settings import Section, Settings
 from mongars_core.types import Turn
 
-__all__ = ["DEFAULT_SIGNATURE", "SIGNATURE_ENV", "mongars_adapt_reply", "signature"]
+__all__ = [
+    "DEFAULT_SIGNATURE",
+    "SIGNATURE",
+    "SignatureSettings",
+    "mongars_adapt_reply",
+    "mongars_register_settings",
+    "signature",
+]
 
 DEFAULT_SIGNATURE = "— monGARS"
-SIGNATURE_ENV = "MONGARS_SIGNATURE_TEXT"
 
 
-def signature() -> str:
-    """The signature to append: ``MONGARS_SIGNATURE_TEXT`` when it is set and not blank."""
-    return os.environ.get(SIGNATURE_ENV, "").strip() or DEFAULT_SIGNATURE
+class SignatureSettings(BaseModel):
+    """The ``signature`` section: ``MONGARS_SIGNATURE__TEXT``."""
+
+    text: str = Field(
+        DEFAULT_SIGNATURE,
+        description="The signature line. If it is blank, the default is used.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _blank_means_default(cls, value: str) -> str:
+        return value.strip() or DEFAULT_SIGNATURE
+
+
+SIGNATURE = Section("signature", SignatureSettings)
+
+
+@hookimpl
+def mongars_register_settings(register: RegisterSection) -> None:
+    register(SIGNATURE)
+
+
+def signature(settings: Settings | None) -> str:
+    """The signature to append: ``MONGARS_SIGNATURE__TEXT`` of ``settings``, else the default."""
+    return DEFAULT_SIGNATURE if settings is None else settings.section(SIGNATURE).text
 
 
 # trylast: the reply is adapted by a chain of plugins; running after the others
@@ -29,7 +61,7 @@ def signature() -> str:
 @hookimpl(trylast=True)
 def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
     """Append the signature on a line of its own; ``None`` leaves the reply as it is."""
-    line = signature()
+    line = signature(turn.services.settings if turn.services is not None else None)
     body = text.rstrip()
     if not body or body.endswith(line):
         # An empty reply stays empty (a signature alone would hide the failure),
