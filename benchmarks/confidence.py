@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import platformdirs
 from common import write_results
 
+from mongars_core.confidence import mentions_every_result
 from mongars_core.pipeline import Assistant
 from mongars_core.settings import Settings
 from mongars_core.types import Reply
@@ -103,7 +104,6 @@ ITEMS = [
     Item("nonsense", "How loud is the smell of a triangle?", _CANNOT),
 ]
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _CLOSING = set(".!?…)\"'»`*")
 
 
@@ -114,13 +114,7 @@ def legacy_score(reply: Reply, generated: str, max_new_tokens: int) -> float:
         return 0.0
     score = 0.7
     if reply.reasoning:
-        present = {match.replace(",", "") for match in _NUMBER.findall(text)}
-        stated = all(
-            {m.replace(",", "") for m in _NUMBER.findall(hint.result)} <= present
-            or hint.result in text
-            for hint in reply.reasoning
-        )
-        score += 0.2 if stated else -0.3
+        score += 0.2 if mentions_every_result(text, reply.reasoning) else -0.3
     if text[-1] not in _CLOSING and len(text) / 4 >= 0.9 * max_new_tokens:
         score -= 0.2
     if reply.gaps and not reply.findings:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+from mongars_core.text import NUMBER, sentence_spans
 from mongars_core.types import ReasoningHint
 from mongars_plugins.cognition.evaluator import find_arithmetic
 from mongars_plugins.cognition.units import Unit, conversion_units, find_quantities
@@ -28,12 +29,6 @@ from mongars_plugins.cognition.units import Unit, conversion_units, find_quantit
 RELATIVE_TOLERANCE = Fraction(1, 100)
 """A reply's number may differ from the fact by 1% ("3.1 miles" for 3.10686) and no more."""
 
-_NUMBER = re.compile(
-    r"(?<![\w.])-?(?P<digits>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.(?P<decimals>\d+))?"
-    r"(?:e(?P<exponent>[+-]?\d{1,3}))?",
-    re.IGNORECASE,
-)
-_SENTENCE = re.compile(r"[^\n]*?(?:[.!?…](?=\s)|\n|$)")
 # What joins a computation to the value claimed for it.
 _CLAIM = re.compile(
     r"\s*(?:==?|≈|is(?:\s+equal\s+to)?|are|equals?|makes|gives(?:\s+you)?|comes\s+to"
@@ -62,22 +57,23 @@ class WrittenNumber:
 
 
 def written_numbers(text: str) -> Iterator[WrittenNumber]:
-    """The numbers of ``text`` in order ("1,000", "-3.5", "1e6", "−2")."""
-    for match in _NUMBER.finditer(text.replace("−", "-")):
+    """The numbers of ``text`` in order ("1,000", "-3.5", ".5", "1e6", "−2")."""
+    for match in NUMBER.finditer(text):
         yield _written(match)
 
 
 def _written(match: re.Match[str]) -> WrittenNumber:
-    decimals = match["decimals"] or ""
-    exponent = int(match["exponent"] or 0)
-    mantissa = Fraction(f"{match['digits'].replace(',', '')}.{decimals or '0'}")
-    scale = Fraction(10) ** exponent
-    sign = -1 if match[0].startswith("-") else 1
-    return WrittenNumber(value=sign * mantissa * scale, half_unit=scale / (2 * 10 ** len(decimals)))
+    mantissa = match["mantissa"].replace(",", "")
+    _, _, decimals = mantissa.partition(".")
+    scale = Fraction(10) ** int(match["exponent"] or 0)
+    sign = -1 if match["sign"] else 1
+    return WrittenNumber(
+        value=sign * Fraction(mantissa) * scale, half_unit=scale / (2 * 10 ** len(decimals))
+    )
 
 
 def _number_at(text: str) -> WrittenNumber | None:
-    match = _NUMBER.match(text.replace("−", "-"))
+    match = NUMBER.match(text)
     return None if match is None else _written(match)
 
 
@@ -85,23 +81,13 @@ def _first_number(text: str) -> WrittenNumber | None:
     return next(written_numbers(text), None)
 
 
-def sentences(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of each sentence or line of ``text``, trailing space excluded."""
-    spans: list[tuple[int, int]] = []
-    for match in _SENTENCE.finditer(text):
-        start, end = match.start(), match.end()
-        if text[start:end].strip():
-            spans.append((start, end))
-    return spans
-
-
 def contradictions(text: str, hints: list[ReasoningHint]) -> list[tuple[int, int]]:
     """The sentences of ``text`` (as spans) that claim a value the facts disprove."""
     numeric = [hint for hint in hints if _first_number(hint.result) is not None]
     single = _first_number(numeric[0].result) if len(numeric) == 1 else None
-    conversions = [found for hint in hints if (found := _conversion(hint)) is not None]
+    conversions = [parsed for hint in hints if (parsed := _conversion(hint)) is not None]
     found: list[tuple[int, int]] = []
-    for start, end in sentences(text):
+    for start, end in sentence_spans(text):
         sentence = text[start:end]
         if (
             _wrong_arithmetic(sentence)

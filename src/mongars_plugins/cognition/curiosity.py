@@ -8,32 +8,27 @@ memory or history turn mentions. The pipeline may then research them.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from mongars_core import hookimpl
 from mongars_core.offload import run_by_size
+from mongars_core.text import DECIMAL, WORD, fingerprint, fold, sentence_spans, word_set
 from mongars_core.types import KnowledgeGap, Turn
 
 MAX_GAPS = 5
 MAX_TOPIC_WORDS = 6
 
 
-def _words(text: str) -> frozenset[str]:
-    """A word list written as one string, which is easier to read and edit."""
-    return frozenset(text.split())
-
-
-_PRONOUNS = _words(
+_PRONOUNS = word_set(
     "i me my mine myself you your yours yourself he him his she her hers it its itself we us "
     "our ours they them their theirs this that these those i'm i've i'd i'll you're it's "
     "je moi tu toi il elle nous vous ils elles on ce ca cela ceci mon ma mes ton ta tes "
     "son sa ses notre votre leur"
 )
-_GREETINGS = _words(
+_GREETINGS = word_set(
     "hello hi hey yo greetings thanks thank ok okay yes no please sorry bonjour salut "
     "merci coucou oui non hola gracias ciao hallo danke"
 )
-_FUNCTION_WORDS = _words(
+_FUNCTION_WORDS = word_set(
     "a an the and or but if then so of to in on at by for with from about as is are was "
     "were be been being am do does did have has had can could would should will shall may "
     "might must not what who whom whose which where when why how there here some any all "
@@ -42,7 +37,7 @@ _FUNCTION_WORDS = _words(
     "tell explain describe know think mean"
 )
 # Dates and times are the reasoning plugin's business, not research topics.
-_CALENDAR_WORDS = _words(
+_CALENDAR_WORDS = word_set(
     "time date day today tomorrow yesterday now monday tuesday wednesday thursday friday "
     "saturday sunday january february march april may june july august september october "
     "november december"
@@ -52,11 +47,9 @@ _SKIP_WORDS = _PRONOUNS | _GREETINGS | _FUNCTION_WORDS | _CALENDAR_WORDS
 # Lower-case words allowed inside a capitalised name ("Bank of America",
 # "Leonardo da Vinci"), only when a capitalised word follows.
 _NAME_CONNECTORS = frozenset({"of", "de", "da", "del", "der", "van", "von", "la", "le", "du"})
-_LEADING_DETERMINERS = _words("a an the some le la les l un une des du de d el los las")
-_CLAUSE_BREAKS = _words("and or but because if when while so then et ou mais parce quand")
+_LEADING_DETERMINERS = word_set("a an the some le la les l un une des du de d el los las")
+_CLAUSE_BREAKS = word_set("and or but because if when while so then et ou mais parce quand")
 
-_WORD = re.compile(r"\w+(?:['’]\w+)*")
-_SENTENCE_BREAK = re.compile(r"[.!?…]+(?=\s|$)|\n")
 _QUOTED = re.compile(
     r"\"([^\"\n]{2,80})\""
     r"|“([^”\n]{2,80})”"
@@ -81,18 +74,7 @@ _QUESTION_PATTERNS = tuple(
 # Numbers and arithmetic ("17 * 23", "2^10") are answered by the reasoning
 # plugin; a topic starting with a quantity ("5 km in miles") is a conversion.
 _MATH = re.compile(r"[\d\s.,+\-*/×÷^%()=x]+")
-_STARTS_WITH_NUMBER = re.compile(r"^[\d.,]+\b")
-
-
-def _plain(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("’", "'"))
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-def _normalise(text: str) -> str:
-    """Case-, accent- and spacing-insensitive form used to compare topics with texts."""
-    # Apostrophes split words here, so "Zorblax's" still mentions "Zorblax".
-    return " ".join(re.findall(r"[^\W_]+", _plain(text)))
+_STARTS_WITH_NUMBER = re.compile(rf"[-−]?(?:{DECIMAL})\b")
 
 
 def _is_capitalised(word: str) -> bool:
@@ -106,9 +88,8 @@ def _drop_possessive(word: str) -> str:
 def _sentence_starts(message: str) -> set[int]:
     """Offsets of the first word of each sentence, whose capital says nothing."""
     starts: set[int] = set()
-    boundaries = [0] + [m.end() for m in _SENTENCE_BREAK.finditer(message)]
-    for boundary in boundaries:
-        first = _WORD.search(message, boundary)
+    for start, _ in sentence_spans(message):
+        first = WORD.search(message, start)
         if first:
             starts.add(first.start())
     return starts
@@ -117,7 +98,7 @@ def _sentence_starts(message: str) -> set[int]:
 def _capitalised_phrases(message: str) -> list[str]:
     """Runs of capitalised words, e.g. "Zorblax Quintero" or "Bank of America"."""
     starts = _sentence_starts(message)
-    words = list(_WORD.finditer(message))
+    words = list(WORD.finditer(message))
     phrases: list[str] = []
     i = 0
     while i < len(words):
@@ -186,7 +167,7 @@ def _quoted_terms(message: str) -> list[str]:
 
 
 def _is_topic(candidate: str) -> bool:
-    words = _WORD.findall(_plain(candidate))
+    words = WORD.findall(fold(candidate))
     if not words or all(word in _SKIP_WORDS for word in words):
         return False
     if len(candidate) < 2 or _MATH.fullmatch(candidate.strip()):
@@ -206,11 +187,12 @@ def find_gaps(message: str, known_texts: list[str]) -> list[KnowledgeGap]:
     """
     candidates = _capitalised_phrases(message) + _quoted_terms(message)
     candidates += _question_objects(message)
-    known = [_normalise(text) for text in known_texts]
+    known = [fingerprint(text) for text in known_texts]
     gaps: dict[str, str] = {}
     for candidate in candidates:
         topic = candidate.strip(" \t\"'“”«»()[]")
-        key = _normalise(topic)
+        # Apostrophes split words here, so "Zorblax's" still mentions "Zorblax".
+        key = fingerprint(topic)
         if key in gaps or not _is_topic(topic):
             continue
         if any(_mentions(text, key) for text in known):

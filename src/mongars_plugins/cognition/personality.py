@@ -9,25 +9,22 @@ punctuation, language) is learned from the user's messages and stored through
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import unicodedata
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from mongars_core import hookimpl
+from mongars_core.offload import run_by_size
+from mongars_core.services import Services, StashKey
+from mongars_core.storage.unit_of_work import UnitOfWork
+from mongars_core.text import fold, sentence_spans, without_spans, word_set, word_tokens
 from mongars_core.types import Reply, StyleProfile, Turn
 
 logger = logging.getLogger(__name__)
 
 STYLE_NAMESPACE = "style"
-
-
-def _words(text: str) -> frozenset[str]:
-    """A word list written as one string, which is easier to read and edit."""
-    return frozenset(text.split())
 
 
 # The first messages are averaged equally; after that each new message weighs
@@ -54,33 +51,33 @@ LANGUAGE_NAMES = {
 # accent-stripped before matching, so "está" and "esta" count the same. A word
 # listed for several languages is split between them (see _language_scores).
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": _words(
+    "en": word_set(
         "the and is are you what how this that with have has it of to was for not my your "
         "can do does me please thanks thank hello hi hey would could should there where why "
         "when who will be just about from they we an in i am don doesn isn yes"
     ),
-    "fr": _words(
+    "fr": word_set(
         "le la les des est et je tu vous nous une un pas que qui quoi ce avec pour dans sur "
         "mais bonjour merci salut oui mon ma mes ton ta suis sont comment pourquoi aussi "
         "il elle ils on ca cette leur peux veux fait au aux du ai va bien quel quelle "
         "aujourd hui vais a demain trop soir ici rien tout faire fais chez encore deja"
     ),
-    "es": _words(
+    "es": word_set(
         "el los las la es que de en un una por para con no como hola gracias esta estoy "
         "eres soy muy pero yo mi tu su del al lo se porque tambien si bien buenos dias "
         "donde quiero puedes tengo hay que cual"
     ),
-    "de": _words(
+    "de": word_set(
         "der die das und ist ich du nicht ein eine zu mit auf fur wie was sie es den dem "
         "auch bin bist sind haben habe hallo danke bitte guten tag wer warum kann ja nein "
         "mein dein aber oder wo gibt heute sehr keine kein zeit"
     ),
-    "it": _words(
+    "it": word_set(
         "il lo la gli le di che e un una per con non sono sei ciao grazie come cosa perche "
         "anche molto questo questa mi ti ho hai ha del della dei nel alla buongiorno bene "
         "dove chi quando vorrei puoi"
     ),
-    "pt": _words(
+    "pt": word_set(
         "o os as a e um uma de do da dos das em no na para com nao que voce eu obrigado "
         "obrigada ola tudo bem sim muito como isso esta estou sao mas por meu minha tem "
         "tenho onde quem porque tambem oi bom dia pode"
@@ -101,11 +98,11 @@ _LETTER_HINTS: dict[str, tuple[str, ...]] = {
 _LETTER_HINT_WEIGHT = 0.5
 _LETTER_HINT_CAP = 2.0
 
-_CASUAL_WORDS = _words(
+_CASUAL_WORDS = word_set(
     "lol lmao rofl gonna wanna gotta hey yo yeah yep nope thx pls plz u ur btw omg idk "
     "dude kinda sorta ya cool haha hahaha mdr ouais salut coucou stp tkt slt bcp jaja"
 )
-_FORMAL_WORDS = _words(
+_FORMAL_WORDS = word_set(
     "please kindly dear hello regards sincerely vous bonjour madame monsieur cordialement "
     "usted bitte ihnen"
 )
@@ -121,14 +118,12 @@ _FORMAL_PHRASES = (
 )
 _FRENCH_INFORMAL = frozenset({"tu", "toi", "ton", "ta", "tes"})
 
-_WORD = re.compile(r"\w+(?:['’]\w+)*")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _CONTRACTION = re.compile(r"\b\w+['’](?:s|re|ve|ll|d|t|m)\b", re.IGNORECASE)
 _EMOJI = re.compile(
     "[\U0001f300-\U0001faff\U0001f000-\U0001f2ff\u2600-\u27bf]"
     r"|(?<!\w)(?:[:;=]-?[)(DPp]|<3|xD|XD)(?!\w)"
 )
-_SENTENCE_END = re.compile(r"[.!?…]+")
 
 
 class StateStore(Protocol):
@@ -136,19 +131,11 @@ class StateStore(Protocol):
 
     async def get_state(self, namespace: str, user_id: str) -> dict[str, Any] | None: ...
 
-    async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None: ...
-
-
-def _strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
 
 def _language_scores(text: str) -> dict[str, float]:
     """Evidence for each language; all zeros when the text says nothing."""
     scores = dict.fromkeys(_STOPWORDS, 0.0)
-    plain = _strip_accents(text.casefold())
-    for word in _LETTERS.findall(plain):
+    for word in _LETTERS.findall(fold(text)):
         languages = [lang for lang, words in _STOPWORDS.items() if word in words]
         for lang in languages:
             scores[lang] += 1.0 / len(languages)
@@ -182,8 +169,8 @@ def formality_score(text: str) -> float:
     stripped = text.strip()
     if not stripped:
         return 0.5
-    words = [w.casefold().replace("’", "'") for w in _WORD.findall(stripped)]
-    plain = " ".join(_strip_accents(w) for w in words)
+    words = [fold(word) for word in word_tokens(stripped)]
+    plain = " ".join(words)
     score = 0.5
 
     casual_hits = sum(1 for w in words if w in _CASUAL_WORDS)
@@ -202,10 +189,10 @@ def formality_score(text: str) -> float:
     if any(w in _FRENCH_INFORMAL for w in words) and "vous" not in words:
         score -= 0.1
 
-    formal_hits = sum(1 for w in words if _strip_accents(w) in _FORMAL_WORDS)
+    formal_hits = sum(1 for w in words if w in _FORMAL_WORDS)
     formal_hits += sum(1 for phrase in _FORMAL_PHRASES if f" {phrase} " in f" {plain} ")
     score += min(formal_hits * 0.1, 0.3)
-    sentences = [s for s in _SENTENCE_END.split(stripped) if s.strip()]
+    sentences = sentence_spans(stripped)
     if sentences and stripped[-1] in ".!?…" and len(words) / len(sentences) >= 8:
         score += 0.1
     return round(min(max(score, 0.0), 1.0), 3)
@@ -230,7 +217,7 @@ def observe(profile: StyleProfile, message: str) -> StyleProfile:
         update={
             "messages_seen": profile.messages_seen + 1,
             "average_words": _blend(
-                profile.average_words, float(len(_WORD.findall(message))), weight
+                profile.average_words, float(len(word_tokens(message))), weight
             ),
             "formality": _blend(profile.formality, formality_score(message), weight),
             "emoji_rate": _blend(profile.emoji_rate, float(bool(_EMOJI.search(message))), weight),
@@ -282,7 +269,6 @@ _DESCRIBES_STYLE = re.compile(
     r"|\b(?:casual, friendly|formal, polite) tone\b|\b(?:mirror|match) the user'?s?\b",
     re.IGNORECASE,
 )
-_REPLY_SENTENCE = re.compile(r"[^\n]*?(?:[.!?…](?=\s)|\n|$)")
 ECHO_OVERLAP = 0.75
 """A sentence whose words are this much an instruction's repeats it."""
 
@@ -294,39 +280,38 @@ def strip_echoes(text: str, instructions: list[str]) -> str | None:
     about 7 words per message.") or when at least :data:`ECHO_OVERLAP` of its
     words come from one instruction. ``None`` when there is none.
     """
-    instruction_words = [set(_WORD.findall(line.casefold())) for line in instructions]
-    kept: list[str] = []
-    dropped = False
-    for match in _REPLY_SENTENCE.finditer(text):
-        sentence = match[0]
-        words = set(_WORD.findall(sentence.casefold()))
-        echoes = bool(words) and (
-            _DESCRIBES_STYLE.search(sentence) is not None
-            or (
-                len(words) >= 3
-                and any(
-                    len(words & line) >= ECHO_OVERLAP * len(words) for line in instruction_words
-                )
-            )
-        )
-        if echoes:
-            dropped = True
-        else:
-            kept.append(sentence)
-    if not dropped:
-        return None
-    return re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
+    instruction_words = [set(word_tokens(line.casefold())) for line in instructions]
+    echoes = [
+        (start, end)
+        for start, end in sentence_spans(text)
+        if _echoes(text[start:end], instruction_words)
+    ]
+    return without_spans(text, echoes) if echoes else None
+
+
+def _echoes(sentence: str, instruction_words: list[set[str]]) -> bool:
+    words = set(word_tokens(sentence.casefold()))
+    if not words:
+        return False
+    if _DESCRIBES_STYLE.search(sentence) is not None:
+        return True
+    return len(words) >= 3 and any(
+        len(words & line) >= ECHO_OVERLAP * len(words) for line in instruction_words
+    )
 
 
 @hookimpl
-def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
+async def mongars_adapt_reply(turn: Turn, text: str) -> str | None:
     """Drop the reply's sentences that echo the style instructions."""
-    return strip_echoes(text, turn.style_instructions)
+    return await run_by_size(len(text), strip_echoes, text, turn.style_instructions)
 
 
 async def load_profile(store: StateStore, user_id: str) -> StyleProfile:
     """The stored profile of ``user_id``, or a fresh one when none is usable."""
-    data = await store.get_state(STYLE_NAMESPACE, user_id)
+    return _profile(await store.get_state(STYLE_NAMESPACE, user_id), user_id)
+
+
+def _profile(data: dict[str, Any] | None, user_id: str) -> StyleProfile:
     if data is None:
         return StyleProfile()
     try:
@@ -338,18 +323,13 @@ async def load_profile(store: StateStore, user_id: str) -> StyleProfile:
         return StyleProfile()
 
 
-async def save_profile(store: StateStore, user_id: str, profile: StyleProfile) -> None:
-    """Persist ``profile`` as the style of ``user_id``."""
-    await store.put_state(STYLE_NAMESPACE, user_id, profile.model_dump(mode="json"))
+PROFILES = StashKey[dict[str, StyleProfile]]("personality.profiles")
+"""Each user's style profile, once read from the store."""
 
 
-PROFILE_CACHE = "personality.profiles"
-PROFILE_LOCKS = "personality.locks"
-
-
-async def _cached_profile(services: Any, user_id: str) -> StyleProfile:
+async def _cached_profile(services: Services, user_id: str) -> StyleProfile:
     """The user's profile, read from the store once per assistant and then kept."""
-    cache: dict[str, StyleProfile] = services.stash.setdefault(PROFILE_CACHE, {})
+    cache = services.stash.setdefault(PROFILES, {})
     if user_id not in cache:
         cache[user_id] = await load_profile(services.store, user_id)
     return cache[user_id]
@@ -371,22 +351,35 @@ async def mongars_style_instructions(turn: Turn) -> list[str]:
 
 
 @hookimpl(trylast=True)
-async def mongars_turn_completed(turn: Turn, reply: Reply) -> None:
-    """Learn from the user's message of the finished turn and save the profile.
+async def mongars_turn_completed(turn: Turn, reply: Reply, writes: UnitOfWork) -> None:
+    """Learn from the user's message of the finished turn, committed with it.
 
-    Turns of one user may finish together; a per-user lock makes each
-    read-observe-save see the previous one's result, so none is lost.
+    The message is observed on the stored profile inside the turn's
+    transaction, so turns of one user finishing together each count; the
+    cached profile follows once the turn is committed.
     """
-    if turn.services is None:
+    services = turn.services
+    if services is None:
         return
-    locks: dict[str, asyncio.Lock] = turn.services.stash.setdefault(PROFILE_LOCKS, {})
-    async with locks.setdefault(turn.user_id, asyncio.Lock()):
-        updated = observe(await _cached_profile(turn.services, turn.user_id), turn.message)
-        await save_profile(turn.services.store, turn.user_id, updated)
-        turn.services.stash[PROFILE_CACHE][turn.user_id] = updated
+    user_id = turn.user_id
+    learnt: list[StyleProfile] = []
+
+    def learn(stored: dict[str, Any] | None) -> dict[str, Any]:
+        learnt.append(observe(_profile(stored, user_id), turn.message))
+        return learnt[-1].model_dump(mode="json")
+
+    def committed() -> None:
+        cache = services.stash.setdefault(PROFILES, {})
+        cached = cache.get(user_id)
+        # Turns may commit in one order and get here in another: keep the latest.
+        if cached is None or learnt[-1].messages_seen >= cached.messages_seen:
+            cache[user_id] = learnt[-1]
+
+    writes.change_state(STYLE_NAMESPACE, user_id, learn)
+    writes.after_commit(committed)
 
 
 @hookimpl(trylast=True)
-async def mongars_invalidate(services: Any, user_id: str) -> None:
+async def mongars_invalidate(services: Services, user_id: str) -> None:
     """Another process saved this user's profile: read it again next time."""
-    services.stash.get(PROFILE_CACHE, {}).pop(user_id, None)
+    services.stash.get(PROFILES, {}).pop(user_id, None)

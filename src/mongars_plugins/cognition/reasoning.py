@@ -15,6 +15,7 @@ from datetime import date
 
 from mongars_core import hookimpl
 from mongars_core.offload import run_by_size
+from mongars_core.text import without_spans
 from mongars_core.types import ReasoningHint, Turn
 from mongars_plugins.cognition.claims import contradictions, written_numbers
 from mongars_plugins.cognition.dates import WEEKDAYS, mentioned_dates
@@ -58,28 +59,12 @@ def correct(turn: Turn, text: str) -> str | None:
     stated and none contradicted, so the reply is left as the model wrote it.
     """
     checked = [hint for hint in turn.reasoning if hint.kind in CHECKED_KINDS]
-    kept = _complete_leading_equals(_without(text, contradictions(text, checked)), checked)
+    kept = _complete_leading_equals(without_spans(text, contradictions(text, checked)), checked)
     missing = [hint for hint in checked if not states(kept, hint)]
     if not missing:
         return None if kept == text else kept
     facts = " ".join(f"{hint.as_fact()}." for hint in missing)
     return f"{facts}\n\n{kept}" if kept.strip() else facts
-
-
-def _without(text: str, spans: list[tuple[int, int]]) -> str:
-    """``text`` without the ``spans``, its spacing tidied where they were."""
-    if not spans:
-        return text
-    pieces: list[str] = []
-    position = 0
-    for start, end in spans:
-        pieces.append(text[position:start])
-        position = end
-    pieces.append(text[position:])
-    kept = "".join(pieces)
-    kept = re.sub(r"[ \t]+\n", "\n", kept)
-    kept = re.sub(r"\n{3,}", "\n\n", kept)
-    return re.sub(r"(?<=\S)[ \t]{2,}", " ", kept).strip()
 
 
 def _complete_leading_equals(text: str, hints: list[ReasoningHint]) -> str:

@@ -16,19 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
 
 from mongars_core import hookimpl
-from mongars_core.pipeline import Services
+from mongars_core.services import Services, StashKey
+from mongars_core.storage.memories import stage_memory, stage_prune
+from mongars_core.storage.models import MemoryRecord
+from mongars_core.storage.unit_of_work import UnitOfWork
+from mongars_core.text import fingerprint
 from mongars_core.types import Memory, Reply, Turn, utcnow
 from mongars_plugins.memory.index import MemoryIndex, Vector
 from mongars_plugins.memory.memorable import memorable_text
 
 logger = logging.getLogger(__name__)
 
-STASH_KEY = "memory"
 PRUNE_EVERY = 100
 """Turns of a user between two deletions of their expired memories."""
 
@@ -44,6 +46,9 @@ class Hippocampus:
         self.index = MemoryIndex(self.embedder.dimension if self.embedder else None)
         self._locks: dict[str, asyncio.Lock] = {}
         self._since_prune: dict[str, int] = {}
+        # Per user, the wordings staged by turns not committed yet, each with
+        # the event set once that turn is committed or given up.
+        self._pending: dict[str, dict[str, asyncio.Event]] = {}
 
     async def warm_up(self) -> None:
         """Load the embedding model now rather than in the first turn's recall."""
@@ -57,65 +62,108 @@ class Hippocampus:
         )
 
     async def remember(
-        self, user_id: str, session_id: str, turn_id: str, message: str
-    ) -> int | None:
-        """Store what ``message`` says worth remembering; the memory's id, or ``None``.
+        self, user_id: str, session_id: str, turn_id: str, message: str, writes: UnitOfWork
+    ) -> None:
+        """Stage in ``writes`` what ``message`` says worth remembering.
 
         A repeat of a live memory (same wording, or an embedding at least
         ``duplicate_similarity`` close) refreshes that memory: its text, time
-        and expiry become the new ones, and its id stays.
+        and expiry become the new ones, and its id stays. The index follows
+        once ``writes`` are committed. A turn of the user staging the same
+        wording as one not committed yet waits for that one's commit, then
+        refreshes what it stored (or stores it, if that turn failed).
         """
         text = message if self.settings.remember == "all" else memorable_text(message)
         if text is None:
-            return None
+            return
         # Recall embedded the message as its query: that vector is reused when
         # the whole message is kept.
         vector = await self._embed_query(text)
         expires = (
             utcnow() + timedelta(days=self.settings.ttl_days) if self.settings.ttl_days else None
         )
-        fields: dict[str, Any] = {
-            "text": text,
-            "session_id": session_id,
-            "turn_id": turn_id,
-            "embedding": vector.tobytes() if vector is not None else None,
-            "embedder": self.embedder_name if vector is not None else None,
-            "expires_at": expires,
-        }
-        # Under the user's lock, so two turns saying the same at once leave one memory.
-        async with self._lock(user_id):
-            await self._load(user_id)
-            record = None
-            existing = self.index.find_duplicate(
-                user_id, text, vector, now=utcnow(), similarity=self.settings.duplicate_similarity
-            )
-            if existing is not None:
-                record = await self.services.store.refresh_memory(user_id, existing, **fields)
-                self.index.forget(user_id, [existing])
-            if record is None:
-                record = await self.services.store.add_memory(user_id=user_id, **fields)
-            assert record.id is not None
-            self.index.add(user_id, record.id, text, record.created_at, session_id, expires, vector)
-        if existing is None:
-            await self._prune(user_id)
-        return record.id
+        record = MemoryRecord(
+            user_id=user_id,
+            session_id=session_id,
+            turn_id=turn_id,
+            text=text,
+            embedding=vector.tobytes() if vector is not None else None,
+            embedder=self.embedder_name if vector is not None else None,
+            expires_at=expires,
+        )
+        wording = fingerprint(text)
+        existing, done = await self._claim(user_id, wording, text, vector)
+        pending = self._pending[user_id]
+        pruned: list[int] = []
 
-    async def _prune(self, user_id: str) -> None:
-        """Delete expired memories now and then, and the oldest past capacity.
+        def settled() -> None:
+            if pending.get(wording) is done:
+                del pending[wording]
+            done.set()
+
+        async def committed() -> None:
+            async with self._lock(user_id):
+                try:
+                    if existing is not None:
+                        self.index.forget(user_id, [existing])
+                    assert record.id is not None
+                    self.index.add(
+                        user_id, record.id, text, record.created_at, session_id, expires, vector
+                    )
+                finally:
+                    settled()
+            if pruned:
+                await self.forget(user_id, pruned)
+
+        # First, so that the claim on the wording is released whatever follows.
+        writes.after_commit(committed)
+        writes.after_rollback(settled)
+        stage_memory(writes, record, replacing=existing)
+        if existing is None:
+            pruned = self._stage_prune(user_id, writes)
+
+    async def _claim(
+        self, user_id: str, wording: str, text: str, vector: Vector | None
+    ) -> tuple[int | None, asyncio.Event]:
+        """Claim ``wording`` for a turn of the user: the id of the live memory it
+        repeats (if any), and the event to set once the turn is committed or given up.
+
+        Under the user's lock, so two turns saying the same at once leave one
+        memory; a turn that claimed the wording first is waited for.
+        """
+        pending = self._pending.setdefault(user_id, {})
+        while True:
+            async with self._lock(user_id):
+                await self._load(user_id)
+                earlier = pending.get(wording)
+                if earlier is None:
+                    existing = self.index.find_duplicate(
+                        user_id,
+                        text,
+                        vector,
+                        now=utcnow(),
+                        similarity=self.settings.duplicate_similarity,
+                    )
+                    done = asyncio.Event()
+                    pending[wording] = done
+                    return existing, done
+            await earlier.wait()
+
+    def _stage_prune(self, user_id: str, writes: UnitOfWork) -> list[int]:
+        """Now and then, delete expired memories and the oldest past capacity.
 
         Over capacity, the user is pruned a tenth below it, so pruning (a
         delete and an index update) happens once in many turns, not every turn.
+        Returns the list that gets the ids deleted once ``writes`` run.
         """
         capacity = self.settings.capacity
         self._since_prune[user_id] = self._since_prune.get(user_id, 0) + 1
-        over = self.index.size(user_id) > capacity
+        over = self.index.size(user_id) >= capacity
         if not over and self._since_prune[user_id] < PRUNE_EVERY:
-            return
+            return []
         self._since_prune[user_id] = 0
         keep = capacity - capacity // 10 if over else capacity
-        doomed = await self.services.store.prune_memories(user_id, keep)
-        if doomed:
-            await self.forget(user_id, doomed)
+        return stage_prune(writes, user_id, keep)
 
     async def forget(self, user_id: str, memory_ids: list[int] | None) -> None:
         # Under the user's lock: a load that read the database before the
@@ -173,15 +221,19 @@ class Hippocampus:
         return cached
 
 
-def _memory(services: Any) -> Hippocampus:
-    found: Hippocampus = services.stash[STASH_KEY]
-    return found
+MEMORY = StashKey[Hippocampus]("memory")
+"""The assistant's :class:`Hippocampus`, made at startup."""
+
+
+def _memory(services: Services | None) -> Hippocampus:
+    assert services is not None, "turns of a running assistant carry its services"
+    return services.stash[MEMORY]
 
 
 @hookimpl(trylast=True)
 async def mongars_startup(services: Services) -> None:
     hippocampus = Hippocampus(services)
-    services.stash[STASH_KEY] = hippocampus
+    services.stash[MEMORY] = hippocampus
     await hippocampus.warm_up()
 
 
@@ -191,8 +243,10 @@ async def mongars_recall(turn: Turn) -> list[Memory]:
 
 
 @hookimpl(trylast=True)
-async def mongars_remember(turn: Turn, reply: Reply) -> None:
-    await _memory(turn.services).remember(turn.user_id, turn.session_id, turn.turn_id, turn.message)
+async def mongars_remember(turn: Turn, reply: Reply, writes: UnitOfWork) -> None:
+    await _memory(turn.services).remember(
+        turn.user_id, turn.session_id, turn.turn_id, turn.message, writes
+    )
 
 
 @hookimpl(trylast=True)

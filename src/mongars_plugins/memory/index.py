@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -18,14 +17,14 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from mongars_core.text import fingerprint, search_terms
 from mongars_core.types import Memory
-from mongars_plugins.memory.memorable import fingerprint
 
 Vector = npt.NDArray[np.float32]
 _Row = tuple[int, str, datetime, str, datetime | None, Vector | None]
 
-_WORD = re.compile(r"[^\W\d_]{2,}|\d+", re.UNICODE)
-_NUMBER = re.compile(r"\d+")
+# Digits anywhere ("x2", "3rd"): two memories alike but for them are not repeats.
+_DIGITS = re.compile(r"\d+")
 _STOPWORDS = frozenset(
     [
         "a",
@@ -142,10 +141,8 @@ _STOPWORDS = frozenset(
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased, accent-folded content words of ``text``."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(char for char in folded if not unicodedata.combining(char))
-    return [word for word in _WORD.findall(folded) if word not in _STOPWORDS]
+    """The search terms of ``text`` (:func:`mongars_core.text.search_terms`) but stop words."""
+    return [term for term in search_terms(text) if term not in _STOPWORDS]
 
 
 class _UserMemories:
@@ -158,7 +155,7 @@ class _UserMemories:
         self.created: list[datetime] = []
         self.sessions: list[str] = []
         self.postings: dict[str, list[int]] = {}
-        # fingerprint -> row of the live memory with that wording (see memorable.fingerprint)
+        # fingerprint -> row of the live memory with that wording (mongars_core.text.fingerprint)
         self.by_fingerprint: dict[str, int] = {}
         self._posting_arrays: dict[str, npt.NDArray[np.intp]] = {}
         self.rows: dict[int, int] = {}
@@ -344,11 +341,11 @@ class MemoryIndex:
             return None
         matrix, present = partition.vectors()
         cosines = np.where(present & usable, matrix @ vector, -1.0)
-        numbers = sorted(_NUMBER.findall(text))
+        numbers = sorted(_DIGITS.findall(text))
         close = np.flatnonzero(cosines >= similarity)
         for candidate in close[np.argsort(-cosines[close])]:
             row = int(candidate)
-            if sorted(_NUMBER.findall(partition.texts[row])) == numbers:
+            if sorted(_DIGITS.findall(partition.texts[row])) == numbers:
                 return partition.ids[row]
         return None
 
@@ -391,8 +388,9 @@ class MemoryIndex:
         for row in top:
             if scores[row] <= 0:
                 break
+            # The index's own values, of the right types already: no validation.
             found.append(
-                Memory(
+                Memory.model_construct(
                     id=partition.ids[row],
                     text=partition.texts[row],
                     score=round(float(scores[row]), 4),

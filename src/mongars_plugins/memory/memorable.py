@@ -31,8 +31,9 @@ dropped and the rest is classified as above. ``Call me Sam`` is a statement.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Literal
+
+from mongars_core.text import sentences, word_set, word_tokens
 
 Kind = Literal[
     "statement",
@@ -47,14 +48,6 @@ Kind = Literal[
 ]
 
 
-def _lexicon(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\s*\n+\s*")
-_ABBREVIATION = re.compile(r"\b(?:mr|mrs|ms|dr|st|prof|vs|etc|e\.g|i\.e|m|mme)\.$", re.IGNORECASE)
-_WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
-
 _ARITHMETIC = (
     re.compile(r"\d\s*[+*×÷^=]\s*[\d(]"),
     re.compile(r"\d\s+[-/x]\s+\d"),
@@ -68,27 +61,27 @@ _ARITHMETIC = (
     re.compile(r"^(?:convert|converti[rs]?|calculate|compute|calcule[rz]?)\b", re.IGNORECASE),
 )
 
-_WH = _lexicon(
+_WH = word_set(
     "what what's whats who who's whom whose where where's when when's why how how's which "
     "qu'est-ce quel quelle quels quelles qui quoi où ou pourquoi comment combien quand"
 )
-_AUXILIARY = _lexicon(
+_AUXILIARY = word_set(
     "is are am was were do does did can could would will should shall "
     "isn't aren't wasn't weren't doesn't didn't couldn't wouldn't shouldn't "
     "est-ce peux-tu pouvez-vous sais-tu savez-vous as-tu avez-vous es-tu êtes-vous "
     "connais-tu connaissez-vous veux-tu voulez-vous"
 )
-_NEGATED_AUXILIARY = _lexicon("don't can't won't haven't hasn't")
-_PRONOUN = _lexicon("i i'm i've i'd i'll we we're we've he she they je j'ai nous il elle")
-_SUBJECT = _PRONOUN | _lexicon("my our his her their mon ma mes notre nos")
-_CLAUSE_WH = _lexicon("when where while quand où")
-_ADDRESSEE = _lexicon("you you're your yours tu vous toi ton ta tes votre vos")
+_NEGATED_AUXILIARY = word_set("don't can't won't haven't hasn't")
+_PRONOUN = word_set("i i'm i've i'd i'll we we're we've he she they je j'ai nous il elle")
+_SUBJECT = _PRONOUN | word_set("my our his her their mon ma mes notre nos")
+_CLAUSE_WH = word_set("when where while quand où")
+_ADDRESSEE = word_set("you you're your yours tu vous toi ton ta tes votre vos")
 _WONDER = re.compile(
     r"^(?:i (?:wonder|was wondering|am wondering|want to know|would like to know|'d like "
     r"to know|need to know)|i'd like to know|je me demande|je voudrais savoir|dis-moi si|"
     r"c'est (?:quoi|qui))\b"
 )
-_REQUEST_VERBS = _lexicon(
+_REQUEST_VERBS = word_set(
     "tell give show write explain help list translate summarize summarise describe define "
     "make create generate find search look recommend suggest play sing draw say repeat "
     "continue stop answer check read fix correct rewrite compose send open set remind "
@@ -108,7 +101,7 @@ _EXPLICIT = re.compile(
     re.IGNORECASE,
 )
 _CALL_ME = re.compile(r"^(?:please\s+)?(?:call me|appelle-moi|appelez-moi)\b", re.IGNORECASE)
-_SMALL_TALK = _lexicon(
+_SMALL_TALK = word_set(
     "hi hello hey hiya heya yo howdy greetings good morning afternoon evening night day "
     "thanks thank thx ty cheers you ok okay k kk alright all right sure yes yeah yep yup no "
     "nope nah fine great cool nice awesome perfect wow lol haha hahaha hehe hmm hm oh ah "
@@ -124,11 +117,11 @@ _REACTION = re.compile(
     r"^i (?:really )?(?:like|love|hate|liked|loved|hated|enjoyed|enjoy) (?:it|that|this|them|"
     r"those|these|your \w+)$|^(?:that|this)'?s? (?:not )?what i (?:asked|said|meant|wanted)\b"
 )
-_FIRST_PERSON = _lexicon(
+_FIRST_PERSON = word_set(
     "i i'm im i've i'd i'll me my mine myself we we're we've we'll we'd our ours us "
     "je moi mon ma mes nous notre nos"
 )
-_TEMPORAL = _lexicon(
+_TEMPORAL = word_set(
     "tomorrow tonight yesterday birthday anniversary wedding monday tuesday wednesday "
     "thursday friday saturday sunday january february march april may june july august "
     "september october november december next last ago weekend demain hier anniversaire "
@@ -138,22 +131,9 @@ _TEMPORAL = _lexicon(
 )
 
 
-def sentences(message: str) -> list[str]:
-    """``message`` cut into sentences (not after ``Dr.``, ``e.g.`` and the like)."""
-    pieces: list[str] = []
-    for piece in _SENTENCE_END.split(message.strip()):
-        if not piece:
-            continue
-        if pieces and _ABBREVIATION.search(pieces[-1]):
-            pieces[-1] = f"{pieces[-1]} {piece}"
-        else:
-            pieces.append(piece)
-    return pieces
-
-
 def _words(sentence: str) -> list[str]:
-    plain = sentence.replace("’", "'").lower()
-    return _WORD.findall(plain)
+    """Lower-case words, hyphenated ones whole ("est-ce"), with plain apostrophes."""
+    return word_tokens(sentence.replace("’", "'").casefold(), hyphens=True)
 
 
 def _explicit(sentence: str) -> str | None:
@@ -224,7 +204,7 @@ def _dated_or_named(text: str, words: list[str]) -> bool:
     if any(word in _TEMPORAL for word in words) or any(char.isdigit() for char in text):
         return True
     # A capitalised word after the first one names someone or something.
-    return any(word[:1].isupper() for word in _WORD.findall(text)[1:])
+    return any(word[:1].isupper() for word in word_tokens(text, hyphens=True)[1:])
 
 
 def memorable_text(message: str) -> str | None:
@@ -236,10 +216,3 @@ def memorable_text(message: str) -> str | None:
         if classify(candidate) == "statement":
             kept.append(candidate[0].upper() + candidate[1:] if explicit else candidate)
     return " ".join(kept) if kept else None
-
-
-def fingerprint(text: str) -> str:
-    """``text`` with case, accents, punctuation and spacing folded away: the key of a duplicate."""
-    folded = unicodedata.normalize("NFKD", text.casefold())
-    folded = "".join(char for char in folded if not unicodedata.combining(char))
-    return " ".join(re.findall(r"[^\W_]+", folded))

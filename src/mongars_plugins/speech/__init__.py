@@ -14,17 +14,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mongars_core import hookimpl
+from mongars_core.hookspecs import RegisterSection
 from mongars_core.offload import run_by_size
+from mongars_core.text import CLOSERS, ends_sentence, whitespace_tokens
 from mongars_core.types import SpeechPlan, SpeechSegment, Turn
+from mongars_plugins.speech.settings import DEFAULT_WORDS_PER_SECOND, SPEECH
 
-DEFAULT_WORDS_PER_SECOND = 2.6
 MIN_TEMPO = 0.8
 MAX_TEMPO = 1.2
-
-
-def _words(text: str) -> frozenset[str]:
-    """A word list written as one string, which is easier to read and edit."""
-    return frozenset(text.split())
 
 
 # Sentences longer than this are cut at their commas and semicolons so that a
@@ -48,23 +45,10 @@ _PAUSES = {
 # Commas inside a segment still cost a short breath when spoken.
 _INNER_COMMA_SECONDS = 0.15
 
-# Abbreviations whose final dot never ends a sentence ...
-_ABBREVIATIONS = _words(
-    "e.g. i.e. dr. mr. mrs. ms. prof. st. vs. jr. sr. sra. fig. approx. cf. mt. pp. vol. mme. mlle."
-)
-# ... and those that end one only when a capitalised word follows ("No. 5"
-# goes on, "I said no. Then" does not).
-_SOMETIMES_FINAL = _words("etc. inc. ltd. co. no. a.m. p.m. u.s. u.k.")
-
-_CLOSERS = "\"'”’»)]}"
-_INITIAL = re.compile(r"^[A-Z]\.$")
-_LIST_MARKER = re.compile(r"^\d{1,3}[.)]$")
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+# Digits with the marks read aloud between them: "27,360.45", "3.14", "10:30".
+_DIGIT_GROUP = re.compile(r"\d+(?:[.,:]\d+)*")
 _SPOKEN_SYMBOLS = frozenset("%&+=@#$€£§°")
 _LONG_WORD_LETTERS = 10
-# What str.splitlines treats as a line break; U+2029 separates paragraphs.
-_LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028]")
-_PARAGRAPH_BREAK = "\u2029"
 
 Ending = Literal[
     "paragraph",
@@ -90,7 +74,7 @@ class _Piece:
 
 def _bare(token: str) -> str:
     """``token`` without closing quotes or brackets, to see its real last mark."""
-    return token.rstrip(_CLOSERS)
+    return token.rstrip(CLOSERS)
 
 
 def _sentence_ending(token: str) -> Ending | None:
@@ -104,20 +88,6 @@ def _sentence_ending(token: str) -> Ending | None:
     if bare.endswith("."):
         return "period"
     return None
-
-
-def _ends_sentence(token: str, next_token: str | None, words_so_far: int) -> bool:
-    """Whether the sentence ends with ``token`` (already known to end in . ! ? …)."""
-    lowered = _bare(token).casefold()
-    if _sentence_ending(token) != "period":
-        return True
-    if lowered in _ABBREVIATIONS or _INITIAL.match(_bare(token)):
-        return False
-    if words_so_far == 0 and _LIST_MARKER.match(_bare(token)):
-        return False  # "1. First step" is a list marker, not a sentence.
-    if lowered in _SOMETIMES_FINAL:
-        return next_token is None or next_token[:1].isupper()
-    return True
 
 
 def _clause_ending(token: str) -> Ending | None:
@@ -146,36 +116,16 @@ def _split_long(piece: _Piece) -> list[_Piece]:
     return pieces
 
 
-def _tokens_with_breaks(text: str) -> list[tuple[str, int]]:
-    """Whitespace-separated tokens, each with the number of line breaks after it.
-
-    Tokens come from ``str.split`` so the plan loses no word of the text.
-    """
-    tokens = text.split()
-    result: list[tuple[str, int]] = []
-    position = 0
-    for index, token in enumerate(tokens):
-        start = text.index(token, position)
-        position = start + len(token)
-        following = tokens[index + 1] if index + 1 < len(tokens) else None
-        gap_end = text.index(following, position) if following is not None else len(text)
-        gap = text[position:gap_end]
-        breaks = len(_LINE_BREAK.findall(gap)) + 2 * gap.count(_PARAGRAPH_BREAK)
-        result.append((token, breaks))
-    return result
-
-
 def _pieces(text: str) -> list[_Piece]:
-    tokens = _tokens_with_breaks(text)
+    """The sentences and lines of ``text``, cut as :func:`mongars_core.text.sentence_spans` does."""
+    tokens = whitespace_tokens(text)
     pieces: list[_Piece] = []
     current = _Piece()
-    for index, (token, breaks) in enumerate(tokens):
-        next_token = tokens[index + 1][0] if index + 1 < len(tokens) else None
-        words_so_far = len(current.words)
+    for index, (token, _, _, breaks) in enumerate(tokens):
+        next_token = tokens[index + 1].text if index + 1 < len(tokens) else None
+        first = not current.words
         current.words.append(token)
-        ending = _sentence_ending(token)
-        if ending is not None and not _ends_sentence(token, next_token, words_so_far):
-            ending = None
+        ending = _sentence_ending(token) if ends_sentence(token, next_token, first=first) else None
         if ending is not None or breaks or next_token is None:
             current.ending = ending or ("line" if breaks else "none")
             current.paragraph_after = breaks >= 2
@@ -187,7 +137,7 @@ def _pieces(text: str) -> list[_Piece]:
 def _spoken_weight(word: str) -> float:
     """How many plain words saying ``word`` is worth: numbers and jargon take longer."""
     weight = 0.0
-    for number in _NUMBER.findall(word):
+    for number in _DIGIT_GROUP.findall(word):
         digits = sum(ch.isdigit() for ch in number)
         separators = len(number) - digits
         # "2024" is "twenty twenty-four", "3.14" is "three point one four".
@@ -272,12 +222,13 @@ def _words_per_second(turn: Turn) -> float:
     settings = turn.services.settings if turn.services is not None else None
     if settings is None:
         return DEFAULT_WORDS_PER_SECOND
-    # Settings objects built before the speech section existed lack it.
-    speech_settings = getattr(settings, "speech", None)
-    rate = getattr(speech_settings, "words_per_second", None)
-    if isinstance(rate, int | float) and rate > 0:
-        return float(rate)
-    return DEFAULT_WORDS_PER_SECOND
+    rate: float = settings.section(SPEECH).words_per_second
+    return rate
+
+
+@hookimpl
+def mongars_register_settings(register: RegisterSection) -> None:
+    register(SPEECH)
 
 
 @hookimpl(trylast=True)
