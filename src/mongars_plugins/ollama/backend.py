@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from mongars_core.capabilities import HealthChecked, ModelCatalog, Progress
 from mongars_core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -39,18 +40,15 @@ from mongars_core.errors import (
     ModelNotFoundError,
     MongarsError,
 )
-from mongars_core.settings import OllamaSettings
 from mongars_core.types import GenerationRequest
 from mongars_plugins.ollama.hosts import OllamaHost, parse_hosts
+from mongars_plugins.ollama.settings import OllamaSettings
 
 if TYPE_CHECKING:
     import httpx
     import ollama
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int | None], None]
-"""``progress(stage, done, total)``, as the cuda plugin's model fetch reports it."""
 
 HEALTH_TIMEOUT_S = 5.0
 """Longest wait for ``/api/version`` in :meth:`OllamaBackend.health`."""
@@ -254,7 +252,7 @@ class OllamaBackend:
     """An :class:`~mongars_core.llm.LLMBackend` on one Ollama server.
 
     Replies come from ``/api/chat``; ``model`` is ``request.model`` or
-    ``settings.ollama.model``, ``request.options`` are passed on as Ollama
+    ``MONGARS_OLLAMA__MODEL``, ``request.options`` are passed on as Ollama
     options, and a ``request.prefix`` is sent as a final assistant message,
     which Ollama continues. Besides generation it lists, shows and pulls
     models and reports health.
@@ -499,3 +497,8 @@ class OllamaBackend:
 def build_backends(settings: OllamaSettings) -> list[OllamaBackend]:
     """One backend per host of ``settings.hosts`` (nothing is contacted)."""
     return [OllamaBackend(host, settings) for host in parse_hosts(settings.hosts)]
+
+
+if TYPE_CHECKING:  # the backend's optional abilities, checked by mypy
+    _health_checked: type[HealthChecked] = OllamaBackend
+    _model_catalog: type[ModelCatalog] = OllamaBackend

@@ -14,6 +14,7 @@ from mongars_core.cli import err, fail, out, printable, progress_reporter
 from mongars_core.errors import ConfigurationError, MongarsError
 from mongars_core.settings import Settings
 from mongars_plugins.ollama.backend import OllamaBackend, build_backends
+from mongars_plugins.ollama.settings import OLLAMA
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ def build_ollama_app(settings: Settings) -> typer.Typer:
     )
 
     def backends(host: str | None) -> list[OllamaBackend]:
-        found = build_backends(settings.ollama)
+        found = build_backends(settings.section(OLLAMA))
         if host is None:
             return found
         chosen = [backend for backend in found if backend.host.matches(host)]

@@ -15,7 +15,6 @@ import numpy as np
 
 from mongars_core.errors import BackendError
 from mongars_core.llm import Vectors
-from mongars_core.settings import OllamaSettings
 from mongars_plugins.ollama.backend import (
     keep_alive_value,
     new_ssl_context,
@@ -24,6 +23,7 @@ from mongars_plugins.ollama.backend import (
     translate_errors,
 )
 from mongars_plugins.ollama.hosts import OllamaHost
+from mongars_plugins.ollama.settings import OllamaSettings
 
 if TYPE_CHECKING:
     import ssl

@@ -1,4 +1,4 @@
-"""``python -m mongars_plugins.ollama.standin``: serve the Ollama stand-in until stopped.
+"""``python -m mongars_testkit.ollama_standin``: serve the Ollama stand-in until stopped.
 
 It prints one line, ``mongars ollama stand-in listening on URL``, once it
 accepts connections (``--port 0`` picks a free port).
@@ -11,8 +11,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from mongars_plugins.ollama.standin.catalogue import DEFAULT_EMBED_MODEL, DEFAULT_MODEL
-from mongars_plugins.ollama.standin.server import (
+from mongars_testkit.ollama_standin.catalogue import DEFAULT_EMBED_MODEL, DEFAULT_MODEL
+from mongars_testkit.ollama_standin.server import (
     READY_PREFIX,
     echo_standin,
     local_standin,
@@ -23,7 +23,7 @@ from mongars_plugins.ollama.standin.server import (
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mongars_plugins.ollama.standin",
+        prog="python -m mongars_testkit.ollama_standin",
         description="A stand-in that follows Ollama's documented REST API, for tests. "
         "It is not Ollama: the local model (or, with --echo, an echo) answers every model name.",
     )

