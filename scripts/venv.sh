@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/start and scripts/test, not run: set up .venv and install
 # monGARS into it, with a progress line per phase, and skip pip when nothing
 # changed since the last install.
@@ -67,7 +68,10 @@ mongars_pip_progress() {
       "Requirement already satisfied:"*) [ -n "$tty" ] && shown=$line ;;
       "Installing collected packages:"*)
         shown="unpacking and installing the packages (torch takes longest)" ;;
-      "Successfully installed"*) set -- $line; shown="installed $(($# - 2)) packages" ;;
+      "Successfully installed"*)
+        # shellcheck disable=SC2086 # split into words to count the packages
+        set -- $line
+        shown="installed $(($# - 2)) packages" ;;
     esac
     [ -n "$shown" ] || continue
     if [ -n "$tty" ]; then
