@@ -9,7 +9,8 @@ the report is the difference of the two latency distributions.
 
     .venv/bin/python benchmarks/pipeline_overhead.py [--turns 400] [--memories 10000]
 
-Target: p50 added latency under 5 ms. Results: benchmarks/results/pipeline_overhead.*
+Target: added latency p50 under 5 ms, p99 under 15 ms. Results:
+benchmarks/results/pipeline_overhead.* (pipeline_overhead_postgres.* with --database-url).
 """
 
 from __future__ import annotations
@@ -162,8 +163,8 @@ async def main(turns: int, memories: int, database_url: str | None) -> None:
         "added_latency": added,
         "stage_p50_ms": stages,
         "database_round_trip": database_round_trip,
-        "target": "added p50 under 5 ms",
-        "target_met": added["p50_ms"] < 5,
+        "target": "added p50 under 5 ms, p99 under 15 ms",
+        "target_met": added["p50_ms"] < 5 and added["p99_ms"] < 15,
     }
     stage_rows = "\n".join(f"| {stage} | {value} |" for stage, value in stages.items())
     markdown = f"""
@@ -178,14 +179,15 @@ async def main(turns: int, memories: int, database_url: str | None) -> None:
 | whole pipeline | {pipe["p50_ms"]} | {pipe["p99_ms"]} |
 | **added by the pipeline** | **{added["p50_ms"]}** | **{added["p99_ms"]}** |
 
-Target: added p50 under 5 ms — {"met" if results["target_met"] else "NOT met"}.
+Target: added p50 under 5 ms and p99 under 15 ms — {"met" if results["target_met"] else "NOT met"}.
 
 One trivial database round trip (`SELECT 1` through the store's async
 SQLAlchemy session) costs {database_round_trip["p50_ms"]} ms p50 on this
-machine. A turn waits for three rounds of database work, one after the other:
-loading the history (beside recall, reasoning and style), writing the turn, and
-then remember and observe side by side (each a write of its own). Stages that run side by
-side share two CPU cores, so their wall times overlap rather than add up.
+machine. A turn waits for one round of database work: the transaction that
+commits the turn row with what remember and observe staged (`persist`); the
+session history comes from the store's in-process cache (a read on a session's
+first turn only, every sixth turn here). Stages that run side by side share the
+CPU cores, so their wall times overlap rather than add up.
 
 Median time per stage (ms):
 

@@ -34,8 +34,10 @@ from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
 from mongars_plugins.cuda.backend import LocalModelBackend
+from mongars_plugins.cuda.settings import LOCAL
 from mongars_plugins.ray_serve import cluster, deployment
 from mongars_plugins.ray_serve.backend import RayServeBackend
+from mongars_plugins.ray_serve.settings import RAY
 
 PROMPTS = [
     "Describe the sea in three sentences.",
@@ -90,8 +92,8 @@ def ray_settings(base: Settings, name: str, replicas: int, threads: int) -> Sett
     """
     return base.model_copy(
         update={
-            "local": base.local.model_copy(update={"threads": threads}),
-            "ray": base.ray.model_copy(
+            "local": base.section(LOCAL).model_copy(update={"threads": threads}),
+            "ray": base.section(RAY).model_copy(
                 update={"app_name": name, "replicas": replicas, "num_cpus": 0.5}
             ),
         }

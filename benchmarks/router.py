@@ -126,9 +126,9 @@ async def failover(count: int) -> dict[str, object]:
 
 
 async def failover_processes(count: int) -> dict[str, object]:
-    from mongars_core.settings import OllamaSettings
     from mongars_plugins.ollama.backend import build_backends
-    from mongars_plugins.ollama.standin.server import StandinProcess
+    from mongars_plugins.ollama.settings import OllamaSettings
+    from mongars_testkit.ollama_standin.server import StandinProcess
 
     message = "one two three four five six seven eight nine ten"
     gaps: list[float] = []

@@ -575,6 +575,9 @@ def markdown(results: dict[str, Any]) -> str:
         "request's server CPU time"
         for database, run in results["runs"].items()
     )
+    sqlite = results["runs"].get("SQLite", {})
+    bare_cpu = sqlite.get("bare", {}).get("server_cpu_ms_per_request", 0.0)
+    chat_cpu = sqlite.get("chat", {}).get("server_cpu_ms_per_request", 0.0)
     text = f"""
 # Server overhead
 
@@ -599,17 +602,18 @@ Ratio chat_rps / bare_rps (target at least 0.5):
 {ratios}
 
 Why the target is out of reach here: the bare endpoint does nothing but parse
-a body and await an instant backend, about 0.17 ms of CPU. A chat turn on one
-process is bound by its CPU time (about 10 ms): it authenticates against the
-database, reads history, recalls memories, runs the reasoning, curiosity,
-style and speech plugins, and writes the turn, a memory and the style profile
-(five SQL statements through SQLAlchemy's ORM, the largest share in the
-profile below). Half the bare endpoint's rate would leave 0.33 ms for all of
-that. With a real model the comparison turns around: SmolLM2 on this CPU
-takes about 100 ms per token, against which the pipeline's 10 ms is small.
-More processes (`mongars serve --workers N`, with Redis) scale turns with the
-cores. SQLite writes are queued in process (one writer at a time), which cut
-the SQLite p99 under this load from 1.3 s to about 0.2 s.
+a body and await an instant backend, about {bare_cpu} ms of CPU. A chat turn on
+one process is bound by its CPU time (about {chat_cpu} ms): it authenticates
+against the database, recalls memories, runs the reasoning, curiosity, style
+and speech plugins, and commits the turn with its memory and style profile in
+one transaction (the session history is kept in process); the server adds its
+telemetry (an OpenTelemetry span and metrics per request and per stage) and
+the events of the turn. Half the bare endpoint's rate would leave about
+{2 * bare_cpu:.2f} ms for all of that. With a real model the comparison turns
+around: SmolLM2 on this CPU takes about 100 ms per token, against which the
+pipeline's milliseconds are small. More processes (`mongars serve --workers N`,
+with Redis) scale turns with the cores. SQLite writes are queued in process
+(one writer at a time, each turn's in one call to the store's worker thread).
 """
     profile = results.get("profile")
     if profile:

@@ -1,4 +1,5 @@
-"""Shared fixtures: settings in a temporary data dir, real databases, small fake plugins."""
+"""Shared fixtures: real databases, the test kit's assistants with the bundled plugins,
+the ``mongars`` command in a subprocess."""
 
 from __future__ import annotations
 
@@ -7,20 +8,17 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import platformdirs
 import pytest
 from sqlalchemy.engine import make_url
 
-from mongars_core import hookimpl
-from mongars_core.hookspecs import Register
 from mongars_core.pipeline import Assistant
-from mongars_core.plugins import build_plugin_manager
 from mongars_core.settings import Settings
-from mongars_core.types import GenerationRequest
+from mongars_testkit.assistants import AssistantFactory, PluginChoice
 
 POSTGRES_URL = os.environ.get(
     "MONGARS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -100,17 +98,34 @@ def postgres_available() -> bool:
     return _postgres_reachable()
 
 
+def service_unavailable(service: str, needs: str) -> NoReturn:
+    """End a test whose ``service`` (postgres, redis, chromium) does not answer.
+
+    scripts/test exports ``MONGARS_TEST_UNAVAILABLE`` (``redis=not installed and not
+    root;...``) naming the services it could not bring up: those tests skip with that
+    reason, in CI too. Any other missing service fails in CI and skips elsewhere.
+    """
+    reported = dict(
+        entry.partition("=")[::2]
+        for entry in os.environ.get("MONGARS_TEST_UNAVAILABLE", "").split(";")
+        if entry
+    )
+    if service in reported:
+        pytest.skip(f"{needs}: {service} is not available ({reported[service]})")
+    if os.environ.get("CI"):
+        pytest.fail(f"{needs}: not reachable in CI")
+    pytest.skip(needs)
+
+
 @pytest.fixture
 def redis_url() -> str:
-    """The Redis server at MONGARS_TEST_REDIS_URL, answering (skipped without it; CI fails)."""
+    """The Redis server at MONGARS_TEST_REDIS_URL, answering (see service_unavailable)."""
     import redis
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
     except redis.RedisError:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is not reachable in CI")
-        pytest.skip(f"needs the Redis server at {REDIS_URL}")
+        service_unavailable("redis", f"needs the Redis server at {REDIS_URL}")
     return REDIS_URL
 
 
@@ -118,9 +133,7 @@ def redis_url() -> str:
 def postgres_url(postgres_available: bool) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (no schema), dropped afterwards."""
     if not postgres_available:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI")
-        pytest.skip(f"needs the PostgreSQL server at {POSTGRES_URL}")
+        service_unavailable("postgres", f"needs the PostgreSQL server at {POSTGRES_URL}")
     name = f"mongars_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
@@ -149,73 +162,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        cache_dir=MODEL_CACHE,
-        llm={"backend": "instant", "timeout_s": 10, "first_token_timeout_s": 5},
-        memory={"embedder": "none"},
-    )
-
-
-class InstantBackend:
-    """An LLM stand-in that answers at once: echoes what it was given, word by word."""
-
-    def __init__(self, reply: Callable[[GenerationRequest], str] | None = None) -> None:
-        self.requests: list[GenerationRequest] = []
-        self.reply = reply or (lambda request: f"You said: {request.messages[-1].content}")
-
-    async def generate(self, request: GenerationRequest) -> str:
-        return "".join([delta async for delta in self.stream(request)])
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        self.requests.append(request)
-        for index, word in enumerate(self.reply(request).split(" ")):
-            yield word if index == 0 else " " + word
-
-
-class InstantBackendPlugin:
-    """Registers an :class:`InstantBackend` as ``instant``."""
-
-    def __init__(self, backend: InstantBackend | None = None) -> None:
-        self.backend = backend or InstantBackend()
-
-    @hookimpl
-    def mongars_register_llm_backends(self, register: Register, settings: Settings) -> None:
-        register("instant", self.backend)
+# The test kit's fixtures (mongars_testkit.plugin) come through its pytest11 entry
+# point; naming the plugin in `pytest_plugins` too would register it twice.
 
 
 @pytest.fixture
-def instant() -> InstantBackendPlugin:
-    return InstantBackendPlugin()
+def mongars_settings(mongars_settings: Settings) -> Settings:
+    """The kit's settings, with the shared model cache (``model`` tests reuse downloads)."""
+    return mongars_settings.model_copy(update={"cache_dir": MODEL_CACHE})
+
+
+@pytest.fixture
+def settings(mongars_settings: Settings) -> Settings:
+    return mongars_settings
 
 
 BUNDLED_WITHOUT_MODELS = ["memory", "reasoning", "curiosity", "personality", "speech"]
 
 
 @pytest.fixture
-async def make_assistant(
-    settings: Settings, database_url: str, instant: InstantBackendPlugin
-) -> AsyncIterator[Callable[..., Any]]:
-    """Build assistants with the bundled plugins (minus the cuda one) plus ``extra``.
+def make_assistant(
+    make_assistant: AssistantFactory, database_url: str
+) -> Callable[..., Awaitable[Assistant]]:
+    """The kit's ``make_assistant`` with the bundled plugins (minus the cuda one) on
+    ``database_url``: ``await make_assistant(*plugins, **settings)``."""
 
-    Each is closed when the test ends.
-    """
-    made: list[Assistant] = []
+    def make(*plugins: PluginChoice, **overrides: Any) -> Awaitable[Assistant]:
+        return make_assistant(
+            *BUNDLED_WITHOUT_MODELS, *plugins, **{"database_url": database_url, **overrides}
+        )
 
-    async def make(*extra: tuple[str, object], **overrides: Any) -> Assistant:
-        chosen = settings.model_copy(update={"database_url": database_url, **overrides})
-        chosen.load_plugins = [
-            *BUNDLED_WITHOUT_MODELS,
-            "instant",
-            *(name for name, _ in extra),
-        ]
-        pm = build_plugin_manager(chosen, plugins=[("instant", instant), *extra])
-        assistant = await Assistant.from_settings(chosen, plugin_manager=pm)
-        made.append(assistant)
-        return assistant
-
-    yield make
-    for assistant in made:
-        await assistant.aclose()
+    return make

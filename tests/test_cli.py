@@ -13,7 +13,8 @@ import pytest
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import build_plugin_manager
 from mongars_core.settings import Settings
-from tests.conftest import InstantBackendPlugin, command_env, run_mongars
+from mongars_testkit import BackendPlugin, InstantBackend
+from tests.conftest import command_env, run_mongars
 
 
 @pytest.fixture
@@ -62,12 +63,39 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -
             {"MONGARS_MAX_MESSAGE_CHARS": "many"},
             "invalid settings: MONGARS_MAX_MESSAGE_CHARS: Input should be a valid integer",
         ),
+        (
+            ["chat", "--message", "hi"],
+            {"MONGARS_OLLAMA__TIMEOUT_S": "-1"},
+            "invalid settings: MONGARS_OLLAMA__TIMEOUT_S: Input should be greater than 0",
+        ),
+        (
+            ["serve", "--port", "99999"],
+            {},
+            "invalid settings: MONGARS_SERVER__PORT: Input should be less than or equal to 65535",
+        ),
     ],
 )
 def test_bad_input_gives_one_error_line_and_no_traceback(
     env: dict[str, str], args: list[str], extra_env: dict[str, str], text: str
 ) -> None:
     assert_one_line_error(mongars(*args, env={**env, **extra_env}), text)
+
+
+@pytest.mark.parametrize(
+    ("args", "variable", "value"),
+    [
+        (["plugins"], "MONGARS_LLM__ROLES", '{"general": [{"backend": "secret9"'),
+        (["plugins"], "MONGARS_LLM", "{secret9"),
+        (["chat", "-m", "hi", "--local"], "MONGARS_OLLAMA", '{"hosts": "http://u:secret9@h'),
+        (["serve", "--port", "0"], "MONGARS_SERVER", '{"secret9'),
+    ],
+)
+def test_a_variable_that_is_not_json_is_named_without_its_value(
+    env: dict[str, str], args: list[str], variable: str, value: str
+) -> None:
+    result = mongars(*args, env={**env, variable: value})
+    assert_one_line_error(result, f"invalid settings: {variable}: not valid JSON (")
+    assert "secret9" not in result.stderr + result.stdout
 
 
 def test_a_conversation_without_a_backend_fails_before_the_first_prompt(
@@ -86,7 +114,7 @@ def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
 
 
 async def test_memories_can_be_listed_and_deleted_from_the_command_line(
-    env: dict[str, str], tmp_path: Path, instant: InstantBackendPlugin
+    env: dict[str, str], tmp_path: Path, instant_backend: InstantBackend
 ) -> None:
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -94,7 +122,7 @@ async def test_memories_can_be_listed_and_deleted_from_the_command_line(
         memory={"embedder": "none"},
         load_plugins=["memory", "instant"],
     )
-    pm = build_plugin_manager(settings, plugins=[("instant", instant)])
+    pm = build_plugin_manager(settings, plugins=[("instant", BackendPlugin(instant_backend))])
     async with await Assistant.from_settings(settings, plugin_manager=pm) as assistant:
         await assistant.chat("alice", "My sister's name is Amélie")
         await assistant.chat("alice", "I live in Lyon")
@@ -145,11 +173,11 @@ def test_a_corrupt_or_missing_model_gives_one_error_line(
 
 
 async def test_a_reply_revised_after_streaming_is_shown_again(
-    make_assistant: Any, instant: InstantBackendPlugin, capsys: pytest.CaptureFixture[str]
+    make_assistant: Any, instant_backend: InstantBackend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from mongars_core import chat_cli
 
-    instant.backend.reply = lambda request: "It is 370."
+    instant_backend.reply = lambda request: "It is 370."
     assistant = await make_assistant()
     await chat_cli._one_turn(assistant, "alice", "What is 17 * 23?", None, None, False)
 

@@ -1,7 +1,7 @@
 """Fault tests with real processes on loopback: Ollama stand-ins killed, slowed,
 flapping and gone, under the router and under the server.
 
-The stand-in (``mongars_plugins.ollama.standin``) follows Ollama's REST API; it
+The stand-in (``mongars_testkit.ollama_standin``) follows Ollama's REST API; it
 is not Ollama, which cannot run here (docs/ollama.md).
 """
 
@@ -19,10 +19,11 @@ import pytest
 from mongars_core.errors import BackendUnavailableError, GenerationTimeoutError
 from mongars_core.resilience import Backoff
 from mongars_core.router import Endpoint, LLMRouter
-from mongars_core.settings import EndpointSpec, OllamaSettings
+from mongars_core.settings import EndpointSpec
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.ollama.backend import build_backends
-from mongars_plugins.ollama.standin.server import StandinProcess, StandinServer, echo_standin
+from mongars_plugins.ollama.settings import OllamaSettings
+from mongars_testkit.ollama_standin.server import StandinProcess, StandinServer, echo_standin
 from tests.server.conftest import bearer, register, running, server_settings
 
 MESSAGE = "one two three four five six seven eight nine ten eleven twelve"

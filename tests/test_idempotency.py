@@ -14,28 +14,26 @@ import pytest
 from mongars_core.errors import DuplicateTurnError, IdempotencyKeyReusedError, InvalidInputError
 from mongars_core.storage.store import Store
 from mongars_core.types import GenerationRequest
-from tests.conftest import InstantBackendPlugin
+from mongars_testkit import InstantBackend
 
 STATEMENT = "My sister Clara lives in Lyon and works as a nurse."
 
 
-class CountingBackend:
-    """Echoes the message; counts generations; ``gate`` holds every generation
+class CountingBackend(InstantBackend):
+    """The kit's echo, counting generations; ``gate`` holds every generation
     until that many have started (so concurrent turns really overlap)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.generations = 0
         self.gate: asyncio.Barrier | None = None
-
-    async def generate(self, request: GenerationRequest) -> str:
-        return "".join([delta async for delta in self.stream(request)])
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         self.generations += 1
         if self.gate is not None:
             await self.gate.wait()
-        for index, word in enumerate(f"You said: {request.messages[-1].content}".split(" ")):
-            yield word if index == 0 else " " + word
+        async for delta in super().stream(request):
+            yield delta
 
 
 @pytest.fixture
@@ -44,8 +42,8 @@ def backend() -> CountingBackend:
 
 
 @pytest.fixture
-def instant(backend: CountingBackend) -> InstantBackendPlugin:
-    return InstantBackendPlugin(backend)  # type: ignore[arg-type]
+def instant_backend(backend: CountingBackend) -> CountingBackend:
+    return backend
 
 
 @pytest.fixture
@@ -161,8 +159,9 @@ async def test_concurrent_requests_with_one_key_store_one_turn(
     assert len({reply.turn_id for reply in replies}) == 1, "the losers return the stored turn"
     assert sorted(reply.replayed for reply in replies) == [False, True, True, True]
     assert len(await assistant.history("alice")) == 1
-    memories = [m.text for m in await assistant.list_memories("alice")]
-    assert len(memories) == len(set(memories)), "the turn was remembered once"
+    assert [m.text for m in await assistant.list_memories("alice")] == [STATEMENT]
+    style = await assistant.store.get_state("style", "alice")
+    assert style is not None and style["messages_seen"] == 1, "the losers' writes rolled back"
 
 
 async def test_a_racer_with_another_message_is_refused(

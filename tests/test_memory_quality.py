@@ -19,7 +19,8 @@ from mongars_core import hookimpl
 from mongars_core.hookspecs import Register
 from mongars_core.settings import Settings
 from mongars_core.types import Memory, remembered_line, utcnow
-from mongars_plugins.memory.memorable import classify, fingerprint, memorable_text, sentences
+from mongars_plugins.memory import MEMORY
+from mongars_plugins.memory.memorable import classify, memorable_text
 
 # (message, worth remembering). Mixed on purpose: English and French, with and
 # without punctuation, statements that look like questions and the reverse.
@@ -236,15 +237,10 @@ def test_only_the_memorable_sentences_of_a_message_are_kept() -> None:
         "My sister's name is Amélie."
     )
     assert memorable_text("remember that my locker code is 4521") == "My locker code is 4521"
-    assert sentences("My doctor is Dr. Martin. He is nice.") == [
-        "My doctor is Dr. Martin.",
-        "He is nice.",
-    ]
-
-
-def test_a_fingerprint_ignores_case_accents_spacing_and_punctuation() -> None:
-    assert fingerprint("  My sister is  Amélie!") == fingerprint("my sister is amelie")
-    assert fingerprint("I have 2 cats") != fingerprint("I have 3 cats")
+    # Sentences are cut as mongars_core.text.sentences does: not after "Dr.".
+    assert memorable_text("My doctor is Dr. Martin. What is his number?") == (
+        "My doctor is Dr. Martin."
+    )
 
 
 # -- the assistant end to end (SQLite and PostgreSQL, no embedder) --------------------
@@ -450,10 +446,10 @@ async def test_recall_threshold_separates_related_from_unrelated_memories(
     memories = sorted({memory for memory, _, _ in PAIRS})
     for text in memories:
         await assistant.chat("alice", text)
-    index = assistant.services.stash["memory"].index
+    index = assistant.services.stash[MEMORY].index
     scores: list[tuple[float, bool, str, str]] = []
     for memory, query, related in PAIRS:
-        vector = await assistant.services.stash["memory"]._embed_query(query)
+        vector = await assistant.services.stash[MEMORY]._embed_query(query)
         found = index.search("alice", query, vector, now=utcnow(), limit=len(memories))
         score = next((m.score for m in found if m.text == memory), 0.0)
         scores.append((score, related, memory, query))

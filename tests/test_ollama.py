@@ -1,10 +1,11 @@
 """The ollama plugin against the Ollama stand-in, over loopback.
 
 No real Ollama server can run here, so these tests talk to
-``mongars_plugins.ollama.standin``: a stand-in that follows Ollama's documented
+``mongars_testkit.ollama_standin``: a stand-in that follows Ollama's documented
 REST API (the fidelity tests at the end pin that down with raw HTTP). Most
-tests serve it from a thread with a fast echo backend; the kill tests run it
-as a process, and one test runs it on the real local model.
+tests use the test kit's ``ollama_standin`` fixture, served from a thread with a
+fast echo backend; the kill tests run it as a process, and one test runs it on
+the real local model.
 """
 
 from __future__ import annotations
@@ -39,17 +40,21 @@ from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda.backend import LocalModelBackend
-from mongars_plugins.ollama import OllamaBackend, OllamaEmbedder, build_backends, parse_hosts
+from mongars_plugins.ollama import (
+    OLLAMA,
+    OllamaBackend,
+    OllamaEmbedder,
+    build_backends,
+    parse_hosts,
+)
 from mongars_plugins.ollama.backend import parse_retry_after
-from mongars_plugins.ollama.standin import (
+from mongars_testkit.ollama_standin import (
     BUSY,
     EchoBackend,
-    HashingEmbedder,
     OllamaStandin,
     StandinProcess,
     StandinServer,
-    chat_model,
-    embedding_model,
+    echo_standin,
     local_standin,
 )
 from tests.conftest import MODEL_CACHE, run_mongars
@@ -62,19 +67,9 @@ def ask(text: str, **fields: object) -> GenerationRequest:
     return GenerationRequest(messages=[ChatMessage(role="user", content=text)], **fields)
 
 
-def make_standin(backend: EchoBackend, **options: Any) -> OllamaStandin:
-    embedder = HashingEmbedder()
-    return OllamaStandin(
-        backend,
-        models=[chat_model(MODEL), embedding_model("all-minilm", embedder.dimension)],
-        embedder=embedder,
-        pullable=[chat_model("tinyllama")],
-        **options,
-    )
-
-
 def backend_for(url: str, **ollama: Any) -> OllamaBackend:
-    return build_backends(Settings(ollama={"hosts": [url], "timeout_s": 5, **ollama}).ollama)[0]
+    settings = Settings(ollama={"hosts": [url], "timeout_s": 5, **ollama})
+    return build_backends(settings.section(OLLAMA))[0]
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
@@ -84,20 +79,24 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> Non
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-def echo() -> EchoBackend:
-    return EchoBackend()
+# The kit's `ollama_standin` fixture serves MODEL and all-minilm; tinyllama can be pulled.
+pytestmark = pytest.mark.ollama_standin(pullable=["tinyllama"])
 
 
 @pytest.fixture
-def standin(echo: EchoBackend) -> OllamaStandin:
-    return make_standin(echo)
+def server(ollama_standin: StandinServer) -> StandinServer:
+    return ollama_standin
 
 
 @pytest.fixture
-def server(standin: OllamaStandin) -> Iterator[StandinServer]:
-    with StandinServer(standin) as running:
-        yield running
+def standin(server: StandinServer) -> OllamaStandin:
+    return server.standin
+
+
+@pytest.fixture
+def echo(standin: OllamaStandin) -> EchoBackend:
+    assert isinstance(standin.backend, EchoBackend)
+    return standin.backend
 
 
 @pytest.fixture
@@ -107,7 +106,7 @@ def backend(server: StandinServer) -> OllamaBackend:
 
 def dead_url() -> str:
     """A loopback URL where nothing listens (a server that was stopped)."""
-    with StandinServer(make_standin(EchoBackend())) as stopped:
+    with StandinServer(echo_standin()) as stopped:
         return stopped.url
 
 
@@ -168,7 +167,7 @@ def test_the_plugin_registers_a_backend_per_host_and_embedders_when_asked(
     assert all(embedder.model == "all-minilm" for embedder in embedders.values())
     assert "ollama" in host.commands()
 
-    no_embed_model = settings.ollama.model_copy(update={"embed_model": None})
+    no_embed_model = settings.section(OLLAMA).model_copy(update={"embed_model": None})
     without = settings.model_copy(update={"ollama": no_embed_model})
     assert PluginHost(host.pm, without).embedders() == {}
 
@@ -178,7 +177,7 @@ def test_the_plugin_loads_without_touching_the_ollama_package() -> None:
         "import sys; sys.modules['ollama'] = None\n"
         "import mongars_plugins.ollama as plugin\n"
         "from mongars_core.settings import Settings\n"
-        "backends = plugin.build_backends(Settings().ollama)\n"
+        "backends = plugin.build_backends(Settings().section(plugin.OLLAMA))\n"
         "print(backends[0].name, 'httpx' in sys.modules)\n"
     )
     result = subprocess.run(
@@ -344,7 +343,7 @@ async def test_health_is_true_when_up_and_false_at_once_when_stopped(
 
 def test_embeddings_are_normalised_rows_of_the_models_width(server: StandinServer) -> None:
     (host,) = parse_hosts([server.url])
-    embedder = OllamaEmbedder(host, Settings().ollama, "all-minilm")
+    embedder = OllamaEmbedder(host, Settings().section(OLLAMA), "all-minilm")
     assert embedder.dimension == 64  # probed from the server
     vectors = embedder.embed(["red bicycle", "a red bicycle", "tax return"])
     assert vectors.shape == (3, 64) and vectors.dtype == np.float32
@@ -356,7 +355,7 @@ def test_embeddings_are_normalised_rows_of_the_models_width(server: StandinServe
 def test_embeddings_from_a_chat_only_model_are_refused(server: StandinServer) -> None:
     (host,) = parse_hosts([server.url])
     with pytest.raises(BackendError, match="does not support embeddings") as caught:
-        OllamaEmbedder(host, Settings().ollama, MODEL).embed(["x"])
+        OllamaEmbedder(host, Settings().section(OLLAMA), MODEL).embed(["x"])
     assert not isinstance(caught.value, BackendUnavailableError)
 
 
@@ -734,7 +733,7 @@ def test_the_standin_embeds_with_minilm(tmp_path: Path) -> None:
     standin = local_standin(Settings(data_dir=tmp_path, cache_dir=MODEL_CACHE))
     with StandinServer(standin) as server:
         (host,) = parse_hosts([server.url])
-        embedder = OllamaEmbedder(host, Settings().ollama, "all-minilm")
+        embedder = OllamaEmbedder(host, Settings().section(OLLAMA), "all-minilm")
         vectors = embedder.embed(["My sister is called Amélie", "What is my sister's name?"])
         assert vectors.shape == (2, 384) and embedder.dimension == 384
         assert float(vectors[0] @ vectors[1]) > 0.4

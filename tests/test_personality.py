@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
+from mongars_core.services import Stash
+from mongars_core.storage.store import Store
+from mongars_core.storage.unit_of_work import UnitOfWork
 from mongars_core.types import Reply, StyleProfile, Turn
 from mongars_plugins.cognition import personality
 from mongars_plugins.cognition.personality import (
@@ -19,27 +22,38 @@ from mongars_plugins.cognition.personality import (
 )
 
 
-class FakeStore:
-    """In-memory stand-in for ``services.store``: one JSON blob per namespace and user."""
-
-    def __init__(self) -> None:
-        self.states: dict[tuple[str, str], dict[str, Any]] = {}
-
-    async def get_state(self, namespace: str, user_id: str) -> dict[str, Any] | None:
-        return self.states.get((namespace, user_id))
-
-    async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None:
-        self.states[(namespace, user_id)] = value
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url, migrate=True)
+    yield opened
+    await opened.close()
 
 
-def make_turn(message: str, store: FakeStore, user_id: str = "alice") -> Turn:
+def make_turn(
+    message: str, store: Store, user_id: str = "alice", stash: Stash | None = None
+) -> Turn:
     return Turn(
         turn_id="t-1",
         user_id=user_id,
         session_id="s-1",
         message=message,
-        services=types.SimpleNamespace(store=store, settings=None, stash={}),
+        services=types.SimpleNamespace(
+            store=store, settings=None, stash=Stash() if stash is None else stash
+        ),
     )
+
+
+async def complete(turn: Turn) -> UnitOfWork:
+    """Stage 10 of ``turn`` and the commit that follows it."""
+    writes = UnitOfWork()
+    await personality.mongars_turn_completed(turn, make_reply(turn), writes)
+    await turn.services.store.commit(writes)
+    return writes
+
+
+async def stored_profile(store: Store, user_id: str = "alice") -> StyleProfile | None:
+    data = await store.get_state("style", user_id)
+    return None if data is None else StyleProfile.model_validate(data)
 
 
 def make_reply(turn: Turn) -> Reply:
@@ -154,39 +168,60 @@ def test_instructions_for_a_formal_english_long_writer() -> None:
     assert "Avoid emoji." in instructions
 
 
-def test_first_french_message_is_answered_in_french() -> None:
-    turn = make_turn("Bonjour, pouvez-vous m'aider avec mon code ?", FakeStore())
-    instructions = asyncio.run(personality.mongars_style_instructions(turn))
+async def test_first_french_message_is_answered_in_french(store: Store) -> None:
+    turn = make_turn("Bonjour, pouvez-vous m'aider avec mon code ?", store)
+    instructions = await personality.mongars_style_instructions(turn)
     assert "Reply in French." in instructions
 
 
-def test_turn_completed_saves_the_profile_and_the_next_turn_uses_it() -> None:
-    store = FakeStore()
-    first = make_turn("yo lol u up? 😂", store)
-    asyncio.run(personality.mongars_turn_completed(first, make_reply(first)))
+async def test_turn_completed_saves_the_profile_and_the_next_turn_uses_it(store: Store) -> None:
+    stash = Stash()
+    first = make_turn("yo lol u up? 😂", store, stash=stash)
+    await complete(first)
 
-    saved = store.states[("style", "alice")]
-    assert StyleProfile.model_validate(saved).messages_seen == 1
+    saved = await stored_profile(store)
+    assert saved is not None and saved.messages_seen == 1
 
-    second = make_turn("ok", store)
-    instructions = asyncio.run(personality.mongars_style_instructions(second))
+    second = make_turn("ok", store, stash=stash)
+    instructions = await personality.mongars_style_instructions(second)
     assert "Use a casual, friendly tone." in instructions
     assert any("emoji" in line and "Avoid" not in line for line in instructions)
     # Answering does not learn; only a completed turn does.
-    assert StyleProfile.model_validate(store.states[("style", "alice")]).messages_seen == 1
+    saved = await stored_profile(store)
+    assert saved is not None and saved.messages_seen == 1
 
 
-def test_profiles_are_kept_per_user() -> None:
-    store = FakeStore()
-    turn = make_turn("Bonjour tout le monde !", store, user_id="alice")
-    asyncio.run(personality.mongars_turn_completed(turn, make_reply(turn)))
-    assert ("style", "bob") not in store.states
-    assert asyncio.run(personality.mongars_style_instructions(make_turn("", store, "bob"))) == []
+async def test_a_profile_is_saved_only_with_its_turn(store: Store) -> None:
+    stash = Stash()
+    writes = UnitOfWork()
+    turn = make_turn("yo lol u up? 😂", store, stash=stash)
+    await personality.mongars_turn_completed(turn, make_reply(turn), writes)
+    assert await stored_profile(store) is None, "staged, not written"
+    await writes.discard()  # the turn failed before its commit
+    assert await stored_profile(store) is None
+    learnt = await personality.mongars_style_instructions(make_turn("ok", store, stash=stash))
+    fresh = await personality.mongars_style_instructions(make_turn("ok", store))
+    assert learnt == fresh, "the cache did not learn either"
 
 
-def test_an_unreadable_stored_profile_starts_over() -> None:
-    store = FakeStore()
-    store.states[("style", "alice")] = {"messages_seen": "many"}
-    turn = make_turn("Hello there.", store)
-    asyncio.run(personality.mongars_turn_completed(turn, make_reply(turn)))
-    assert StyleProfile.model_validate(store.states[("style", "alice")]).messages_seen == 1
+async def test_turns_finishing_together_each_count(store: Store) -> None:
+    stash = Stash()
+    messages = ["Hello there.", "Hi again.", "Good evening."]
+    await asyncio.gather(
+        *(complete(make_turn(message, store, stash=stash)) for message in messages)
+    )
+    saved = await stored_profile(store)
+    assert saved is not None and saved.messages_seen == 3
+
+
+async def test_profiles_are_kept_per_user(store: Store) -> None:
+    await complete(make_turn("Bonjour tout le monde !", store, user_id="alice"))
+    assert await stored_profile(store, "bob") is None
+    assert await personality.mongars_style_instructions(make_turn("", store, "bob")) == []
+
+
+async def test_an_unreadable_stored_profile_starts_over(store: Store) -> None:
+    await store.put_state("style", "alice", {"messages_seen": "many"})
+    await complete(make_turn("Hello there.", store))
+    saved = await stored_profile(store)
+    assert saved is not None and saved.messages_seen == 1

@@ -23,7 +23,7 @@ from mongars_core.errors import (
     UnknownUserError,
 )
 from mongars_core.types import GenerationRequest, Memory, Turn
-from tests.conftest import InstantBackend, InstantBackendPlugin
+from mongars_testkit import BackendPlugin, InstantBackend
 
 STAGES = {
     "history",
@@ -69,14 +69,14 @@ async def test_stream_yields_tokens_then_the_reply(make_assistant: Any) -> None:
 
 
 async def test_session_history_reaches_the_model(
-    make_assistant: Any, instant: InstantBackendPlugin
+    make_assistant: Any, instant_backend: InstantBackend
 ) -> None:
     assistant = await make_assistant()
     await assistant.chat("alice", "first message", session_id="s1")
     await assistant.chat("alice", "other session", session_id="s2")
     await assistant.chat("alice", "second message", session_id="s1")
 
-    messages = instant.backend.requests[-1].messages
+    messages = instant_backend.requests[-1].messages
     contents = [(message.role, message.content) for message in messages[1:]]
     assert contents == [
         ("user", "first message"),
@@ -86,30 +86,30 @@ async def test_session_history_reaches_the_model(
 
 
 async def test_reasoning_facts_reach_the_model_and_the_reply(
-    make_assistant: Any, instant: InstantBackendPlugin
+    make_assistant: Any, instant_backend: InstantBackend
 ) -> None:
-    instant.backend.reply = lambda request: "I think it is 370."
+    instant_backend.reply = lambda request: "I think it is 370."
     assistant = await make_assistant()
     reply = await assistant.chat("alice", "What is 17 * 23?")
 
     assert [hint.result for hint in reply.reasoning] == ["391"]
-    assert "17 * 23 = 391" in instant.backend.requests[-1].messages[0].content
+    assert "17 * 23 = 391" in instant_backend.requests[-1].messages[0].content
     assert "391" in reply.text
 
 
 async def test_a_fact_is_recalled_in_a_new_session_for_the_same_user_only(
-    make_assistant: Any, instant: InstantBackendPlugin
+    make_assistant: Any, instant_backend: InstantBackend
 ) -> None:
     assistant = await make_assistant()
     await assistant.chat("alice", "My sister's name is Amélie", session_id="monday")
 
     reply = await assistant.chat("alice", "What is my sister's name?", session_id="tuesday")
     assert [memory.text for memory in reply.memories] == ["My sister's name is Amélie"]
-    assert "Amélie" in instant.backend.requests[-1].messages[0].content
+    assert "Amélie" in instant_backend.requests[-1].messages[0].content
 
     other = await assistant.chat("bob", "What is my sister's name?", session_id="tuesday")
     assert other.memories == []
-    assert "Amélie" not in instant.backend.requests[-1].messages[0].content
+    assert "Amélie" not in instant_backend.requests[-1].messages[0].content
 
 
 async def test_a_failing_optional_stage_is_reported_and_the_turn_completes(
@@ -164,14 +164,14 @@ async def test_adapt_reply_transforms_are_chained(make_assistant: Any) -> None:
 
 
 async def test_a_failing_llm_is_a_clear_error_and_stores_nothing(
-    make_assistant: Any, instant: InstantBackendPlugin
+    make_assistant: Any, instant_backend: InstantBackend
 ) -> None:
     def explode(request: GenerationRequest) -> str:
         raise ConnectionError("model server gone")
 
     assistant = await make_assistant()
     await assistant.chat("alice", "I keep bees in my garden")
-    instant.backend.reply = explode
+    instant_backend.reply = explode
 
     with pytest.raises(BackendError, match="model server gone"):
         await assistant.chat("alice", "I lost my keys at the station")
@@ -187,16 +187,12 @@ async def test_a_hanging_llm_times_out(make_assistant: Any, settings: Any) -> No
             await asyncio.sleep(3600)
             yield "never"
 
-    class HangingPlugin(InstantBackendPlugin):
-        @hookimpl
-        def mongars_register_llm_backends(self, register: Any, settings: Any) -> None:
-            register("hanging", self.backend)
-
     llm = settings.llm.model_copy(update={"first_token_timeout_s": 0.3})
-    assistant = await make_assistant(("hanging", HangingPlugin(Hanging())), llm=llm)
+    assistant = await make_assistant(BackendPlugin(Hanging(), "hanging"), llm=llm)
     with pytest.raises(GenerationTimeoutError, match=r"within 0\.3 s"):
         await assistant.chat("alice", "hello?", backend="hanging")
-    assert await assistant.history("alice") == []
+    with pytest.raises(UnknownUserError):  # nothing of the failed turn is stored, not even alice
+        await assistant.history("alice")
 
 
 @pytest.mark.parametrize(
@@ -235,7 +231,8 @@ async def test_closing_the_stream_early_stores_nothing(make_assistant: Any) -> N
     await stream.aclose()
 
     assert first.type == "token"
-    assert await assistant.history("alice") == []
+    with pytest.raises(UnknownUserError):  # not even alice's user row
+        await assistant.history("alice")
 
 
 async def test_memories_can_be_listed_and_deleted(make_assistant: Any) -> None:
@@ -362,7 +359,7 @@ async def test_each_user_keeps_at_most_capacity_memories(
 )
 async def test_odd_ids_and_text_are_refused_before_generation(
     make_assistant: Any,
-    instant: InstantBackendPlugin,
+    instant_backend: InstantBackend,
     user: str,
     message: str,
     session: str,
@@ -371,7 +368,7 @@ async def test_odd_ids_and_text_are_refused_before_generation(
     assistant = await make_assistant()
     with pytest.raises(error):
         await assistant.chat(user, message, session_id=session)
-    assert instant.backend.requests == []
+    assert instant_backend.requests == []
 
 
 async def test_closing_the_stream_closes_the_backend_stream_at_once(
@@ -387,12 +384,7 @@ async def test_closing_the_stream_closes_the_backend_stream_at_once(
             finally:
                 closed.append(True)
 
-    class WatchedPlugin(InstantBackendPlugin):
-        @hookimpl
-        def mongars_register_llm_backends(self, register: Any, settings: Any) -> None:
-            register("watched", self.backend)
-
-    assistant = await make_assistant(("watched", WatchedPlugin(Watched())))
+    assistant = await make_assistant(BackendPlugin(Watched(), "watched"))
     stream = assistant.stream("alice", "hello", backend="watched")
     await anext(stream)
     await stream.aclose()
@@ -434,7 +426,7 @@ async def test_expired_memories_do_not_crowd_out_live_ones(
 
 
 async def test_a_memory_deleted_while_it_is_being_loaded_does_not_come_back(
-    make_assistant: Any, settings: Any, database_url: str, instant: InstantBackendPlugin
+    make_assistant: Any, settings: Any, database_url: str, instant_backend: InstantBackend
 ) -> None:
     from mongars_core.pipeline import Assistant
     from mongars_core.plugins import build_plugin_manager
@@ -458,7 +450,7 @@ async def test_a_memory_deleted_while_it_is_being_loaded_does_not_come_back(
     chosen = settings.model_copy(
         update={"database_url": database_url, "load_plugins": ["memory", "instant"]}
     )
-    pm = build_plugin_manager(chosen, plugins=[("instant", instant)])
+    pm = build_plugin_manager(chosen, plugins=[("instant", BackendPlugin(instant_backend))])
     async with await Assistant.from_settings(
         chosen, plugin_manager=pm, store=await SlowStore.open(database_url)
     ) as reader:

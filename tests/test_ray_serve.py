@@ -39,6 +39,7 @@ from mongars_plugins.ray_serve import cluster, deployment
 from mongars_plugins.ray_serve._ray import require_ray
 from mongars_plugins.ray_serve.backend import RayServeBackend
 from mongars_plugins.ray_serve.cli import build_ray_app
+from mongars_plugins.ray_serve.settings import RAY
 from tests.conftest import BUNDLED_WITHOUT_MODELS, MODEL_CACHE
 
 
@@ -195,7 +196,7 @@ def test_the_local_ray_listens_on_loopback_only(
     }
     # The one exception, which Serve hard-codes: each replica's inter-deployment
     # gRPC server binds [::]:0 (it checks the cluster's token).
-    app = deployment.application(local_ray.ray, ray_settings.ray.app_name)
+    app = deployment.application(local_ray.ray, ray_settings.section(RAY).app_name)
     assert app is not None
     assert exposed <= {replica.pid for replica in app.replicas}
 
@@ -206,7 +207,7 @@ async def test_both_replicas_serve_requests(
 ) -> None:
     replies = await asyncio.gather(*(backend.generate(request(tokens=8)) for _ in range(6)))
     assert all(reply.strip() for reply in replies)
-    app = deployment.application(local_ray.ray, ray_settings.ray.app_name)
+    app = deployment.application(local_ray.ray, ray_settings.section(RAY).app_name)
     assert app is not None and app.status == "RUNNING"
     running = {replica.replica_id for replica in app.replicas if replica.state == "RUNNING"}
     assert len(running) == 2
@@ -330,7 +331,7 @@ async def test_a_killed_replica_fails_no_request(
             break
         await asyncio.sleep(0.05)
     assert busy, (backend.in_flight, backend.replying)
-    app = deployment.application(local_ray.ray, ray_settings.ray.app_name)
+    app = deployment.application(local_ray.ray, ray_settings.section(RAY).app_name)
     assert app is not None
     [victim] = [replica for replica in app.replicas if replica.replica_id == busy[0]]
     assert victim.pid is not None

@@ -16,10 +16,15 @@ from typing import Any
 import pytest
 
 from mongars_core import hookimpl
+from mongars_core.confidence import (
+    CONFIDENCE_FACT_MISSING,
+    CONFIDENCE_MEMORY_USED,
+    CONFIDENCE_VERIFIED,
+    estimate_confidence,
+)
 from mongars_core.errors import GenerationTimeoutError
 from mongars_core.hookspecs import Register
 from mongars_core.pipeline import NO_ANSWER, Assistant
-from mongars_core.prompt import estimate_confidence
 from mongars_core.reply_text import RepetitionGuard, end_cleanly
 from mongars_core.settings import LLMSettings, Settings
 from mongars_core.types import GenerationRequest, Memory, StyleProfile, Turn
@@ -365,6 +370,22 @@ def test_confidence_follows_what_backs_the_reply() -> None:
     assert verified > used > unsupported > ignored
     assert cut < verified
     assert estimate_confidence(turn("hello"), "  ") == 0.0
+
+
+def test_confidence_reads_numbers_and_words_the_way_the_reply_writes_them() -> None:
+    def turn(message: str, *memories: str) -> Turn:
+        made = Turn(turn_id="t1", user_id="alice", session_id="s1", message=message)
+        made.reasoning = find_hints(message)
+        made.memories = [Memory(id=i, text=text, score=0.9) for i, text in enumerate(memories)]
+        return made
+
+    power = turn("What is 2^10?")
+    assert estimate_confidence(power, "2^10 is 1,024.") == CONFIDENCE_VERIFIED
+    # "12,5" is twelve and a half (or a list), not 125.
+    product = turn("What is 5 * 25?")
+    assert estimate_confidence(product, "Ça fait 12,5.") == CONFIDENCE_FACT_MISSING
+    sister = turn("What is my sister's name?", "My sister's name is Amélie.")
+    assert estimate_confidence(sister, "She is called Amelie.") == CONFIDENCE_MEMORY_USED
 
 
 class SlowBackend:

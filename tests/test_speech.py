@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mongars_core.settings import Settings
 from mongars_core.types import Turn
 from mongars_plugins.speech import (
     DEFAULT_WORDS_PER_SECOND,
@@ -129,7 +130,7 @@ def make_turn(settings: object) -> Turn:
 
 def test_hook_uses_the_configured_rate_or_the_default() -> None:
     text = "One two three four five six."
-    configured = types.SimpleNamespace(speech=types.SimpleNamespace(words_per_second=5.2))
+    configured = Settings(speech={"words_per_second": 5.2})
     fast = asyncio.run(mongars_plan_speech(make_turn(configured), text))
     default = asyncio.run(mongars_plan_speech(make_turn(None), text))
     assert fast.turn_id == "t-9"

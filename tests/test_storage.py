@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,10 @@ from mongars_core.errors import (
     MemoryNotFoundError,
     MissingDependencyError,
 )
+from mongars_core.storage.memories import stage_memory
+from mongars_core.storage.models import MemoryRecord
 from mongars_core.storage.store import Store
+from mongars_core.storage.unit_of_work import UnitOfWork
 from mongars_core.types import utcnow
 
 
@@ -102,11 +105,19 @@ async def test_a_refreshed_memory_keeps_its_id_and_counts_as_new(store: Store) -
     later = utcnow() + timedelta(days=30)
     fields = {"session_id": "b", "turn_id": "t2", "embedding": b"\0" * 8, "embedder": "e"}
 
-    assert await store.refresh_memory("bob", first.id, text="x", expires_at=None, **fields) is None
-    refreshed = await store.refresh_memory(
-        "alice", first.id, text="I prefer TEA", expires_at=later, **fields
-    )
-    assert refreshed is not None and refreshed.id == first.id
+    async def refresh(user_id: str, text: str, expires_at: datetime | None) -> MemoryRecord:
+        record = MemoryRecord(user_id=user_id, text=text, expires_at=expires_at, **fields)
+        writes = UnitOfWork()
+        stage_memory(writes, record, replacing=first.id)
+        await store.commit(writes)
+        return record
+
+    # Not bob's memory: his wording is stored as a memory of his own.
+    bobs = await refresh("bob", "x", None)
+    assert bobs.id not in (None, first.id)
+    assert [m.text for m in await store.list_memories("bob")] == ["x"]
+    refreshed = await refresh("alice", "I prefer TEA", later)
+    assert refreshed.id == first.id
     [stored, _] = await store.list_memories("alice")
     assert (stored.id, stored.text, stored.session_id, stored.turn_id) == (
         first.id,

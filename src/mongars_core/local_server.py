@@ -64,7 +64,10 @@ def local_credential(secret: bytes) -> str:
 
 def read_secret(settings: Settings) -> bytes | None:
     """The server secret as the server loads it, or ``None`` when there is none yet."""
-    configured = settings.server.jwt_secret
+    # The server plugin owns the section; its settings module needs no server extra.
+    from mongars_server.settings import SERVER
+
+    configured = settings.section(SERVER).jwt_secret
     if configured is not None:
         return configured.get_secret_value().encode()
     try:

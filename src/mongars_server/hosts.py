@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mongars_core.settings import ServerSettings
 from mongars_server.limits import send_json_error
+from mongars_server.settings import ServerSettings
 
 BAD_HOST = "the Host header names a host this server does not answer to"
 

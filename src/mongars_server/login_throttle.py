@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mongars_core.settings import ServerSettings
 from mongars_server.limits import RateLimiter, RedisRateLimiter
+from mongars_server.settings import ServerSettings
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
-"""The bundled server plugin: registers the built-in routers and the
-``serve``, ``users`` and ``keys`` commands.
+"""The bundled server plugin: declares the ``server`` settings section and
+registers the built-in routers and the ``serve``, ``users`` and ``keys`` commands.
 
 Importing it needs no FastAPI; the routers are imported when the server
 assembles, so ``mongars serve`` without the ``server`` extra says what to
@@ -9,8 +9,14 @@ install instead of failing at start-up.
 from __future__ import annotations
 
 from mongars_core import hookimpl
-from mongars_core.hookspecs import Register
+from mongars_core.hookspecs import Register, RegisterSection
 from mongars_core.settings import Settings
+from mongars_server.settings import SERVER
+
+
+@hookimpl
+def mongars_register_settings(register: RegisterSection) -> None:
+    register(SERVER)
 
 
 @hookimpl

@@ -32,6 +32,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from mongars_core.errors import ConfigurationError
 from mongars_core.settings import Settings
+from mongars_server.settings import SERVER
 
 SECRET_FILE = "server-secret"
 API_KEY_PREFIX = "mgs_"
@@ -43,7 +44,7 @@ class AuthenticationError(Exception):
 
 def load_or_create_secret(settings: Settings) -> bytes:
     """The signing secret: the setting, else the data directory's secret file."""
-    configured = settings.server.jwt_secret
+    configured = settings.section(SERVER).jwt_secret
     if configured is not None:
         value = configured.get_secret_value().encode()
         if len(value) < 32:

@@ -22,10 +22,11 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mongars_core.errors import ConfigurationError, MongarsError
-from mongars_core.settings import ServerSettings, Settings
+from mongars_core.settings import Settings
 from mongars_core.storage.store import Store
 from mongars_server.routes.health import SERVICE
 from mongars_server.routes.websocket import MAX_FRAME_CHARS
+from mongars_server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -16,43 +16,16 @@ import httpx
 import pytest
 import uvicorn
 
-from mongars_core import hookimpl
-from mongars_core.hookspecs import Register
 from mongars_core.plugins import build_plugin_manager
 from mongars_core.settings import Settings
-from mongars_core.types import GenerationRequest
 from mongars_server import create_app
 from mongars_server.app import ServerState
+from mongars_server.settings import SERVER
 from mongars_server.startup import uvicorn_options
+from mongars_testkit import BackendPlugin, InstantBackend
 from tests.conftest import BUNDLED_WITHOUT_MODELS, MODEL_CACHE
 
 PASSWORD = "correct horse battery"
-
-
-class EchoBackend:
-    """Streams ``You said: <message>`` word by word, ``delay_s`` apart, like a model."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-
-    async def generate(self, request: GenerationRequest) -> str:
-        return "".join([delta async for delta in self.stream(request)])
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        words = f"You said: {request.messages[-1].content}".split(" ")
-        for index, word in enumerate(words):
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            yield word if index == 0 else " " + word
-
-
-class EchoPlugin:
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-
-    @hookimpl
-    def mongars_register_llm_backends(self, register: Register, settings: Settings) -> None:
-        register("instant", self.backend)
 
 
 @dataclass
@@ -103,9 +76,9 @@ def running(
 ) -> Iterator[LiveServer]:
     """The app for ``settings`` served on ``host``:<free port> until the block ends
     (the URL says 127.0.0.1); ``plugins`` are (name, plugin) pairs loaded beside the
-    echo backend."""
+    backend (default: the kit's instant echo)."""
     pm = build_plugin_manager(
-        settings, plugins=[("instant", EchoPlugin(backend or EchoBackend())), *plugins]
+        settings, plugins=[("instant", BackendPlugin(backend or InstantBackend())), *plugins]
     )
     app = create_app(settings, plugin_manager=pm)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -113,7 +86,7 @@ def running(
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     # The options `mongars serve` runs with (frame size, connection cap, proxies...).
-    options = uvicorn_options(settings.server)
+    options = uvicorn_options(settings.section(SERVER))
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", ws_ping_interval=None, **options
     )
@@ -166,7 +139,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def live_server(make_server: Callable[..., LiveServer]) -> LiveServer:
     """The server with an echo backend that streams a word every 20 ms."""
-    return make_server(EchoBackend(delay_s=0.02))
+    return make_server(InstantBackend(delay_s=0.02))
 
 
 @pytest.fixture

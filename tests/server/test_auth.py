@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx
 
 from mongars_server.security import SECRET_FILE, AccessTokens, load_or_create_secret
+from mongars_server.settings import SERVER
 from tests.conftest import run_mongars
 from tests.server.conftest import PASSWORD, LiveServer, bearer, register
 
@@ -177,7 +178,7 @@ async def test_rate_limit_answers_429_with_retry_after(
 
 async def test_body_size_limit_is_413(live_server: LiveServer, http: httpx.AsyncClient) -> None:
     token = await register(http, "alice")
-    big = "x" * (live_server.settings.server.max_body_bytes + 1)
+    big = "x" * (live_server.settings.section(SERVER).max_body_bytes + 1)
     response = await http.post(
         "/api/v1/conversation/chat",
         content=f'{{"message": "{big}"}}',

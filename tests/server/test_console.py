@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, WebSocketRoute, expect, sync_playwright
+
+from tests.conftest import service_unavailable
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
@@ -96,10 +99,7 @@ class Console:
 @pytest.fixture
 def console(live_server: Any) -> Iterator[Console]:
     if not CHROMIUM.exists():
-        message = f"the console tests drive Debian's chromium, not installed at {CHROMIUM}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (.ci/run installs it)")
-        pytest.skip(message)
+        service_unavailable("chromium", f"the console tests drive Debian's chromium at {CHROMIUM}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

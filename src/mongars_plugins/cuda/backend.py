@@ -17,18 +17,32 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
+from mongars_core.capabilities import Fetchable, Loadable, Progress, ReportsProgress, TokenCounter
 from mongars_core.errors import ConfigurationError, MissingDependencyError
 from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
+from mongars_plugins.cuda.settings import LOCAL
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
 _DONE = object()
 _INCOMPLETE = "\ufffd"
 """What decoding writes for the bytes of a character whose last token has not come yet."""
+
+
+class TokenDecoder(Protocol):
+    """What :class:`DeltaStreamer` needs of a tokenizer."""
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = False) -> str:
+        """The text of one sequence of token ids."""
+        ...
 
 
 class DeltaStreamer:
@@ -43,7 +57,7 @@ class DeltaStreamer:
     length limit ends on a whole character.
     """
 
-    def __init__(self, tokenizer: Any, emit: Callable[[str], object]) -> None:
+    def __init__(self, tokenizer: TokenDecoder, emit: Callable[[str], object]) -> None:
         self.tokenizer = tokenizer
         self.emit = emit
         self.generated = 0
@@ -78,8 +92,7 @@ class DeltaStreamer:
         self._ids, self._sent = [], 0
 
     def _decode(self) -> str:
-        text: str = self.tokenizer.decode(self._ids, skip_special_tokens=True)
-        return text
+        return self.tokenizer.decode(self._ids, skip_special_tokens=True)
 
     def _release(self, text: str, upto: int) -> None:
         if upto > self._sent:
@@ -96,7 +109,7 @@ def _stands_alone(char: str) -> bool:
     return unicodedata.east_asian_width(char) in {"W", "F"}
 
 
-def require_torch() -> Any:
+def require_torch() -> ModuleType:
     """Import torch, or name the extra that provides it."""
     try:
         import torch
@@ -128,7 +141,7 @@ def pick_device(wanted: str) -> str:
 class LocalModelBackend:
     """An :class:`~mongars_core.llm.LLMBackend` running the bundled model in process."""
 
-    def __init__(self, settings: Settings, progress: model_files.Progress | None = None) -> None:
+    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
         self.settings = settings
         self.progress = progress
         self.device: str | None = None
@@ -137,7 +150,7 @@ class LocalModelBackend:
         """Generations cut short because their stream was closed."""
         self._model: Any = None
         self._tokenizer: Any = None
-        self._spared: Any = None  # per token id: spared by the repetition penalty
+        self._spared: Tensor | None = None  # per token id: spared by the repetition penalty
         self._load_lock = asyncio.Lock()
         # One generation at a time: a second would only halve the speed of both.
         self._generate_lock = asyncio.Lock()
@@ -177,7 +190,7 @@ class LocalModelBackend:
         does this with progress bars before the server starts)."""
         require_torch()
         require_transformers()
-        pick_device(self.settings.local.device)
+        pick_device(self.settings.section(LOCAL).device)
         path: Path = await asyncio.to_thread(
             model_files.ensure_model, self.settings, self.progress or model_files._log_progress
         )
@@ -187,10 +200,11 @@ class LocalModelBackend:
         torch = require_torch()
         require_transformers()
         started = time.perf_counter()
-        if self.settings.local.threads:
-            torch.set_num_threads(self.settings.local.threads)
+        local = self.settings.section(LOCAL)
+        if local.threads:
+            torch.set_num_threads(local.threads)
         # A device that can't be used should fail before a download, not after.
-        device = pick_device(self.settings.local.device)
+        device = pick_device(local.device)
         path: Path = model_files.ensure_model(
             self.settings, self.progress or model_files._log_progress
         )
@@ -248,7 +262,7 @@ class LocalModelBackend:
         )
         backend = self
 
-        class StopWhenAsked(StoppingCriteria):  # type: ignore[misc]
+        class StopWhenAsked(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 if stop.is_set():
                     backend.stopped_generations += 1
@@ -279,7 +293,7 @@ class LocalModelBackend:
                 "streamer": streamer,
                 "stopping_criteria": StoppingCriteriaList([StopWhenAsked()]),
             }
-            penalty = self.settings.local.repetition_penalty
+            penalty = self.settings.section(LOCAL).repetition_penalty
             # Sampling only: greedy decoding stays reproducible, so a reply cut
             # by a failed replica continues elsewhere as the same text (loops
             # are still stopped by the pipeline's repetition guard).
@@ -319,7 +333,9 @@ class LocalModelBackend:
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    def _repetition_penalty(self, penalty: float, reply_start: int) -> Any:
+    def _repetition_penalty(
+        self, penalty: float, reply_start: int
+    ) -> Callable[[Tensor, Tensor], Tensor]:
         """A penalty on the tokens the reply already used, against loops.
 
         Unlike transformers' own ``repetition_penalty``, it spares the prompt
@@ -334,9 +350,9 @@ class LocalModelBackend:
                 dtype=torch.bool,
                 device=self.device,
             )
-        spared: Any = self._spared
+        spared = self._spared
 
-        def apply(input_ids: Any, scores: Any) -> Any:
+        def apply(input_ids: Tensor, scores: Tensor) -> Tensor:
             used = input_ids[:, reply_start:]  # one sequence: the backend batches none
             known = used[0] < len(spared)
             spare = torch.zeros_like(known)
@@ -361,3 +377,10 @@ def require_transformers() -> None:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("transformers", "local") from exc
+
+
+if TYPE_CHECKING:  # the backend's optional abilities, checked by mypy
+    _loadable: type[Loadable] = LocalModelBackend
+    _fetchable: type[Fetchable] = LocalModelBackend
+    _reports_progress: type[ReportsProgress] = LocalModelBackend
+    _token_counter: type[TokenCounter] = LocalModelBackend

@@ -63,7 +63,7 @@ def build_models_app(settings: Settings) -> typer.Typer:
         table = Table("role", "endpoint", "model", "status", "detail")
         for result in results:
             colour = {"unavailable": "red", "installed": "green", "updated": "green"}
-            status = result.status
+            status: str = result.status
             if status in colour:
                 status = f"[{colour[status]}]{status}[/]"
             table.add_row(

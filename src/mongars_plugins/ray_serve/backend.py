@@ -24,8 +24,9 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mongars_core.capabilities import HealthChecked, Loadable
 from mongars_core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -35,6 +36,7 @@ from mongars_core.errors import (
 from mongars_core.settings import Settings
 from mongars_core.types import GenerationRequest
 from mongars_plugins.ray_serve.cluster import connect
+from mongars_plugins.ray_serve.settings import RAY
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,11 @@ class RayServeBackend:
         self._ray: ModuleType | None = None
         self._load_lock = asyncio.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` has connected to the application (``Loadable``)."""
+        return self._handle is not None
+
     async def load(self) -> None:
         """Connect to the cluster and find the application (outside generation deadlines)."""
         if self._handle is not None:
@@ -70,7 +77,7 @@ class RayServeBackend:
                 await asyncio.to_thread(self._load_blocking)
 
     def _load_blocking(self) -> None:
-        address = self.settings.ray.address or ""
+        address = self.settings.section(RAY).address or ""
         if address.startswith("ray://"):
             raise ConfigurationError(
                 f"the ray backend streams replies, which Ray Client ({address}) cannot carry; "
@@ -78,7 +85,7 @@ class RayServeBackend:
             )
         connection = connect(self.settings)
         ray = connection.ray
-        name = self.settings.ray.app_name
+        name = self.settings.section(RAY).app_name
         try:
             handle = ray.serve.get_app_handle(name)
         except ray.serve.exceptions.RayServeException as exc:
@@ -207,3 +214,8 @@ def unavailable_errors(ray: ModuleType) -> tuple[type[Exception], ...]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+if TYPE_CHECKING:  # the backend's optional abilities, checked by mypy
+    _loadable: type[Loadable] = RayServeBackend
+    _health_checked: type[HealthChecked] = RayServeBackend

@@ -14,6 +14,7 @@ from mongars_core.errors import MongarsError
 from mongars_core.settings import Settings
 from mongars_plugins.cuda import model as model_files
 from mongars_plugins.ray_serve import cluster, deployment
+from mongars_plugins.ray_serve.settings import RAY
 
 
 def _report(message: str) -> None:
@@ -76,21 +77,22 @@ def build_ray_app(settings: Settings) -> typer.Typer:
         as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     ) -> None:
         """Show the Ray cluster, the application and its replicas."""
+        name = settings.section(RAY).app_name
         try:
             connection = cluster.connect(settings)
             ray = connection.ray
-            app = deployment.application(ray, settings.ray.app_name)
+            app = deployment.application(ray, name)
             status: dict[str, Any] = {
                 "address": connection.address,
                 "local_pid": connection.local.pid if connection.local else None,
                 "resources": {
-                    name: ray.cluster_resources().get(name, 0.0) for name in ("CPU", "GPU")
+                    kind: ray.cluster_resources().get(kind, 0.0) for kind in ("CPU", "GPU")
                 },
                 "available": {
-                    name: ray.available_resources().get(name, 0.0) for name in ("CPU", "GPU")
+                    kind: ray.available_resources().get(kind, 0.0) for kind in ("CPU", "GPU")
                 },
                 "application": asdict(app) if app else None,
-                "other_applications": deployment.other_applications(ray, settings.ray.app_name),
+                "other_applications": deployment.other_applications(ray, name),
             }
         except MongarsError as exc:
             raise fail(str(exc)) from None
@@ -105,7 +107,7 @@ def build_ray_app(settings: Settings) -> typer.Typer:
             f"GPUs {free['GPU']:g} free of {total['GPU']:g}"
         )
         if app is None:
-            out.print(f"application {settings.ray.app_name!r} is not deployed")
+            out.print(f"application {name!r} is not deployed")
         else:
             out.print(_replica_table(app))
         if status["other_applications"]:
@@ -114,11 +116,11 @@ def build_ray_app(settings: Settings) -> typer.Typer:
     @ray_app.command("shutdown")
     def shutdown_command() -> None:
         """Delete the application; stop the local Ray if `mongars ray deploy` started it."""
-        name = settings.ray.app_name
+        name = settings.section(RAY).app_name
         try:
             connection = cluster.connect(settings)
         except MongarsError as exc:
-            if settings.ray.address is None:
+            if settings.section(RAY).address is None:
                 out.print("no local Ray is running")
                 return
             raise fail(str(exc)) from None

@@ -31,6 +31,7 @@ from types import ModuleType
 from mongars_core.errors import BackendUnavailableError, ConfigurationError
 from mongars_core.settings import Settings
 from mongars_plugins.ray_serve._ray import require_ray
+from mongars_plugins.ray_serve.settings import RAY
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def connect(
     num_gpus: float | None = None,
     report: Report = log_report,
 ) -> Connection:
-    """Connect this process to the cluster of ``settings.ray`` (blocking).
+    """Connect this process to the cluster of ``MONGARS_RAY__ADDRESS`` (blocking).
 
     ``ray.address`` set: join it. Unset: join the local cluster recorded in
     the data directory, or start one when ``start`` is true; otherwise
@@ -271,7 +272,7 @@ def connect(
     directory = state_dir(settings)
     local = LocalCluster.find(directory)
     started = False
-    address = settings.ray.address
+    address = settings.section(RAY).address
     if address is None:
         if local is None:
             if not start:

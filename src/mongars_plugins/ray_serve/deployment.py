@@ -3,7 +3,7 @@
 Each replica is a :class:`ModelReplica`: the cuda plugin's
 :class:`~mongars_plugins.cuda.backend.LocalModelBackend` inside a Ray worker,
 loading the converted model from the shared cache. Replica count, autoscaling
-bounds and resources come from ``settings.ray``; a replica with GPUs runs the
+bounds and resources come from ``MONGARS_RAY__*``; a replica with GPUs runs the
 model on CUDA, one without on the CPU with as many threads as it has CPUs.
 """
 
@@ -22,8 +22,10 @@ from mongars_core.errors import BackendUnavailableError, ConfigurationError
 from mongars_core.settings import Settings
 from mongars_core.types import GenerationRequest
 from mongars_plugins.cuda.backend import LocalModelBackend
+from mongars_plugins.cuda.settings import LOCAL
 from mongars_plugins.ray_serve._ray import require_ray
 from mongars_plugins.ray_serve.cluster import Report, log_report
+from mongars_plugins.ray_serve.settings import RAY
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +109,9 @@ class ApplicationInfo:
 
 
 def autoscaling(settings: Settings) -> dict[str, int] | None:
-    """The Serve autoscaling config for ``settings.ray``, or ``None`` for a fixed count."""
-    low, high = settings.ray.min_replicas, settings.ray.max_replicas
+    """The Serve autoscaling config of ``MONGARS_RAY__*``, or ``None`` for a fixed count."""
+    ray_settings = settings.section(RAY)
+    low, high = ray_settings.min_replicas, ray_settings.max_replicas
     if low is None and high is None:
         return None
     if low is None or high is None:
@@ -131,16 +134,17 @@ def autoscaling(settings: Settings) -> dict[str, int] | None:
 
 def replica_config(settings: Settings) -> dict[str, Any]:
     """What each replica needs to load the model: the cache and the local model settings."""
-    ray_settings = settings.ray
+    ray_settings = settings.section(RAY)
     device = "cuda" if ray_settings.num_gpus > 0 else "cpu"
-    threads = settings.local.threads or max(1, int(ray_settings.num_cpus))
-    local = settings.local.model_copy(update={"device": device, "threads": threads})
+    local = settings.section(LOCAL)
+    threads = local.threads or max(1, int(ray_settings.num_cpus))
+    local = local.model_copy(update={"device": device, "threads": threads})
     return {"cache_dir": str(settings.cache_dir), "local": local.model_dump(mode="json")}
 
 
 def build_application(settings: Settings, ray: ModuleType) -> Any:
     """The Serve application for ``settings`` (a bound deployment)."""
-    ray_settings = settings.ray
+    ray_settings = settings.section(RAY)
     options: dict[str, Any] = {
         "name": DEPLOYMENT_NAME,
         "ray_actor_options": {
@@ -160,14 +164,15 @@ def build_application(settings: Settings, ray: ModuleType) -> Any:
 
 def initial_replicas(settings: Settings) -> int:
     scaling = autoscaling(settings)
-    return settings.ray.replicas if scaling is None else scaling["initial_replicas"]
+    return settings.section(RAY).replicas if scaling is None else scaling["initial_replicas"]
 
 
 def check_capacity(settings: Settings, ray: ModuleType, *, local: bool) -> None:
     """Fail early when the replicas cannot fit a local cluster (a remote one may grow)."""
     count = initial_replicas(settings)
     resources = ray.cluster_resources()
-    for name, each in (("CPU", settings.ray.num_cpus), ("GPU", settings.ray.num_gpus)):
+    ray_settings = settings.section(RAY)
+    for name, each in (("CPU", ray_settings.num_cpus), ("GPU", ray_settings.num_gpus)):
         needed = count * each
         have = float(resources.get(name, 0.0))
         if needed <= have + 1e-9:
@@ -200,13 +205,14 @@ def deploy(
     """
     serve = ray.serve
     check_capacity(settings, ray, local=local)
-    name = settings.ray.app_name
+    ray_settings = settings.section(RAY)
+    name = ray_settings.app_name
     scaling = autoscaling(settings)
-    resources = f"{settings.ray.num_cpus:g} CPUs" + (
-        f", {settings.ray.num_gpus:g} GPUs" if settings.ray.num_gpus else ""
+    resources = f"{ray_settings.num_cpus:g} CPUs" + (
+        f", {ray_settings.num_gpus:g} GPUs" if ray_settings.num_gpus else ""
     )
     count = (
-        f"{settings.ray.replicas} replicas"
+        f"{ray_settings.replicas} replicas"
         if scaling is None
         else f"{scaling['min_replicas']} to {scaling['max_replicas']} replicas (autoscaling)"
     )

@@ -22,6 +22,7 @@ from mongars_server.errors import ApiError
 from mongars_server.limits import retry_after
 from mongars_server.login_throttle import LoginThrottled
 from mongars_server.password_policy import password_problem
+from mongars_server.settings import SERVER
 
 router = APIRouter(tags=["auth"])
 
@@ -191,7 +192,7 @@ async def login(server: State, request: Request, credentials: Credentials) -> Lo
     responses={409: {"description": "The username is taken."}},
 )
 async def register(server: State, registration: Registration) -> AccountOut:
-    if not server.settings.server.allow_registration:
+    if not server.settings.section(SERVER).allow_registration:
         raise ApiError(403, "registration is closed on this server", "registration_closed")
     account = await server.accounts.create(registration.username, registration.password)
     return AccountOut.model_validate(account, from_attributes=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
@@ -12,11 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from mongars_core.capabilities import HealthChecked, Loadable, has_ability
 from mongars_core.errors import DatabaseUnavailableError, MongarsError
+from mongars_core.llm import LLMBackend
 from mongars_core.router import EndpointStatus
 from mongars_server.app import ServerState
 from mongars_server.deps import AdminCaller, State, bearer, current_caller
 from mongars_server.errors import ApiError
+from mongars_server.settings import SERVER
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +85,23 @@ async def _backend_status(server: ServerState) -> str:
         name, backend = server.assistant.router.get()
     except MongarsError as exc:
         return str(exc)
-    if getattr(backend, "loaded", True) is False:
+    try:
+        return await _ability_status(name, backend)
+    except Exception as exc:
+        # The backend's own code (a property, a health check) is broken: not ready,
+        # and the public answer names the error's type only; the log has the rest.
+        logger.exception("readiness: the checks of LLM backend %s failed", name)
+        return f"{name}: its readiness check failed ({type(exc).__name__})"
+
+
+async def _ability_status(name: str, backend: LLMBackend) -> str:
+    """``ok``, or why the backend cannot serve yet, from its optional abilities."""
+    if has_ability(backend, Loadable) and not cast(Loadable, backend).loaded:
         return f"{name}: loading"
-    health = getattr(backend, "health", None)
-    if health is not None:
+    if has_ability(backend, HealthChecked):
         try:
             async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
-                healthy = await health()
+                healthy = await cast(HealthChecked, backend).health()
         except (MongarsError, TimeoutError, OSError) as exc:
             return f"{name}: unreachable ({exc or 'timed out'})"
         if not healthy:
@@ -103,7 +116,7 @@ async def _backend_status(server: ServerState) -> str:
 )
 async def metrics(server: State, token: Annotated[str | None, Depends(bearer)]) -> Response:
     """Prometheus metrics; who may read them is ``MONGARS_SERVER__METRICS_ACCESS``."""
-    access = server.settings.server.metrics_access
+    access = server.settings.section(SERVER).metrics_access
     if access == "off":
         raise ApiError(404, "metrics are turned off on this server", "not_found")
     if access == "admin":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from mongars_core.capabilities import ModelCatalog, has_ability
 from mongars_core.errors import MongarsError
-from mongars_core.provision import ProvisionResult, provision
+from mongars_core.provision import ProvisionResult, endpoint_model, provision
 from mongars_server.deps import AdminCaller, State
 from mongars_server.errors import ApiError
 
@@ -52,13 +53,14 @@ async def model_profile(server: State, caller: AdminCaller) -> ModelProfile:
     installed: dict[str, set[str] | None] = {}
 
     async def listing(name: str) -> None:
-        backend: Any = llm.get(name)[1]
-        if not hasattr(backend, "list_models"):
+        backend = llm.get(name)[1]
+        if not has_ability(backend, ModelCatalog):
             installed[name] = None
             return
+        catalog = cast(ModelCatalog, backend)
         try:
             async with asyncio.timeout(LIST_TIMEOUT_S):
-                installed[name] = {m.name for m in await backend.list_models()}
+                installed[name] = {m.name for m in await catalog.list_models()}
         except (MongarsError, TimeoutError):
             installed[name] = None
 
@@ -66,7 +68,7 @@ async def model_profile(server: State, caller: AdminCaller) -> ModelProfile:
     await asyncio.gather(*(listing(name) for name in {e.backend_name for e in endpoints}))
     roles: dict[str, list[EndpointModel]] = {}
     for endpoint in endpoints:
-        model = endpoint.model or getattr(endpoint.backend, "model", None)
+        model = endpoint_model(endpoint)
         names = installed.get(endpoint.backend_name)
         roles.setdefault(endpoint.role, []).append(
             EndpointModel(

@@ -31,6 +31,7 @@ from mongars_core.validation import check_length
 from mongars_server.app import ServerState
 from mongars_server.deps import CurrentCaller, State
 from mongars_server.errors import ApiError, classify
+from mongars_server.settings import SERVER
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -75,7 +76,7 @@ class ModelList(BaseModel):
 def exposed_models(server: ServerState) -> list[str]:
     """The models users may name: the operator's list, less backends not registered."""
     registered = set(server.assistant.router.names)
-    names = server.settings.server.exposed_models
+    names = server.settings.section(SERVER).exposed_models
     return [name for name in dict.fromkeys(names) if name == DEFAULT_MODEL or name in registered]
 
 

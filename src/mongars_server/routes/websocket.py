@@ -28,6 +28,7 @@ from mongars_server.events import REVOKED, Subscriber, make_event
 from mongars_server.hosts import origin_allowed
 from mongars_server.routes.conversation import ChatRequest, history_item, run_chat
 from mongars_server.security import AuthenticationError
+from mongars_server.settings import SERVER
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ async def chat_socket(websocket: WebSocket) -> None:
         websocket.headers.get("origin"),
         websocket.headers.get("host"),
         server.allowed_hosts,
-        server.settings.server.allowed_origins,
+        server.settings.section(SERVER).allowed_origins,
     ):
         await websocket.close(POLICY_VIOLATION, "origin not allowed")
         return
@@ -109,7 +110,7 @@ class ChatConnection:
     async def run(self) -> None:
         telemetry = self.server.telemetry
         telemetry.websockets.add(1)
-        heartbeat_s = self.server.settings.server.ws_heartbeat_s
+        heartbeat_s = self.server.settings.section(SERVER).ws_heartbeat_s
         sender = asyncio.create_task(self._send_loop())
         heartbeat = asyncio.create_task(self._heartbeat(heartbeat_s))
         try:
