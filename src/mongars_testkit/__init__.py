@@ -9,7 +9,7 @@
 * :mod:`mongars_testkit.ollama_standin` is a server that follows Ollama's
   REST API (``python -m mongars_testkit.ollama_standin``).
 
-docs/writing_a_plugin.md ("Testing your plugin") shows them in use.
+docs/writing_a_plugin.md ("4. Test the plugin") shows them in use.
 """
 
 from mongars_testkit.backends import BackendPlugin, InstantBackend, ScriptedBackend
