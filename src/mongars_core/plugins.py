@@ -403,9 +403,16 @@ class PluginHost:
         impls = self._impls(hook_name)
         if not impls:
             return []
-        outcomes = await asyncio.gather(
-            *(self._call(impl, kwargs, deadline) for impl in impls), return_exceptions=True
-        )
+        outcomes: list[Any]
+        if len(impls) == 1:  # no task to run one implementation (most hooks, most turns)
+            try:
+                outcomes = [await self._call(impls[0], kwargs, deadline)]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._call(impl, kwargs, deadline) for impl in impls), return_exceptions=True
+            )
         results: list[Any] = []
         for impl, outcome in zip(impls, outcomes, strict=True):
             if isinstance(outcome, BaseException):

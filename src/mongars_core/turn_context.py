@@ -44,10 +44,21 @@ class TurnContext:
         a child of the turn's span (else of the current one)."""
         started = time.perf_counter()
         try:
-            with self.tracer.start_as_current_span(f"mongars.{name}", context=self.trace_context):
+            if self.tracing:
+                with self.tracer.start_as_current_span(
+                    f"mongars.{name}", context=self.trace_context
+                ):
+                    yield
+            else:
                 yield
         finally:
             self.timings[name] = ms_since(started)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether the turn's span records: without a tracer set up (or for a turn the
+        sampler dropped) its stages open no spans, which would record nothing."""
+        return trace.get_current_span(self.trace_context).is_recording()
 
     def warnings(self) -> list[str]:
         """One line per hook failure, for ``Reply.warnings``."""
