@@ -120,3 +120,97 @@ def test_the_cli(tmp_path: Path) -> None:
     missing = run_mongars("adapters", "activate", "a", "7", env=env)
     assert missing.returncode == 1
     assert "no adapter 'a' version '7'" in missing.stderr
+
+
+def test_a_user_gets_the_active_version_of_the_adapter_assigned_to_them(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    for version in ("1", "2"):
+        registry.register(
+            adapter_dir(tmp_path, f"v{version}", version.encode()),
+            name="style",
+            version=version,
+            base_model="smollm2",
+        )
+    assert registry.for_user("alice") is None
+    with pytest.raises(AdapterNotFoundError, match="no adapter 'other' is registered"):
+        registry.assign("alice", "other")
+    with pytest.raises(InvalidInputError, match="user id"):
+        registry.assign("", "style")
+
+    registry.assign("alice", "style")
+    assert registry.users() == {"alice": "style"}
+    assert registry.for_user("alice") is None  # assigned, but no version is active yet
+    registry.activate("style", "1")
+    first = registry.for_user("alice")
+    assert first is not None and first.version == "1"
+    registry.activate("style", "2")
+    second = registry.for_user("alice")
+    assert second is not None and second.version == "2"  # follows the active version
+    registry.rollback("style")
+    assert registry.for_user("alice").version == "1"  # type: ignore[union-attr]
+    assert registry.for_user("bob") is None
+
+    ref = second.ref()
+    assert (ref.id, ref.path, ref.base_model, ref.sha256) == (
+        "style@2",
+        second.path,
+        "smollm2",
+        second.sha256,
+    )
+    assert registry.unassign("alice") is True
+    assert registry.unassign("alice") is False
+    assert registry.for_user("alice") is None
+    manifest = json.loads(registry.manifest_path.read_text())
+    assert manifest["users"] == {}
+
+
+def test_reading_for_a_turn_parses_the_manifest_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.register(adapter_dir(tmp_path, "v1", b"one"), name="a", version="1", base_model="m")
+    registry.activate("a", "1")
+    registry.assign("alice", "a")
+    parses = 0
+    parse = registry._parse
+
+    def counting_parse() -> object:
+        nonlocal parses
+        parses += 1
+        return parse()
+
+    monkeypatch.setattr(registry, "_parse", counting_parse)
+    for _ in range(50):
+        assert registry.for_user("alice") is not None
+    assert parses == 1
+
+    # Another process (another registry object) changes the manifest: the next read sees it.
+    AdapterRegistry(registry.root).unassign("alice")
+    assert registry.for_user("alice") is None
+    assert parses == 2
+
+
+def test_the_cli_assigns_users(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
+    env["MONGARS_DATA_DIR"] = str(tmp_path / "data")
+    source = adapter_dir(tmp_path, "v1", b"one")
+    run_mongars(
+        "adapters", "register", str(source), "--name", "a", "--version", "1",
+        "--base-model", "smollm2", env=env,
+    )  # fmt: skip
+    assigned = run_mongars("adapters", "assign", "a", "--user", "alice", env=env)
+    assert assigned.returncode == 0, assigned.stderr
+    assert "no version is active yet" in assigned.stdout
+    assert run_mongars("adapters", "activate", "a", "1", env=env).returncode == 0
+    listed = run_mongars("adapters", "list", "--json", env=env)
+    assert json.loads(listed.stdout)[0]["users"] == ["alice"]
+    table = run_mongars("adapters", "list", env=env)
+    assert "alice" in table.stdout
+    missing = run_mongars("adapters", "assign", "nope", "--user", "bob", env=env)
+    assert missing.returncode == 1
+    assert "no adapter 'nope' is registered" in missing.stderr
+    unassigned = run_mongars("adapters", "unassign", "--user", "alice", env=env)
+    assert "alice: base model" in unassigned.stdout
+    again = run_mongars("adapters", "unassign", "--user", "alice", env=env)
+    assert "alice had no adapter" in again.stdout
+    assert json.loads(run_mongars("adapters", "list", "--json", env=env).stdout)[0]["users"] == []

@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 
 from mongars_core import capabilities
-from mongars_core.assembly import build_host
+from mongars_core.assembly import build_host, build_router
 from mongars_core.capabilities import (
+    ConstrainsOutput,
     Fetchable,
     HealthChecked,
     Loadable,
     ModelCatalog,
     Progress,
     ReportsProgress,
+    Runnable,
+    ServesAdapters,
     TokenCounter,
+    has_ability,
 )
 from mongars_core.chat_cli import _attach_progress
 from mongars_core.router import LLMRouter
@@ -29,24 +33,38 @@ from mongars_testkit import BackendPlugin, InstantBackend
 from mongars_testkit.assistants import AssistantFactory
 
 ROOT = Path(__file__).resolve().parent.parent
-ABILITIES = (Loadable, HealthChecked, ModelCatalog, Fetchable, ReportsProgress, TokenCounter)
+ABILITIES = (
+    Loadable,
+    HealthChecked,
+    ModelCatalog,
+    Fetchable,
+    ReportsProgress,
+    TokenCounter,
+    ConstrainsOutput,
+    ServesAdapters,
+    Runnable,
+)
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("local", {Loadable, Fetchable, ReportsProgress, TokenCounter}),
+        ("llamacpp", set(ABILITIES) - {ModelCatalog}),
+        ("torch", {Loadable, Fetchable, ReportsProgress, TokenCounter}),
+        # `local` answers for whichever engine it chose, so it has every ability an engine may.
+        ("local", set(ABILITIES) - {ModelCatalog}),
         ("ollama", {HealthChecked, ModelCatalog}),
-        ("ray", {Loadable, HealthChecked}),
+        ("ray", {Loadable, HealthChecked, ConstrainsOutput}),
     ],
 )
 def test_each_bundled_backend_has_the_abilities_it_is_used_for(
     settings: Settings, name: str, expected: set[type]
 ) -> None:
     """A renamed member (``loaded``, ``list_models``, ...) drops the ability, and fails here."""
-    settings.load_plugins = ["cuda", "ollama", "ray_serve"]
-    backend = build_host(settings).llm_backends()[name]
-    assert {ability for ability in ABILITIES if isinstance(backend, ability)} == expected
+    settings.load_plugins = ["cuda", "llamacpp", "ollama", "ray_serve"]
+    router = build_router(build_host(settings).llm_backends(), settings)
+    _, backend = router.get(name)
+    assert {ability for ability in ABILITIES if has_ability(backend, ability)} == expected
 
 
 class LazyBackend:

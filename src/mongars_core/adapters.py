@@ -6,13 +6,18 @@ manifest, ``<data dir>/adapters/manifest.json``::
     {"adapters": [{"name", "version", "base_model", "sha256", "files",
                    "created_at", "path", "metrics"}],
      "active": {"<name>": "<version>"},
-     "history": {"<name>": ["<version>", ...]}}
+     "history": {"<name>": ["<version>", ...]},
+     "users": {"<user id>": "<name>"}}
 
 ``register`` copies an adapter's files in and records their checksum;
 ``activate`` makes a version the active one (remembering the previous one);
-``rollback`` goes back to the version active before. Every change rewrites the
+``rollback`` goes back to the version active before; ``assign`` gives a user an
+adapter by name, so :meth:`AdapterRegistry.for_user` answers that user's turns with
+the name's active version (and follows activations and rollbacks). Every change rewrites the
 manifest atomically (a temporary file renamed over it) under a lock file, so a
-crash never leaves half a manifest and two processes never interleave.
+crash never leaves half a manifest and two processes never interleave. Reads
+happen on every turn, so the parsed manifest is kept and parsed again only when
+the file changed (a ``stat`` per read).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mongars_core.errors import InvalidInputError, NotFoundError
-from mongars_core.types import utcnow
+from mongars_core.types import AdapterRef, utcnow
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -52,11 +57,23 @@ class Adapter(BaseModel):
     path: str
     metrics: dict[str, Any] = Field(default_factory=dict)
 
+    def ref(self) -> AdapterRef:
+        """What a generation request carries of this adapter."""
+        return AdapterRef(
+            name=self.name,
+            version=self.version,
+            path=self.path,
+            base_model=self.base_model,
+            sha256=self.sha256,
+        )
+
 
 class Manifest(BaseModel):
     adapters: list[Adapter] = Field(default_factory=list)
     active: dict[str, str] = Field(default_factory=dict)
     history: dict[str, list[str]] = Field(default_factory=dict)
+    users: dict[str, str] = Field(default_factory=dict)
+    """User id -> the adapter name whose active version answers that user's turns."""
 
 
 class AdapterRegistry:
@@ -65,9 +82,37 @@ class AdapterRegistry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.manifest_path = self.root / "manifest.json"
+        self._cache: tuple[tuple[int, int, int], Manifest] | None = None
 
     def adapters(self) -> list[Adapter]:
-        return self._read().adapters
+        return list(self._read().adapters)
+
+    def users(self) -> dict[str, str]:
+        """User id -> the adapter name assigned to that user."""
+        return dict(self._read().users)
+
+    def for_user(self, user_id: str) -> Adapter | None:
+        """The active version of the adapter assigned to ``user_id``; ``None`` when the
+        user has none (or its adapter has no active version). Read on every turn: the
+        parsed manifest is kept until the file changes, so this costs one ``stat``."""
+        manifest = self._read()
+        name = manifest.users.get(user_id)
+        version = None if name is None else manifest.active.get(name)
+        return None if name is None or version is None else _find(manifest, name, version)
+
+    def assign(self, user_id: str, name: str) -> None:
+        """Answer ``user_id``'s turns with the active version of adapter ``name``."""
+        if not user_id:
+            raise InvalidInputError("a user id is needed to assign an adapter")
+        with self._locked() as manifest:
+            if not any(adapter.name == name for adapter in manifest.adapters):
+                raise AdapterNotFoundError(f"no adapter {name!r} is registered")
+            manifest.users[user_id] = name
+
+    def unassign(self, user_id: str) -> bool:
+        """Answer ``user_id`` with the base model again; ``False`` when nothing was assigned."""
+        with self._locked() as manifest:
+            return manifest.users.pop(user_id, None) is not None
 
     def active(self, name: str) -> Adapter | None:
         manifest = self._read()
@@ -156,6 +201,21 @@ class AdapterRegistry:
     # -- the manifest ------------------------------------------------------------
 
     def _read(self) -> Manifest:
+        """The manifest, parsed again only when the file changed; callers must not change it.
+
+        Every write renames a new file over the manifest, so the inode changes with
+        each write even when neither the size nor the mtime (at its resolution) does.
+        """
+        try:
+            stat = self.manifest_path.stat()
+        except FileNotFoundError:
+            return Manifest()
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._cache is None or self._cache[0] != stamp:
+            self._cache = (stamp, self._parse())
+        return self._cache[1]
+
+    def _parse(self) -> Manifest:
         try:
             return Manifest.model_validate_json(self.manifest_path.read_bytes())
         except FileNotFoundError:
@@ -167,7 +227,7 @@ class AdapterRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            manifest = self._read()
+            manifest = self._parse()  # a fresh copy to change, never the cached one
             yield manifest
             text = json.dumps(manifest.model_dump(mode="json"), indent=2)
             descriptor, temporary = tempfile.mkstemp(dir=self.root, prefix=".manifest-")

@@ -19,9 +19,11 @@ import pluggy
 from opentelemetry import trace
 
 from mongars_core.errors import ConfigurationError, MissingDependencyError
-from mongars_core.llm import Embedder
+from mongars_core.llm import Embedder, LLMBackend
+from mongars_core.local_engine import with_local_engine
+from mongars_core.model_roles import read_roles
 from mongars_core.plugins import PluginHost, build_plugin_manager
-from mongars_core.response_cache import RedisResponseCache
+from mongars_core.response_cache import RedisResponseCache, ResponseCache
 from mongars_core.router import LLMRouter
 from mongars_core.services import Services
 from mongars_core.settings import Settings, bind_sections
@@ -84,7 +86,7 @@ async def build_services(
         client = connect_redis(settings)  # None without a Redis URL: the in-process cache
     if settings.llm.cache_ttl_s > 0 and client is not None:
         cache = RedisResponseCache(client, settings.redis_prefix(), owned=redis is None)
-    router = LLMRouter.from_settings(backends, settings.llm, cache=cache)
+    router = build_router(backends, settings, cache=cache)
     try:
         store = store or await Store.open(settings.resolved_database_url())
     except BaseException:
@@ -103,6 +105,21 @@ async def build_services(
     return services
 
 
+def build_router(
+    backends: dict[str, LLMBackend], settings: Settings, *, cache: ResponseCache | None = None
+) -> LLMRouter:
+    """The router over ``backends``: ``local`` added from ``llm.local_engines``
+    (:mod:`mongars_core.local_engine`) and the roles of ``<data dir>/model_roles.json``
+    under those of the settings."""
+    roles = {**read_roles(settings.data_dir), **settings.llm.roles}
+    return LLMRouter.from_settings(
+        with_local_engine(backends, settings.llm.local_engines),
+        settings.llm,
+        cache=cache,
+        roles=roles,
+    )
+
+
 def _choose_embedder(
     embedders: dict[str, Embedder], wanted: str
 ) -> tuple[str | None, Embedder | None]:
@@ -118,4 +135,4 @@ def _choose_embedder(
     return wanted, embedders[wanted]
 
 
-__all__ = ["build_host", "build_services", "connect_redis"]
+__all__ = ["build_host", "build_router", "build_services", "connect_redis"]

@@ -18,6 +18,14 @@ checks their types).
   download progress.
 * :class:`TokenCounter` (``count_prompt_tokens()``, ``count_tokens()``): token usage
   is counted rather than estimated.
+* :class:`ConstrainsOutput` (``can_constrain()``): it keeps a reply to a JSON schema or
+  grammar (:class:`~mongars_core.types.OutputConstraint`); the router sends a
+  constrained request only to such endpoints.
+* :class:`ServesAdapters` (``can_serve_adapter()``): it generates with a request's LoRA
+  adapter (:class:`~mongars_core.types.AdapterRef`); others use the base model.
+* :class:`Runnable` (``unavailable_reason()``): it can say, without loading anything,
+  why it cannot run on this machine; the ``local`` backend skips such an engine
+  (:mod:`mongars_core.local_engine`).
 
 No bundled embedder has an optional ability: the embedders load their model on
 first use, and the memory plugin warms one up by embedding a text at start-up.
@@ -29,7 +37,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from mongars_core.types import ChatMessage
+from mongars_core.types import AdapterRef, ChatMessage, OutputConstraint
 
 Progress = Callable[[str, int, int | None], None]
 """``progress(stage, done, total)``: called as long work (a download, a
@@ -135,6 +143,36 @@ class TokenCounter(Protocol):
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens of ``text``; ``None`` when the tokenizer is not loaded."""
+        ...
+
+
+@runtime_checkable
+class ConstrainsOutput(Protocol):
+    """A backend that can keep a reply to a JSON schema or a grammar."""
+
+    def can_constrain(self, constraint: OutputConstraint) -> bool:
+        """Whether it can keep to ``constraint`` now (an engine that is not chosen or
+        loaded yet may answer for the engine it will use). A schema it cannot
+        compile is an :class:`~mongars_core.errors.InvalidInputError` at generation."""
+        ...
+
+
+@runtime_checkable
+class ServesAdapters(Protocol):
+    """A backend that generates with a request's LoRA adapter, per request."""
+
+    def can_serve_adapter(self, adapter: AdapterRef) -> bool:
+        """Whether it would apply ``adapter`` (it serves the adapter's base model)."""
+        ...
+
+
+@runtime_checkable
+class Runnable(Protocol):
+    """A backend that knows, without loading anything, whether it can run here."""
+
+    def unavailable_reason(self) -> str | None:
+        """Why it cannot run on this machine (``"the CPU lacks AVX2"``, a missing
+        package), or ``None`` when it can. Cheap: no model is read."""
         ...
 
 

@@ -21,11 +21,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from mongars_core.adapters import AdapterRegistry
-from mongars_core.assembly import build_host
+from mongars_core.assembly import build_host, build_router
 from mongars_core.capabilities import Progress
 from mongars_core.errors import ConfigurationError, MongarsError
+from mongars_core.local_engine import LocalEngine
 from mongars_core.pipeline import Assistant
-from mongars_core.router import LLMRouter
 from mongars_core.settings import Settings, read_settings
 from mongars_core.storage.store import Store
 
@@ -202,7 +202,7 @@ async def backends(
     """Show every LLM endpoint by model role: breaker state and health."""
     settings = _settings()
     host = build_host(settings)
-    router = LLMRouter.from_settings(host.llm_backends(), settings.llm)
+    router = build_router(host.llm_backends(), settings)
     statuses = await router.health()
     if as_json:
         sys.stdout.write(json.dumps([status.model_dump() for status in statuses], indent=2) + "\n")
@@ -213,6 +213,10 @@ async def backends(
         table.add_row(status.role, status.backend, status.model or "-", status.state, healthy)
     out.print(table)
     out.print(f"registered backends: {', '.join(router.names) or 'none'}")
+    if "local" in router.names:
+        _, local = router.get("local")
+        if isinstance(local, LocalEngine):
+            out.print(f"local engine: {printable(local.describe())}")
 
 
 @db_app.command("upgrade")
@@ -296,13 +300,17 @@ def _registry() -> AdapterRegistry:
 def adapters_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """List registered adapters; the active version of each is marked."""
+    """List registered adapters; the active version of each and its users are shown."""
     registry = _registry()
     adapters = registry.adapters()
+    by_name: dict[str, list[str]] = {}
+    for user, name in sorted(registry.users().items()):
+        by_name.setdefault(name, []).append(user)
     if as_json:
-        sys.stdout.write(json.dumps([a.model_dump(mode="json") for a in adapters], indent=2) + "\n")
+        rows = [{**a.model_dump(mode="json"), "users": by_name.get(a.name, [])} for a in adapters]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table("name", "version", "base model", "sha256", "created", "active")
+    table = Table("name", "version", "base model", "sha256", "created", "active", "users")
     for adapter in adapters:
         active = registry.active(adapter.name)
         is_active = active is not None and active.version == adapter.version
@@ -313,8 +321,16 @@ def adapters_list(
             adapter.sha256[:12],
             f"{adapter.created_at:%Y-%m-%d %H:%M}",
             "yes" if is_active else "",
+            _users_cell(by_name.get(adapter.name, []), is_active, active is None),
         )
     out.print(table)
+
+
+def _users_cell(users: list[str], is_active: bool, none_active: bool) -> str:
+    """Users go with a name's active version; with none active, they get the base model."""
+    if not users or not (is_active or none_active):
+        return ""
+    return ", ".join(users) + (" (no version active)" if none_active else "")
 
 
 @adapters_app.command("register")
@@ -343,6 +359,31 @@ def adapters_activate(
     except MongarsError as exc:
         raise fail(str(exc)) from None
     out.print(f"{adapter.name} {adapter.version} is active")
+
+
+@adapters_app.command("assign")
+def adapters_assign(
+    name: Annotated[str, typer.Argument(help="Adapter name (its active version is used).")],
+    user: Annotated[str, typer.Option("--user", help="The user whose turns it answers.")],
+) -> None:
+    """Answer a user's turns with an adapter's active version."""
+    registry = _registry()
+    try:
+        registry.assign(user, name)
+    except MongarsError as exc:
+        raise fail(str(exc)) from None
+    active = registry.active(name)
+    note = f" (version {active.version})" if active else " (no version is active yet)"
+    out.print(f"{user}: adapter {name}{note}")
+
+
+@adapters_app.command("unassign")
+def adapters_unassign(
+    user: Annotated[str, typer.Option("--user", help="The user to answer with the base model.")],
+) -> None:
+    """Answer a user's turns with the base model again."""
+    removed = _registry().unassign(user)
+    out.print(f"{user}: base model" if removed else f"{user} had no adapter")
 
 
 @adapters_app.command("rollback")

@@ -121,6 +121,10 @@ class IdempotencyKeyReusedError(InvalidInputError):
     """An idempotency key already stored a turn with another message or session."""
 
 
+class UnsupportedConstraintError(InvalidInputError):
+    """A request asks for constrained output that no endpoint of its role can produce."""
+
+
 class NotFoundError(MongarsError, LookupError):
     """Something asked for by name or id does not exist."""
 

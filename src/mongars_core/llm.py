@@ -18,7 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from mongars_core.capabilities import Loadable, TokenCounter, has_ability
-from mongars_core.types import ChatMessage, GenerationRequest, TokenUsage
+from mongars_core.types import (
+    ChatMessage,
+    GenerationOutcome,
+    GenerationRequest,
+    GenerationStats,
+    TokenUsage,
+)
 
 Vectors = npt.NDArray[np.float32]
 
@@ -78,6 +84,39 @@ def count_usage(
         estimate_tokens(message.content) + MESSAGE_OVERHEAD_TOKENS for message in messages
     )
     return TokenUsage(prompt_tokens=prompt_estimate, completion_tokens=estimate_tokens(completion))
+
+
+def generation_usage(
+    backend: object | None, request: GenerationRequest, completion: str, endpoints: int
+) -> TokenUsage:
+    """The usage of a generation: as the backend reported it in ``request.outcome``
+    when one endpoint served the whole reply (a failover's counts would cover
+    only its part), else :func:`count_usage`."""
+    outcome = request.outcome
+    if endpoints == 1 and outcome.prompt_tokens is not None and outcome.tokens is not None:
+        return TokenUsage(
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.tokens, counted=True
+        )
+    return count_usage(backend, request.messages, completion)
+
+
+def generation_stats(
+    outcome: GenerationOutcome,
+    usage: TokenUsage,
+    first_token_ms: float | None,
+    generate_ms: float,
+) -> GenerationStats:
+    """Time to first token (measured by the caller) and decode speed: the backend's
+    figure where it reports one, else the tokens after the first over the time after it."""
+    speed = outcome.tokens_per_second
+    if speed is None and first_token_ms is not None and usage.completion_tokens > 1:
+        decoding_s = (generate_ms - first_token_ms) / 1000
+        if decoding_s > 0:
+            speed = (usage.completion_tokens - 1) / decoding_s
+    return GenerationStats(
+        time_to_first_token_ms=None if first_token_ms is None else round(first_token_ms, 2),
+        tokens_per_second=None if speed is None else round(speed, 2),
+    )
 
 
 def _counted_usage(

@@ -25,10 +25,11 @@ from mongars_core.confidence import estimate_confidence
 from mongars_core.errors import (
     DuplicateTurnError,
     GenerationTimeoutError,
+    MongarsError,
     UnknownUserError,
 )
 from mongars_core.idempotency import check_idempotency_key, replayed_reply
-from mongars_core.llm import count_usage
+from mongars_core.llm import generation_stats, generation_usage
 from mongars_core.prompt import build_messages
 from mongars_core.recall import select_memories
 from mongars_core.reply_text import RepetitionGuard, finished_text
@@ -40,6 +41,7 @@ from mongars_core.storage.store import Store
 from mongars_core.storage.unit_of_work import UnitOfWork
 from mongars_core.turn_context import HookFailure, TurnContext, ms_since
 from mongars_core.types import (
+    AdapterRef,
     Conversation,
     GenerationRequest,
     HistoryTurn,
@@ -217,23 +219,27 @@ class Assistant:
         with context.stage("prepare"):
             await self._prepare(turn, context)
 
+        adapter = self._adapter_for(turn.user_id, context)
         request = GenerationRequest(
             messages=build_messages(self.settings, turn),
             max_new_tokens=self.settings.llm.max_new_tokens,
             temperature=self.settings.llm.temperature,
             top_p=self.settings.llm.top_p,
+            adapter=adapter,
             cacheable=not (
                 turn.history
                 or turn.memories
                 or turn.style_instructions
                 or turn.findings
                 or turn.reasoning
+                or adapter
             ),
         )
         served: list[Endpoint] = []
         pieces: list[str] = []
         guard = RepetitionGuard()
         timed_out = False
+        first_token_ms: float | None = None
         started = time.perf_counter()
         span = context.tracer.start_span("mongars.generate", context=context.trace_context)
         try:
@@ -245,6 +251,8 @@ class Assistant:
             async with aclosing(stream) as deltas:
                 async for delta in deltas:
                     if delta:
+                        if first_token_ms is None:
+                            first_token_ms = ms_since(started)
                         pieces.append(delta)
                         yield StreamEvent(type="token", delta=delta)
                         if guard.feed(delta):
@@ -291,7 +299,13 @@ class Assistant:
             findings=turn.findings,
             style_instructions=turn.style_instructions,
             speech=speech,
-            usage=count_usage(served[-1].backend if served else None, request.messages, generated),
+            usage=generation_usage(
+                served[-1].backend if served else None, request, generated, len(served)
+            ),
+            adapter=request.outcome.adapter,
+        )
+        reply.generation = generation_stats(
+            request.outcome, reply.usage, first_token_ms, context.timings["generate"]
         )
         with context.stage("finish"):
             stored = await self._finish(turn, reply, backend_name, context, idempotency_key)
@@ -313,6 +327,17 @@ class Assistant:
                 "(MONGARS_LLM__MAX_NEW_TOKENS)"
             )
         yield StreamEvent(type="reply", reply=reply)
+
+    def _adapter_for(self, user_id: str, context: TurnContext) -> AdapterRef | None:
+        """The user's active LoRA adapter, if any; a registry that cannot be read
+        costs the adapter (a warning), not the turn."""
+        try:
+            adapter = self.services.adapter_registry().for_user(user_id)
+        except (MongarsError, ValueError, OSError) as exc:  # a damaged manifest too
+            logger.warning("the adapter registry cannot be read: %s", exc)
+            context.notes.append(f"answered without the user's adapter: {exc}")
+            return None
+        return None if adapter is None else adapter.ref()
 
     async def _finish(
         self,

@@ -135,3 +135,48 @@ def finished_text(guard: RepetitionGuard, request: GenerationRequest) -> tuple[s
     if reason == "length":
         return end_cleanly(text), reason
     return text.rstrip(INCOMPLETE_CHARACTER).rstrip(), reason
+
+
+class StopStrings:
+    """Cuts a stream of text deltas at the first stop string, which is left out.
+
+    A delta is released only up to where a stop string could still begin (a
+    stop string may arrive split over several deltas); :meth:`flush` releases
+    what is held back when the stream ends without one. For a backend whose
+    engine keeps the stop string in its output, so that every backend ends a
+    reply the way Ollama's and OpenAI's do.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [stop for stop in stops if stop]
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        """The part of ``delta`` (with what was held) that can be shown now; after a
+        stop string, ``stopped`` is true and nothing more is released."""
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return delta
+        text = self._held + delta
+        found = [index for stop in self.stops if (index := text.find(stop)) >= 0]
+        if found:
+            self.stopped = True
+            self._held = ""
+            return text[: min(found)]
+        keep = max(
+            (
+                size
+                for stop in self.stops
+                for size in range(1, len(stop))
+                if text.endswith(stop[:size])
+            ),
+            default=0,
+        )
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return "" if self.stopped else held

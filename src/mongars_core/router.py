@@ -37,9 +37,11 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import cast
 
 from opentelemetry import metrics
 
+from mongars_core.capabilities import ConstrainsOutput, has_ability
 from mongars_core.endpoints import Endpoint, EndpointStatus, RouterMetrics, check_health
 from mongars_core.errors import (
     BackendError,
@@ -48,12 +50,13 @@ from mongars_core.errors import (
     ModelError,
     MongarsError,
     UnknownBackendError,
+    UnsupportedConstraintError,
 )
 from mongars_core.llm import LLMBackend, prepare_backend
 from mongars_core.resilience import Backoff, CircuitBreaker, Permit
 from mongars_core.response_cache import MemoryResponseCache, ResponseCache, cache_key
 from mongars_core.settings import EndpointSpec, LLMSettings
-from mongars_core.types import GenerationRequest
+from mongars_core.types import GenerationRequest, OutputConstraint
 
 __all__ = ["Endpoint", "EndpointStatus", "LLMRouter"]
 
@@ -117,13 +120,16 @@ class LLMRouter:
         settings: LLMSettings,
         *,
         cache: ResponseCache | None = None,
+        roles: Mapping[str, Sequence[EndpointSpec]] | None = None,
     ) -> LLMRouter:
+        """A router configured by ``settings``; ``roles`` replaces ``settings.roles``
+        (:func:`mongars_core.assembly.build_router` merges in the roles file)."""
         return cls(
             backends,
             settings.backend,
             timeout_s=settings.timeout_s,
             first_token_timeout_s=settings.first_token_timeout_s,
-            roles=settings.roles,
+            roles=settings.roles if roles is None else roles,
             retries=settings.retries,
             backoff=Backoff(settings.retry_base_s, settings.retry_max_s),
             breaker_failures=settings.breaker_failures,
@@ -248,6 +254,8 @@ class LLMRouter:
         after a failover).
         """
         endpoints = self.endpoints(role, backend)
+        if request.constraint is not None:
+            endpoints = self._constraining(endpoints, request.constraint, role or backend)
         key = cache_key(request, endpoints) if self._caching(request) else None
         if key is not None and self.cache is not None:
             cached = await self.cache.get(key)
@@ -276,6 +284,26 @@ class LLMRouter:
             break
         if key is not None and self.cache is not None:
             await self.cache.set(key, state.text, self.cache_ttl_s)
+
+    @staticmethod
+    def _constraining(
+        endpoints: list[Endpoint], constraint: OutputConstraint, served: str | None
+    ) -> list[Endpoint]:
+        """The endpoints whose backend can keep to ``constraint``; an error when none can."""
+        able = [
+            e
+            for e in endpoints
+            if has_ability(e.backend, ConstrainsOutput)
+            and cast(ConstrainsOutput, e.backend).can_constrain(constraint)
+        ]
+        if not able:
+            kind = "a JSON schema" if constraint.json_schema is not None else "a grammar"
+            names = ", ".join(e.backend_name for e in endpoints)
+            raise UnsupportedConstraintError(
+                f"no endpoint of {served or 'general'} can keep a reply to {kind} "
+                f"({names}: not able to); use a backend with constrained output, such as llamacpp"
+            )
+        return able
 
     def _choose(self, endpoints: list[Endpoint], state: _Attempt) -> tuple[Endpoint, Permit] | None:
         """A healthy endpoint with the fewest outstanding requests, round robin among

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from opentelemetry import trace
 
 if TYPE_CHECKING:
+    from mongars_core.adapters import AdapterRegistry
     from mongars_core.llm import Embedder
     from mongars_core.plugins import PluginHost
     from mongars_core.router import LLMRouter
@@ -121,3 +122,13 @@ class Services:
     embedder_name: str | None = None
     stash: Stash = field(default_factory=Stash)
     tracer: trace.Tracer = field(default_factory=_default_tracer)
+    adapters: AdapterRegistry | None = None
+    """The adapter registry (``<data dir>/adapters``): each user's active LoRA adapter
+    is applied to their turns (``None``: :meth:`adapter_registry` opens it)."""
+
+    def adapter_registry(self) -> AdapterRegistry:
+        if self.adapters is None:
+            from mongars_core.adapters import AdapterRegistry
+
+            self.adapters = AdapterRegistry(self.settings.data_dir / "adapters")
+        return self.adapters

@@ -172,6 +172,12 @@ class LLMSettings(BaseModel):
     """Which backend generates replies, and how."""
 
     backend: str = Field("local", description="Name of the LLM backend that generates replies.")
+    local_engines: list[str] = Field(
+        default_factory=lambda: ["llamacpp", "torch"],
+        description="The engines behind the backend `local`, in order of preference: the first "
+        "registered one that can run here serves (llama.cpp needs AVX2), and one whose model "
+        "fails to load hands over to the next; `mongars backends` shows the choice and why.",
+    )
     timeout_s: float = Field(120.0, gt=0, description="Deadline in seconds for a whole generation.")
     first_token_timeout_s: float = Field(
         60.0, gt=0, description="Deadline in seconds for the first streamed token."

@@ -37,6 +37,8 @@ class TurnContext:
     trace_context: otel_context.Context | None = None
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[HookFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Other warnings of the turn (one line each), shown after the hook failures."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -61,8 +63,8 @@ class TurnContext:
         return trace.get_current_span(self.trace_context).is_recording()
 
     def warnings(self) -> list[str]:
-        """One line per hook failure, for ``Reply.warnings``."""
-        return [failure.describe() for failure in self.failures]
+        """One line per hook failure, then the notes, for ``Reply.warnings``."""
+        return [failure.describe() for failure in self.failures] + self.notes
 
 
 def ms_since(started: float) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from mongars_core.services import Services
@@ -144,12 +144,59 @@ class GenerationOutcome(BaseModel):
     """How a generation ended, filled in by a backend that knows (all optional).
 
     A backend that reports nothing leaves ``finish_reason`` as ``None``; the
-    pipeline then judges from the text.
+    pipeline then judges from the text, counts usage with the backend's
+    tokenizer (or estimates it) and measures the time to first token itself.
     """
 
     finish_reason: Literal["stop", "length"] | None = None
     tokens: int | None = None
     """Tokens the backend generated, when it counts them."""
+    prompt_tokens: int | None = None
+    """Tokens of the prompt as the model read it (chat template included), when counted."""
+    tokens_per_second: float | None = None
+    """Decode speed of this generation (tokens after the first, per second), when measured."""
+    adapter: str | None = None
+    """The :attr:`AdapterRef.id` of the adapter that generated the reply; ``None``: the base."""
+
+
+class OutputConstraint(BaseModel):
+    """Structured output a backend must keep to: a JSON schema or a GBNF grammar, one of the two.
+
+    Only backends with the :class:`~mongars_core.capabilities.ConstrainsOutput`
+    ability accept a request that carries one; the router skips the others.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    json_schema: dict[str, Any] | None = None
+    """A JSON Schema the reply must validate against (the reply is that JSON and nothing else)."""
+    grammar: str | None = None
+    """A GBNF grammar (llama.cpp's format) the reply must match."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> OutputConstraint:
+        if (self.json_schema is None) == (self.grammar is None):
+            raise ValueError("give exactly one of json_schema and grammar")
+        return self
+
+
+class AdapterRef(BaseModel):
+    """A LoRA adapter (peft format) a request is generated with, from the adapter registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    path: str
+    """The folder that holds ``adapter_config.json`` and ``adapter_model.safetensors``."""
+    base_model: str
+    """The model it was trained on (``smollm2-135m-instruct``); another model refuses it."""
+    sha256: str = ""
+    """The registry's checksum of its files: converted copies are keyed by it."""
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
 
 
 class GenerationRequest(BaseModel):
@@ -167,6 +214,11 @@ class GenerationRequest(BaseModel):
     """Backend-specific options from the endpoint's ``params``."""
     cacheable: bool = False
     """No user history, memory or style in it: identical requests may share a reply."""
+    constraint: OutputConstraint | None = None
+    """Structured output the reply must keep to (see :class:`OutputConstraint`)."""
+    adapter: AdapterRef | None = None
+    """The user's active LoRA adapter; a backend that serves adapters generates with it,
+    others with the base model (``outcome.adapter`` says which)."""
     outcome: GenerationOutcome = Field(default_factory=GenerationOutcome, exclude=True)
     """Where the backend reports how generation ended (see :class:`GenerationOutcome`).
 
@@ -189,6 +241,16 @@ class TokenUsage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class GenerationStats(BaseModel):
+    """How fast a reply was generated."""
+
+    time_to_first_token_ms: float | None = None
+    """From the request to the backend until the first reply text arrived."""
+    tokens_per_second: float | None = None
+    """Decode speed: measured by the backend where it reports one, else completion
+    tokens after the first over the time after the first token."""
 
 
 class Reply(BaseModel):
@@ -218,6 +280,9 @@ class Reply(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    generation: GenerationStats = Field(default_factory=GenerationStats)
+    adapter: str | None = None
+    """The adapter that answered (``name@version``); ``None``: the base model."""
     replayed: bool = False
     """True when an idempotency key found this turn already stored: nothing was generated."""
 

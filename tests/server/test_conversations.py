@@ -242,3 +242,17 @@ async def test_the_library_api_on_sqlite_and_postgresql(make_assistant: Any) -> 
         await assistant.rename_conversation("other", created.session_id, "mine")
     with pytest.raises(InvalidInputError, match="title"):
         await assistant.rename_conversation("lib", created.session_id, "\x01")
+
+
+async def test_a_chat_answer_carries_usage_speed_and_adapter(http: httpx.AsyncClient) -> None:
+    token = await register(http, "alice")
+    answer = await chat(http, token, "hello there")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 0
+    assert usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["counted"] is False  # the stand-in backend has no tokenizer: estimated
+    assert body["generation"]["time_to_first_token_ms"] >= 0
+    assert body["adapter"] is None

@@ -11,7 +11,14 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mongars_core.types import HistoryTurn, Reply, SpeechPlan, SpeechSegment, StreamEvent
+from mongars_core.types import (
+    GenerationStats,
+    HistoryTurn,
+    Reply,
+    SpeechPlan,
+    SpeechSegment,
+    StreamEvent,
+)
 from mongars_core.validation import check_length
 from mongars_server.app import ServerState
 from mongars_server.deps import CurrentCaller, State
@@ -69,6 +76,13 @@ class RecalledMemory(BaseModel):
     score: float
 
 
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    counted: bool = Field(description="Counted by the model's tokenizer, not estimated.")
+
+
 class ChatResponse(BaseModel):
     response: str
     confidence: float
@@ -82,6 +96,13 @@ class ChatResponse(BaseModel):
     )
     memories: list[RecalledMemory] = Field(
         default_factory=list, description="The memories the reply had in its prompt."
+    )
+    usage: Usage = Field(description="Tokens of the prompt and the reply.")
+    generation: GenerationStats = Field(
+        description="Time to first token (ms) and decode speed (tokens/s)."
+    )
+    adapter: str | None = Field(
+        None, description="The user's LoRA adapter that answered (`name@version`); null: the base."
     )
 
 
@@ -109,6 +130,14 @@ def chat_response(reply: Reply, started: float) -> ChatResponse:
             RecalledMemory(id=memory.id, text=memory.text, score=round(memory.score, 3))
             for memory in reply.memories
         ],
+        usage=Usage(
+            prompt_tokens=reply.usage.prompt_tokens,
+            completion_tokens=reply.usage.completion_tokens,
+            total_tokens=reply.usage.total_tokens,
+            counted=reply.usage.counted,
+        ),
+        generation=reply.generation,
+        adapter=reply.adapter,
     )
 
 
