@@ -31,13 +31,14 @@ MODEL_CACHE = Path(
 
 def command_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a ``mongars`` subprocess: this one's, less any ``MONGARS_*``,
-    with its own data and cache folders, no model and no embedder (``extra`` added)."""
+    with its own data and cache folders, no model (neither local engine) and no
+    embedder (``extra`` added)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
     base.update(
         MONGARS_DATA_DIR=str(tmp_path / "data"),
         MONGARS_CACHE_DIR=str(tmp_path / "cache"),
         MONGARS_MEMORY__EMBEDDER="none",
-        MONGARS_DISABLE_PLUGINS="cuda",
+        MONGARS_DISABLE_PLUGINS="cuda,llamacpp",
         **extra,
     )
     return base

@@ -55,7 +55,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -
         (["db", "upgrade", "nonexistent"], {}, "cannot migrate the database"),
         (
             ["chat", "--message", "hi"],
-            {"MONGARS_DISABLE_PLUGINS": "", "MONGARS_LOCAL__DEVICE": "cuda:99"},
+            # The torch engine's device (llama.cpp, a CPU build, has none).
+            {
+                "MONGARS_DISABLE_PLUGINS": "",
+                "MONGARS_LLM__LOCAL_ENGINES": '["torch"]',
+                "MONGARS_LOCAL__DEVICE": "cuda:99",
+            },
             "MONGARS_LOCAL__DEVICE is 'cuda:99'",
         ),
         (
@@ -108,7 +113,7 @@ def test_a_conversation_without_a_backend_fails_before_the_first_prompt(
 def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
     result = mongars("plugins", env={**env, "MONGARS_DISABLE_PLUGINS": ""})
     assert result.returncode == 0, result.stderr
-    for name in ("memory", "reasoning", "curiosity", "personality", "speech", "cuda"):
+    for name in ("memory", "reasoning", "curiosity", "personality", "speech", "cuda", "llamacpp"):
         assert name in result.stdout
     assert "mongars" in result.stdout and "0.1.0" in result.stdout
 
@@ -153,7 +158,8 @@ def test_db_upgrade_migrates_postgres(env: dict[str, str], postgres_url: str) ->
 @pytest.mark.parametrize(
     ("prepare", "extra_env", "text"),
     [
-        ("corrupt", {}, "cannot be loaded"),
+        # torch only: its converted safetensors are garbage (llama.cpp reads no such file).
+        ("corrupt", {"MONGARS_LLM__LOCAL_ENGINES": '["torch"]'}, "cannot be loaded"),
         ("missing", {"MONGARS_LOCAL__FETCH": "false"}, "fetching is off"),
         ("missing", {"MONGARS_LOCAL__GGUF_PATH": "/nonexistent/m.gguf"}, "does not exist"),
     ],
@@ -161,6 +167,7 @@ def test_db_upgrade_migrates_postgres(env: dict[str, str], postgres_url: str) ->
 def test_a_corrupt_or_missing_model_gives_one_error_line(
     env: dict[str, str], tmp_path: Path, prepare: str, extra_env: dict[str, str], text: str
 ) -> None:
+    """A missing model is missing for every engine: one error, no engine tried after it."""
     if prepare == "corrupt":
         model = tmp_path / "cache" / "models" / "smollm2-135m-instruct"
         model.mkdir(parents=True)
@@ -170,6 +177,28 @@ def test_a_corrupt_or_missing_model_gives_one_error_line(
         "chat", "--message", "hi", env={**env, "MONGARS_DISABLE_PLUGINS": "", **extra_env}
     )
     assert_one_line_error(result, text)
+
+
+def test_a_corrupt_gguf_is_tried_on_each_engine_then_one_error_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"not a gguf at all")
+    result = mongars(
+        "chat",
+        "--message",
+        "hi",
+        env={**env, "MONGARS_DISABLE_PLUGINS": "", "MONGARS_LOCAL__GGUF_PATH": str(bogus)},
+    )
+    assert result.returncode == 1
+    *warnings, error = result.stderr.strip().splitlines()
+    assert error.startswith("error: ") and f"{bogus} is not a GGUF file" in error
+    # The hand-over is said: llama.cpp refused the file, torch was tried (and refused it too).
+    assert warnings[0].startswith("WARNING mongars_core.local_engine: the llamacpp engine failed")
+    assert "is not a GGUF file" in warnings[0]
+    assert all(line.startswith("WARNING mongars_core.local_engine: ") for line in warnings)
+    assert any("the local engine is torch" in line for line in warnings)
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 async def test_a_reply_revised_after_streaming_is_shown_again(
@@ -222,3 +251,16 @@ def test_backends_lists_each_roles_endpoints(env: dict[str, str]) -> None:
         "backends", env={**env, "MONGARS_LLM__ROLES": '{"general": [{"backend": "nope"}]}'}
     )
     assert_one_line_error(unknown, "no LLM backend named 'nope'")
+
+
+def test_backends_says_which_engine_serves_local(env: dict[str, str]) -> None:
+    from mongars_plugins.llamacpp.backend import avx2_missing
+
+    result = mongars("backends", env={**env, "MONGARS_DISABLE_PLUGINS": ""})
+    assert result.returncode == 0, result.stderr
+    [registered] = [line for line in result.stdout.splitlines() if "registered backends" in line]
+    assert {"llamacpp", "local", "torch"} <= set(registered.split(": ")[1].split(", "))
+    # llama.cpp serves where the CPU has AVX2 (the torch fallback: tests/test_local_engine.py).
+    expected = "torch (llamacpp: the CPU lacks AVX2" if avx2_missing() else "llamacpp"
+    shown = " ".join(result.stdout.split("local engine: ")[-1].split())  # unwrapped
+    assert shown.startswith(expected)

@@ -2,12 +2,14 @@
 flapping and gone, under the router and under the server.
 
 The stand-in (``mongars_testkit.ollama_standin``) follows Ollama's REST API; it
-is not Ollama, which cannot run here (docs/ollama.md).
+is not Ollama, which cannot run here (docs/ollama.md). Most stand-ins here echo;
+the ``model`` test runs the real model on the default local engine (llama.cpp).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.ollama.backend import build_backends
 from mongars_plugins.ollama.settings import OllamaSettings
 from mongars_testkit.ollama_standin.server import StandinProcess, StandinServer, echo_standin
+from tests.conftest import MODEL_CACHE
 from tests.server.conftest import bearer, register, running, server_settings
 
 MESSAGE = "one two three four five six seven eight nine ten eleven twelve"
@@ -77,6 +80,54 @@ async def test_killing_the_serving_backend_mid_stream_continues_on_the_next(
     assert resumed_after is not None and resumed_after < 1.0
     status = {s.backend: s for s in llm.status()}
     assert status["ollama:a"].failed == 1 and status["ollama:b"].served == 1
+
+
+@pytest.fixture
+def two_model_standins(tmp_path: Path) -> Iterator[dict[str, StandinProcess]]:
+    """Two stand-ins answered by the real model through the default local engine,
+    one llama.cpp thread and slot each (two cores here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONGARS_")}
+    env.update(
+        MONGARS_DATA_DIR=str(tmp_path / "data"),
+        MONGARS_CACHE_DIR=str(MODEL_CACHE),
+        MONGARS_LLAMACPP__THREADS="1",
+        MONGARS_LLAMACPP__SLOTS="1",
+        HF_HUB_OFFLINE="1",
+    )
+    processes: dict[str, StandinProcess] = {}
+    try:
+        for name in ("a", "b"):
+            processes[name] = StandinProcess.start(env=env, timeout_s=120)
+        yield processes
+    finally:
+        for process in processes.values():
+            process.stop()
+
+
+@pytest.mark.model
+async def test_killing_a_real_model_mid_stream_continues_the_same_reply_on_the_next(
+    two_model_standins: dict[str, StandinProcess],
+) -> None:
+    llm = router_over({name: p.url for name, p in two_model_standins.items()})
+    ask = GenerationRequest(
+        messages=[ChatMessage(role="user", content="Write two sentences about the sea.")],
+        max_new_tokens=48,
+        temperature=0,
+    )
+    # Each stand-in loads its model and answers once: greedy, the same reply from both.
+    whole = await llm.generate(ask.model_copy(), "ollama:a")
+    assert await llm.generate(ask.model_copy(), "ollama:b") == whole
+    served: list[Endpoint] = []
+    deltas: list[str] = []
+    async for delta in llm.stream(ask.model_copy(), on_endpoint=served.append):
+        deltas.append(delta)
+        if len(deltas) == 4:
+            two_model_standins[served[0].backend_name.split(":")[1]].kill()
+    cut = "".join(deltas[:4])
+    assert len(served) == 2 and served[0].backend_name != served[1].backend_name
+    # The next stand-in continued the text already sent: nothing repeated, the same story.
+    text = "".join(deltas)
+    assert text[: len(cut) + 24] == whole[: len(cut) + 24], (whole, text)
 
 
 async def test_a_backend_too_slow_for_the_deadline_is_a_clear_error_not_a_hang() -> None:

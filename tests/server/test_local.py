@@ -157,3 +157,42 @@ def test_the_local_route_refuses_a_client_that_is_not_on_loopback(tmp_path: Path
             headers={CREDENTIAL_HEADER: credential(settings)},
         )
         assert from_loopback.status_code == 200
+
+
+MODEL_PLUGINS = [*BUNDLED_WITHOUT_MODELS, "server", "cuda", "llamacpp"]
+"""The server's plugins with both local engines: ``local`` is the default engine."""
+
+MODEL_LLM = {
+    "backend": "local",
+    "max_new_tokens": 24,
+    "temperature": 0,
+    "timeout_s": 120,
+    "first_token_timeout_s": 60,
+}
+
+
+@pytest.mark.model
+async def test_the_local_route_streams_the_real_model_on_the_default_engine(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    from mongars_core.local_engine import LocalEngine
+    from mongars_plugins.llamacpp.backend import avx2_missing
+
+    server = make_server(load_plugins=MODEL_PLUGINS, llm=MODEL_LLM)
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        response = await client.post(
+            LOCAL_CHAT_PATH,
+            json={"user_id": "alice", "message": "Say hi."},
+            headers={CREDENTIAL_HEADER: credential(server.settings)},
+        )
+    assert response.status_code == 200, response.text
+    lines = events(response)
+    tokens = [line["delta"] for line in lines if line["type"] == "token"]
+    assert len(tokens) > 1 and "".join(tokens).strip()
+    reply = lines[-1]["reply"]
+    assert isinstance(reply, dict)
+    assert reply["backend"] == "local"
+    assert reply["usage"]["counted"] is True and reply["usage"]["completion_tokens"] <= 24
+    _, local = server.state.assistant.router.get("local")
+    assert isinstance(local, LocalEngine)
+    assert local.engine_name == ("torch" if avx2_missing() else "llamacpp")

@@ -88,6 +88,26 @@ async def test_chat_streams_deltas_then_the_reply(
     assert history.json()[0]["query"] == "stream this please"
 
 
+@pytest.mark.model
+async def test_chat_streams_the_real_models_deltas_on_the_default_engine(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    from tests.server.test_local import MODEL_LLM, MODEL_PLUGINS
+
+    server = make_server(load_plugins=MODEL_PLUGINS, llm=MODEL_LLM)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        token = await register(client, "alice")
+        async with connect(server, await ticket(client, token)) as socket:
+            await opened(socket)
+            frame = {"id": "c1", "type": "chat.send", "data": {"message": "Say hi."}}
+            await socket.send(json.dumps(frame))
+            ack, *deltas, reply = await receive_until(socket, "chat.reply")
+    assert ack["data"] == {"ref": "c1", "ok": True}
+    assert len(deltas) > 1 and {event["type"] for event in deltas} == {"chat.delta"}
+    streamed = "".join(event["data"]["delta"] for event in deltas)
+    assert streamed.strip() and reply["data"]["response"].startswith(streamed.strip()[:8])
+
+
 async def test_a_reply_from_post_chat_reaches_open_sockets(
     live_server: LiveServer, http: httpx.AsyncClient
 ) -> None:

@@ -1,6 +1,7 @@
 """Local PyTorch inference: the SmolLM2 LLM backend and the MiniLM embedder.
 
-Registers the LLM backend ``local`` and the embedder ``minilm``. CUDA with
+Registers the LLM backend ``torch`` (one of the engines behind ``local``, see
+:mod:`mongars_core.local_engine`) and the embedder ``minilm``. CUDA with
 bf16 when a GPU is present, the CPU otherwise. torch and transformers are
 imported only when the model is first used; without them the backend raises
 :class:`~mongars_core.errors.MissingDependencyError` naming ``mongars-assistant[local]``.
@@ -28,7 +29,7 @@ def mongars_register_settings(register: RegisterSection) -> None:
 
 @hookimpl(trylast=True)
 def mongars_register_llm_backends(register: Register, settings: Settings) -> None:
-    register("local", LocalModelBackend(settings))
+    register("torch", LocalModelBackend(settings))
 
 
 @hookimpl(trylast=True)

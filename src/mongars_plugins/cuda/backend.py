@@ -1,5 +1,10 @@
 """The local LLM backend: SmolLM2 on PyTorch, CUDA (bf16) when present, else CPU.
 
+On CUDA, generation uses a static KV cache (``cache_implementation="static"``),
+which lets transformers compile the decoding step; its length is rounded up to
+a power of two so that a new prompt length rarely means a new compilation. The
+CPU path keeps the default dynamic cache.
+
 Generation runs in a worker thread; tokens reach the event loop through a
 :class:`DeltaStreamer` that hands decoded text to an asyncio queue and never
 splits a character. Closing the stream sets a stop flag that a stopping
@@ -11,6 +16,7 @@ within one token. When generation ends by itself, the backend reports why in
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mongars_core.capabilities import Fetchable, Loadable, Progress, ReportsProgress, TokenCounter
 from mongars_core.errors import ConfigurationError, MissingDependencyError
+from mongars_core.reply_text import StopStrings
 from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
@@ -226,10 +233,15 @@ class LocalModelBackend:
             # A prefix ending in a space continues from the word before it (see
             # _generate_blocking): the space it already has is not sent again.
             owed_space = request.prefix[len(request.prefix.rstrip()) :]
+            # transformers ends at a stop string but keeps it: left out here, as
+            # the llama.cpp engine, Ollama and OpenAI do.
+            stops = StopStrings(request.stop)
             try:
                 while True:
                     item = await queue.get()
                     if item is _DONE:
+                        if tail := stops.flush():
+                            yield tail
                         break
                     if isinstance(item, BaseException):
                         raise item
@@ -239,8 +251,12 @@ class LocalModelBackend:
                         elif item[:1].isspace():
                             item = item.lstrip()
                         owed_space = "" if item else owed_space
+                    item = stops.feed(item)
                     if item:
                         yield item
+                    if stops.stopped:
+                        request.outcome.finish_reason = "stop"
+                        break
             finally:
                 stop.set()
                 # Let the worker notice the flag before the next generation starts.
@@ -292,6 +308,7 @@ class LocalModelBackend:
                 "pad_token_id": tokenizer.eos_token_id,
                 "streamer": streamer,
                 "stopping_criteria": StoppingCriteriaList([StopWhenAsked()]),
+                **kv_cache_options(str(self.device), prompt_tokens + request.max_new_tokens),
             }
             penalty = self.settings.section(LOCAL).repetition_penalty
             # Sampling only: greedy decoding stays reproducible, so a reply cut
@@ -365,6 +382,35 @@ class LocalModelBackend:
             return scores.scatter(1, used, chosen)
 
         return apply
+
+
+STATIC_CACHE_MIN_LENGTH = 1024
+STATIC_CACHE_MAX_LENGTH = 8192
+"""SmolLM2-135M's context length: a static cache never needs more."""
+
+
+def kv_cache_options(device: str, needed: int) -> dict[str, Any]:
+    """``generate`` options for the KV cache on ``device``, for ``needed`` positions.
+
+    CUDA gets a static cache sized to the next power of two (at least
+    ``STATIC_CACHE_MIN_LENGTH``): transformers keeps the largest size it has
+    seen, so the compiled decoding step is reused across requests. The CPU
+    keeps the dynamic cache, which is faster there.
+    """
+    if not device.startswith("cuda"):
+        return {}
+    options: dict[str, Any] = {"cache_implementation": "static"}
+    if _knows_max_cache_len():  # transformers older than 5.2x sizes it per call only
+        length = max(STATIC_CACHE_MIN_LENGTH, 1 << max(needed - 1, 0).bit_length())
+        options["max_cache_len"] = min(length, max(STATIC_CACHE_MAX_LENGTH, needed))
+    return options
+
+
+@functools.cache
+def _knows_max_cache_len() -> bool:
+    from transformers import GenerationConfig
+
+    return "max_cache_len" in vars(GenerationConfig())
 
 
 def _spared(token: str) -> bool:
