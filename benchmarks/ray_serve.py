@@ -2,8 +2,9 @@
 
 The same requests (a fixed set of prompts, greedy, a few new tokens) are sent
 by several concurrent clients, first to the local backend in this process
-(the baseline, one generation at a time as it always runs), then through the
-``ray`` backend to a local Ray with 1 and then 2 replicas. The machine's CPUs
+(the baseline: the server's engine choice, llama.cpp batching its slots where
+it runs), then through the ``ray`` backend to a local Ray with 1 and then 2
+replicas. The machine's CPUs
 are shared out: one replica gets all of them, two replicas half each. Each
 configuration is warmed up first (model loaded, first generation done).
 
@@ -33,8 +34,9 @@ from common import summary_ms, table, write_results
 from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
-from mongars_plugins.cuda.backend import LocalModelBackend
 from mongars_plugins.cuda.settings import LOCAL
+from mongars_plugins.llamacpp.settings import LLAMACPP
+from mongars_plugins.local_engines import local_engine
 from mongars_plugins.ray_serve import cluster, deployment
 from mongars_plugins.ray_serve.backend import RayServeBackend
 from mongars_plugins.ray_serve.settings import RAY
@@ -93,6 +95,7 @@ def ray_settings(base: Settings, name: str, replicas: int, threads: int) -> Sett
     return base.model_copy(
         update={
             "local": base.section(LOCAL).model_copy(update={"threads": threads}),
+            "llamacpp": base.section(LLAMACPP).model_copy(update={"threads": threads}),
             "ray": base.section(RAY).model_copy(
                 update={"app_name": name, "replicas": replicas, "num_cpus": 0.5}
             ),
@@ -114,10 +117,10 @@ async def measure_all(arguments: argparse.Namespace, cpus: int, data_dir: Path) 
     )
     model_files.ensure_model(base)
     batch = requests(arguments.requests, arguments.tokens)
-    local = LocalModelBackend(base)
+    local = local_engine(base)  # the server's engine choice, as in the replicas
     await local.load()
     configurations: dict[str, dict[str, Any]] = {
-        "baseline": {"label": f"local backend, in process ({local.device})", "threads": None},
+        "baseline": {"label": f"local backend, in process ({local.describe()})", "threads": None},
     }
     generators: dict[str, Callable[[GenerationRequest], Awaitable[str]]] = {
         "baseline": local.generate
@@ -192,7 +195,7 @@ def main() -> None:
         measured = results[name]
         ratio = measured["requests_per_s"] / baseline["requests_per_s"]
         measured["throughput_vs_baseline"] = round(ratio, 2)
-        threads = measured["threads"] or "torch's default"
+        threads = measured["threads"] or "the engine's default"
         by_round = measured["requests_per_s_by_round"]
         rows.append(
             f"| {measured['label']} | {threads} | {measured['requests_per_s']} | "
@@ -214,7 +217,7 @@ def main() -> None:
 {arguments.rounds} rounds of {arguments.requests} requests from {arguments.clients} concurrent
 clients, greedy, {arguments.tokens} new tokens each, the same prompts for every row. The rows
 take turns round by round after a warm-up. Latency is a whole reply as the client sees it;
-the baseline is the local backend in this process, which generates one reply at a time.
+the baseline is the local backend in this process (the server's engine choice).
 
 {table(columns, rows)}
 

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -35,11 +35,11 @@ from mongars_core.errors import (
     MissingDependencyError,
     ModelNotFoundError,
 )
+from mongars_core.local_engine import LocalEngine
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
-from mongars_core.types import ChatMessage, GenerationRequest
-from mongars_plugins.cuda.backend import LocalModelBackend
+from mongars_core.types import ChatMessage, GenerationOutcome, GenerationRequest
 from mongars_plugins.ollama import (
     OLLAMA,
     OllamaBackend,
@@ -54,6 +54,7 @@ from mongars_testkit.ollama_standin import (
     OllamaStandin,
     StandinProcess,
     StandinServer,
+    chat_model,
     echo_standin,
     local_standin,
 )
@@ -568,6 +569,27 @@ def test_fidelity_chat_stream_and_single_object(server: StandinServer) -> None:
         assert loaded["done"] is True and loaded["done_reason"] == "load"
 
 
+class CountingEcho(EchoBackend):
+    """An echo that reports its outcome, as the llama.cpp and torch engines do."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        async for word in super().stream(request):
+            yield word
+        request.outcome = GenerationOutcome(
+            finish_reason="stop", tokens=5, prompt_tokens=31, tokens_per_second=50.0
+        )
+
+
+def test_the_final_object_reports_the_backends_own_counts() -> None:
+    with StandinServer(OllamaStandin(CountingEcho(), models=[chat_model(MODEL)])) as server:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi there"}]}
+        final = httpx.post(f"{server.url}/api/chat", json={**body, "stream": False}).json()
+    assert final["message"]["content"] == "hi there"
+    assert (final["prompt_eval_count"], final["eval_count"]) == (31, 5)  # not words
+    assert final["eval_duration"] == 100_000_000  # 5 tokens at 50 tokens/s
+    assert final["done_reason"] == "stop"
+
+
 def test_fidelity_generate(server: StandinServer) -> None:
     with httpx.Client(base_url=server.url, timeout=5) as client:
         lines = ndjson(client.post("/api/generate", json={"model": MODEL, "prompt": "a b"}))
@@ -722,10 +744,23 @@ async def test_the_standin_answers_with_the_local_model(tmp_path: Path) -> None:
         await anext(stream)
         await stream.aclose()
         local = standin.backend
-        assert isinstance(local, LocalModelBackend)
+        assert isinstance(local, LocalEngine)  # the server's choice of engine
+        assert local.engine_name == "llamacpp", local.describe()
         # The model stops at its next token: long before the 64 it was asked for.
-        await wait_for(lambda: local.stopped_generations == 1, timeout_s=10)
-        assert standin.stats.generations_cancelled == 1
+        engine: Any = local.engine
+        await wait_for(lambda: engine.stopped_generations == 1, timeout_s=10)
+        await wait_for(lambda: standin.stats.generations_cancelled == 1)
+        # The final object carries the engine's counts: the prompt as the model read
+        # it (chat template and default system prompt), and the tokens it generated.
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            body = {"model": MODEL, "prompt": "Name a colour.", "stream": False}
+            answer = await client.post(
+                "/api/generate", json={**body, "options": {"num_predict": 6, "temperature": 0}}
+            )
+        final = answer.json()
+        assert final["done_reason"] == "length" and final["eval_count"] == 6
+        assert final["prompt_eval_count"] > 10  # far more than the prompt's 3 words
+        assert final["eval_duration"] > 0
 
 
 @pytest.mark.embedder

@@ -2,8 +2,9 @@
 
 One Ray and one two-replica deployment serve the whole module (starting
 them takes about 11 s here); the test that kills a replica runs last. The
-replicas load the converted SmolLM2 from the model cache, fetched once
-before deploying.
+replicas run the bundled SmolLM2 through the server's engine choice
+(llama.cpp here), one thread each; the converted torch model is fetched once
+before deploying, for a replica that falls back to torch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,14 +32,16 @@ from mongars_core.errors import (
     ConfigurationError,
     MissingDependencyError,
 )
+from mongars_core.local_engine import LocalEngine
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
-from mongars_core.types import ChatMessage, GenerationRequest
+from mongars_core.types import ChatMessage, GenerationOutcome, GenerationRequest, OutputConstraint
 from mongars_plugins.cuda import model as model_files
+from mongars_plugins.local_engines import local_engine
 from mongars_plugins.ray_serve import cluster, deployment
 from mongars_plugins.ray_serve._ray import require_ray
-from mongars_plugins.ray_serve.backend import RayServeBackend
+from mongars_plugins.ray_serve.backend import RayServeBackend, _report_outcome
 from mongars_plugins.ray_serve.cli import build_ray_app
 from mongars_plugins.ray_serve.settings import RAY
 from tests.conftest import BUNDLED_WITHOUT_MODELS, MODEL_CACHE
@@ -148,8 +152,16 @@ def test_autoscaling_needs_both_bounds_in_order(tmp_path: Path) -> None:
         "min_replicas": 1,
         "max_replicas": 3,
         "initial_replicas": 1,
-        "target_ongoing_requests": 1,
+        # llama.cpp generates one request per slot together: a slot per ongoing request.
+        "target_ongoing_requests": 4,
     }
+    torch_first = Settings(
+        data_dir=tmp_path,
+        llm={"local_engines": ["torch", "llamacpp"]},
+        ray={"min_replicas": 1, "max_replicas": 3},
+    )
+    scaling = deployment.autoscaling(torch_first)
+    assert scaling is not None and scaling["target_ongoing_requests"] == 1  # one at a time
     assert deployment.autoscaling(Settings(data_dir=tmp_path)) is None
     with pytest.raises(ConfigurationError, match="MIN_REPLICAS"):
         deployment.autoscaling(Settings(data_dir=tmp_path, ray={"max_replicas": 3}))
@@ -163,9 +175,58 @@ def test_replicas_with_gpus_run_on_cuda_and_cpu_replicas_get_their_threads(
     tmp_path: Path,
 ) -> None:
     gpu = deployment.replica_config(Settings(data_dir=tmp_path, ray={"num_gpus": 0.5}))
-    cpu = deployment.replica_config(Settings(data_dir=tmp_path, ray={"num_cpus": 3}))
+    cpu = deployment.replica_config(
+        Settings(data_dir=tmp_path, ray={"num_cpus": 3, "max_ongoing_requests": 6})
+    )
     assert gpu["local"]["device"] == "cuda"
+    assert gpu["local_engines"] == ["torch", "llamacpp"]  # CUDA is torch's
     assert (cpu["local"]["device"], cpu["local"]["threads"]) == ("cpu", 3)
+    assert cpu["local_engines"] == ["llamacpp", "torch"]
+    # llama.cpp: a thread per reserved CPU (replicas x threads fit the cluster's CPUs)
+    # and a slot per request the replica takes at once.
+    assert (cpu["llamacpp"]["threads"], cpu["llamacpp"]["slots"]) == (3, 6)
+    half = deployment.replica_config(Settings(data_dir=tmp_path, ray={"num_cpus": 0.5}))
+    assert half["llamacpp"]["threads"] == 1
+    chosen = Settings(data_dir=tmp_path, ray={"num_cpus": 4}, llamacpp={"threads": 2, "slots": 3})
+    given = deployment.replica_config(chosen)["llamacpp"]
+    assert (given["threads"], given["slots"]) == (2, 3)  # settings win
+
+
+def test_a_replica_builds_the_servers_engines_from_its_config(tmp_path: Path) -> None:
+    config = deployment.replica_config(
+        Settings(data_dir=tmp_path, cache_dir=tmp_path / "cache", ray={"num_cpus": 2})
+    )
+    settings = deployment.replica_settings(json.loads(json.dumps(config)))  # as Serve sends it
+    engine = local_engine(settings)
+    assert isinstance(engine, LocalEngine)
+    assert [name for name, _ in engine.engines] == ["llamacpp", "torch"]
+    assert settings.cache_dir == tmp_path / "cache"
+    assert settings.section(deployment.LLAMACPP).threads == 2
+
+
+def test_the_replicas_outcome_reaches_the_caller_without_counts_after_a_resume() -> None:
+    caller = request()
+    whole = caller.model_copy()
+    whole.outcome = GenerationOutcome(
+        finish_reason="length", tokens=16, prompt_tokens=40, tokens_per_second=80.0
+    )
+    _report_outcome(caller, whole)
+    assert caller.outcome == whole.outcome
+    caller = request()
+    resumed = caller.model_copy(update={"prefix": "The sea is"})
+    resumed.outcome = GenerationOutcome(finish_reason="stop", tokens=9, prompt_tokens=44)
+    _report_outcome(caller, resumed)
+    # The counts cover only the last replica's part: the pipeline counts usage itself.
+    assert caller.outcome == GenerationOutcome(finish_reason="stop")
+
+
+def test_the_ray_backend_constrains_output_when_its_replicas_run_llamacpp(
+    tmp_path: Path,
+) -> None:
+    schema = OutputConstraint(json_schema={"type": "object"})
+    assert RayServeBackend(Settings(data_dir=tmp_path)).can_constrain(schema)
+    torch_only = Settings(data_dir=tmp_path, llm={"local_engines": ["torch"]})
+    assert not RayServeBackend(torch_only).can_constrain(schema)
 
 
 def _session(pid: int) -> int | None:
@@ -221,6 +282,54 @@ async def test_a_reply_streams_in_several_deltas(backend: RayServeBackend) -> No
     assert len(deltas) > 3
     assert "".join(deltas) == await backend.generate(request(tokens=16))
     assert backend.retries == 0
+
+
+@needs_ray
+async def test_the_replicas_engine_reports_its_outcome_to_the_caller(
+    backend: RayServeBackend,
+) -> None:
+    asked = request(tokens=8)
+    assert (await backend.generate(asked)).strip()
+    outcome = asked.outcome
+    assert (outcome.finish_reason, outcome.tokens) == ("length", 8)
+    assert outcome.prompt_tokens is not None and outcome.prompt_tokens > 8  # the template's
+    assert outcome.tokens_per_second is not None and outcome.tokens_per_second > 0
+    assert outcome.adapter is None
+    described = await backend.describe_replica()
+    assert str(described["engine"]).startswith("llamacpp"), described
+
+
+@needs_ray
+async def test_one_replica_generates_concurrent_requests_together(
+    local_ray: cluster.Connection, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        cache_dir=MODEL_CACHE,
+        ray={
+            "address": local_ray.address,
+            "app_name": "batching-test",
+            "num_cpus": 0.5,
+            "max_ongoing_requests": 2,
+        },
+    )
+    await asyncio.to_thread(deployment.deploy, settings, local_ray.ray, local=True, timeout_s=120)
+    try:
+        single = RayServeBackend(settings)
+        story = request("Write a long story about a dragon.", tokens=32)
+        await single.generate(story.model_copy())  # warm: the first prompt is the slowest
+
+        async def timed() -> tuple[float, float]:
+            times = [time.perf_counter() async for _ in single.stream(story.model_copy())]
+            return times[0], times[-1]
+
+        (first_a, last_a), (first_b, last_b) = await asyncio.gather(timed(), timed())
+        assert len(single.served_by) == 1 and sum(single.served_by.values()) == 3
+        # Batched, not one after the other: each had its first text before the
+        # other was done.
+        assert max(first_a, first_b) < min(last_a, last_b), (first_a, last_a, first_b, last_b)
+    finally:
+        await asyncio.to_thread(deployment.delete, local_ray.ray, "batching-test")
 
 
 @needs_ray

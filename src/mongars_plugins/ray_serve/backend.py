@@ -14,6 +14,11 @@ router otherwise owns retries; these stay inside the backend because Serve
 hides its replicas behind one endpoint: one dead replica out of several
 should not count against the whole endpoint's circuit breaker. When the
 replicas keep failing, ``BackendUnavailableError`` reaches the router.
+
+The replica's engine reports how the generation ended; this backend copies
+that into the caller's ``request.outcome`` (finish reason, token counts,
+decode speed, adapter). After a resumed stream the counts cover only the
+last replica's part, so they are left out and the pipeline counts usage itself.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from contextlib import aclosing
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from mongars_core.capabilities import HealthChecked, Loadable
+from mongars_core.capabilities import ConstrainsOutput, HealthChecked, Loadable
 from mongars_core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -34,8 +39,9 @@ from mongars_core.errors import (
     MongarsError,
 )
 from mongars_core.settings import Settings
-from mongars_core.types import GenerationRequest
+from mongars_core.types import GenerationOutcome, GenerationRequest, OutputConstraint
 from mongars_plugins.ray_serve.cluster import connect
+from mongars_plugins.ray_serve.deployment import replica_engines
 from mongars_plugins.ray_serve.settings import RAY
 
 logger = logging.getLogger(__name__)
@@ -114,6 +120,12 @@ class RayServeBackend:
             raise self._translate(exc) from exc
         return description
 
+    def can_constrain(self, constraint: OutputConstraint) -> bool:
+        """Whether the replicas' engine keeps replies to a schema or grammar: llama.cpp,
+        the first of their engines (``llm.local_engines``), does. A replica that had to
+        fall back to torch refuses such a request (a :class:`BackendError`)."""
+        return replica_engines(self.settings)[0] == "llamacpp"
+
     async def generate(self, request: GenerationRequest) -> str:
         return "".join([delta async for delta in self.stream(request)])
 
@@ -126,10 +138,13 @@ class RayServeBackend:
             # A retry after some text asks the next replica to continue it.
             payload = request.model_copy(update={"prefix": request.prefix + delivered})
             try:
+                # A fresh outcome per attempt (model_copy shares the caller's).
+                payload.outcome = GenerationOutcome()
                 async with aclosing(self._replica_stream(payload)) as deltas:
                     async for delta in deltas:
                         delivered += delta
                         yield delta
+                _report_outcome(request, payload)
                 return
             except BackendUnavailableError as exc:
                 if attempt >= self.max_attempts:
@@ -157,6 +172,9 @@ class RayServeBackend:
                 request.model_dump(mode="json")
             )
             async for item in response:
+                if isinstance(item, dict) and "outcome" in item:  # the engine's report, last
+                    request.outcome = GenerationOutcome.model_validate(item["outcome"])
+                    continue
                 if isinstance(item, dict):  # the replica saying who it is
                     replica = str(item["replica_id"])
                     self.served_by[replica] += 1
@@ -193,6 +211,18 @@ class RayServeBackend:
         return BackendError(f"calling the replica failed: {_first_line(exc)}")
 
 
+def _report_outcome(request: GenerationRequest, attempt: GenerationRequest) -> None:
+    """Copy the last attempt's outcome into the caller's; counts only when that attempt
+    generated the whole reply (not when it continued another replica's)."""
+    reported = attempt.outcome
+    if attempt.prefix != request.prefix:
+        reported = reported.model_copy(update={"tokens": None, "prompt_tokens": None})
+    for name in GenerationOutcome.model_fields:
+        value = getattr(reported, name)
+        if value is not None:
+            setattr(request.outcome, name, value)
+
+
 def unavailable_errors(ray: ModuleType) -> tuple[type[Exception], ...]:
     """Ray and Serve errors after which another replica (or this one, later) may answer."""
     errors, serve_errors = ray.exceptions, ray.serve.exceptions
@@ -219,3 +249,4 @@ def _first_line(exc: BaseException) -> str:
 if TYPE_CHECKING:  # the backend's optional abilities, checked by mypy
     _loadable: type[Loadable] = RayServeBackend
     _health_checked: type[HealthChecked] = RayServeBackend
+    _constrains: type[ConstrainsOutput] = RayServeBackend

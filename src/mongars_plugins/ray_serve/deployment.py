@@ -1,10 +1,13 @@
 """The Serve application: replicas that run the local model, and deploying it.
 
-Each replica is a :class:`ModelReplica`: the cuda plugin's
-:class:`~mongars_plugins.cuda.backend.LocalModelBackend` inside a Ray worker,
-loading the converted model from the shared cache. Replica count, autoscaling
-bounds and resources come from ``MONGARS_RAY__*``; a replica with GPUs runs the
-model on CUDA, one without on the CPU with as many threads as it has CPUs.
+Each replica is a :class:`ModelReplica`: the local model inside a Ray worker,
+built as the server builds its backend ``local``
+(:func:`mongars_plugins.local_engines.local_engine`): llama.cpp where the CPU
+can run it, else the torch backend, in ``llm.local_engines`` order; a replica
+with GPUs puts torch first, which runs the model on CUDA. Replica count,
+autoscaling bounds and resources come from ``MONGARS_RAY__*``. Each replica
+takes up to ``max_ongoing_requests`` requests at once: llama.cpp batches them
+over its slots, the torch backend answers them in turn.
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from mongars_core.errors import BackendUnavailableError, ConfigurationError
+from mongars_core.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    UnsupportedConstraintError,
+)
+from mongars_core.local_engine import LocalEngine
 from mongars_core.settings import Settings
 from mongars_core.types import GenerationRequest
-from mongars_plugins.cuda.backend import LocalModelBackend
 from mongars_plugins.cuda.settings import LOCAL
+from mongars_plugins.llamacpp.settings import LLAMACPP
+from mongars_plugins.local_engines import local_engine
 from mongars_plugins.ray_serve._ray import require_ray
 from mongars_plugins.ray_serve.cluster import Report, log_report
 from mongars_plugins.ray_serve.settings import RAY
@@ -37,55 +46,65 @@ class ModelReplica:
 
     Serve calls :meth:`reconfigure` with the deployment's ``user_config``
     before the replica counts as running, so a running replica has its model
-    loaded. The local backend generates one reply at a time; requests beyond
-    that wait in the replica (up to ``max_ongoing_requests``).
+    loaded. Serve hands it up to ``max_ongoing_requests`` requests at once;
+    the llama.cpp engine generates them together over its slots.
     """
 
     def __init__(self) -> None:
         ray = require_ray()
         self.replica_id: str = ray.serve.get_replica_context().replica_id.unique_id
         self.generations = 0
-        self._model: LocalModelBackend | None = None
+        self._model: LocalEngine | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Load the model described by ``config`` (see :func:`replica_config`)."""
-        settings = Settings(cache_dir=config["cache_dir"], local=config["local"])
-        model = LocalModelBackend(settings)
+        started = time.perf_counter()
+        model = local_engine(replica_settings(config))
         await model.load()
         self._model = model
         logger.info(
-            "replica %s loaded the model on %s in %.2f s",
+            "replica %s loaded the model with %s in %.2f s",
             self.replica_id,
-            model.device,
-            model.load_seconds or 0.0,
+            model.describe(),
+            time.perf_counter() - started,
         )
 
     async def generate_stream(self, payload: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
-        """Yield who answers (a dict), then the reply's text deltas.
+        """Yield who answers (a dict), the reply's text deltas, then ``{"outcome": ...}``.
 
-        ``payload`` is a :class:`GenerationRequest` as JSON. When the caller
-        cancels, Serve cancels this generator and the local backend stops the
-        model within one token.
+        ``payload`` is a :class:`GenerationRequest` as JSON; the last item is
+        its :class:`~mongars_core.types.GenerationOutcome` as the engine
+        reported it (finish reason, token counts, speed, adapter). When the
+        caller cancels, Serve cancels this generator and the engine stops
+        within one token.
         """
         request = GenerationRequest.model_validate(payload)
         model = self._model
         if model is None:  # reconfigure always runs first; this guards a misuse
             raise RuntimeError("the replica has no model loaded")
-        yield {"replica_id": self.replica_id, "pid": os.getpid()}
+        if request.constraint is not None and not model.can_constrain(request.constraint):
+            raise UnsupportedConstraintError(
+                f"this replica's engine ({model.engine_name}) cannot constrain output"
+            )
+        yield {"replica_id": self.replica_id, "pid": os.getpid(), "engine": model.engine_name}
         self.generations += 1
         async for delta in model.stream(request):
             yield delta
+        yield {"outcome": request.outcome.model_dump(mode="json")}
 
     async def describe(self) -> dict[str, Any]:
         """Who this replica is and what it has done (for status and tests)."""
         model = self._model
+        engine = model.engine if model else None
         return {
             "replica_id": self.replica_id,
             "pid": os.getpid(),
-            "device": model.device if model else None,
-            "load_seconds": model.load_seconds if model else None,
+            "engine": model.describe() if model else None,
+            "device": getattr(engine, "device", None),
+            "load_seconds": getattr(engine, "load_seconds", None),
+            "loaded": model is not None and model.loaded,
             "generations": self.generations,
-            "stopped_generations": model.stopped_generations if model else 0,
+            "stopped_generations": getattr(engine, "stopped_generations", 0),
         }
 
 
@@ -123,23 +142,79 @@ def autoscaling(settings: Settings) -> dict[str, int] | None:
         raise ConfigurationError(
             f"MONGARS_RAY__MIN_REPLICAS ({low}) is above MONGARS_RAY__MAX_REPLICAS ({high})"
         )
-    # A replica generates one reply at a time: anything more is a queue.
+    # llama.cpp generates a replica's slots together; torch one reply at a time:
+    # beyond that, requests queue in the replica.
+    first = replica_engines(settings)[0]
+    target = replica_slots(settings) if first == "llamacpp" else 1
     return {
         "min_replicas": low,
         "max_replicas": high,
         "initial_replicas": max(low, 1),
-        "target_ongoing_requests": 1,
+        "target_ongoing_requests": target,
     }
 
 
+def replica_engines(settings: Settings) -> list[str]:
+    """The replicas' engine order: ``llm.local_engines``, with torch first on GPU replicas
+    (the llama.cpp build runs on the CPU)."""
+    engines = list(settings.llm.local_engines)
+    if settings.section(RAY).num_gpus > 0 and "torch" in engines:
+        engines.remove("torch")
+        engines.insert(0, "torch")
+    return engines
+
+
+def replica_threads(settings: Settings) -> int:
+    """CPU threads of each replica's engine: the CPUs it reserves (at least one), so
+    replicas × threads never exceeds the CPUs Ray gives out (``MONGARS_LLAMACPP__THREADS``
+    or ``MONGARS_LOCAL__THREADS`` override it)."""
+    return max(1, int(settings.section(RAY).num_cpus))
+
+
+def replica_slots(settings: Settings) -> int:
+    """llama.cpp slots of each replica: ``MONGARS_LLAMACPP__SLOTS`` where it is set, else
+    one for each request the replica takes at once (``MONGARS_RAY__MAX_ONGOING_REQUESTS``),
+    so no request Serve hands a replica waits there for a slot."""
+    llamacpp = settings.section(LLAMACPP)
+    if "slots" in llamacpp.model_fields_set:
+        return llamacpp.slots
+    return settings.section(RAY).max_ongoing_requests
+
+
 def replica_config(settings: Settings) -> dict[str, Any]:
-    """What each replica needs to load the model: the cache and the local model settings."""
+    """What each replica needs to build the local model: the folders, the engine order
+    and each engine's settings, with the replica's device, threads and slots."""
     ray_settings = settings.section(RAY)
-    device = "cuda" if ray_settings.num_gpus > 0 else "cpu"
+    threads = replica_threads(settings)
     local = settings.section(LOCAL)
-    threads = local.threads or max(1, int(ray_settings.num_cpus))
-    local = local.model_copy(update={"device": device, "threads": threads})
-    return {"cache_dir": str(settings.cache_dir), "local": local.model_dump(mode="json")}
+    local = local.model_copy(
+        update={
+            "device": "cuda" if ray_settings.num_gpus > 0 else "cpu",
+            "threads": local.threads or threads,
+        }
+    )
+    llamacpp = settings.section(LLAMACPP)
+    llamacpp = llamacpp.model_copy(
+        update={"threads": llamacpp.threads or threads, "slots": replica_slots(settings)}
+    )
+    return {
+        "cache_dir": str(settings.cache_dir),
+        "data_dir": str(settings.data_dir),
+        "local_engines": replica_engines(settings),
+        "local": local.model_dump(mode="json"),
+        "llamacpp": llamacpp.model_dump(mode="json"),
+    }
+
+
+def replica_settings(config: dict[str, Any]) -> Settings:
+    """The settings a replica builds its engine from (the inverse of :func:`replica_config`)."""
+    return Settings(
+        cache_dir=config["cache_dir"],
+        data_dir=config["data_dir"],
+        llm={"local_engines": config["local_engines"]},
+        local=config["local"],
+        llamacpp=config["llamacpp"],
+    )
 
 
 def build_application(settings: Settings, ray: ModuleType) -> Any:

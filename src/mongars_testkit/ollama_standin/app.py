@@ -5,8 +5,10 @@ docs/api/errors.mdx: the same paths, field names and status codes,
 ``application/x-ndjson`` streams that end with a ``"done": true`` object, one
 JSON object when ``"stream": false``, errors as ``{"error": "..."}`` with
 Ollama's status (an error after a stream started is an ``{"error"}`` line).
-It is a stand-in, not Ollama: it runs no GGUF models, and every model name it
-knows is answered by its one LLM backend (or embedder).
+It is a stand-in, not Ollama: it loads no models by name, and every model name
+it knows is answered by its one LLM backend (or embedder). The final object's
+counts (``prompt_eval_count``, ``eval_count``, ``eval_duration``, ``done_reason``)
+are the backend's own where it reports them in ``request.outcome``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from mongars_core.llm import Embedder, LLMBackend, prepare_backend
-from mongars_core.types import ChatMessage, GenerationRequest
+from mongars_core.types import ChatMessage, GenerationOutcome, GenerationRequest
 from mongars_testkit.ollama_standin.catalogue import (
     StandinError,
     StandinModel,
@@ -74,7 +76,10 @@ class OllamaStandin:
 
     ``models`` are "installed" (``/api/tags``); ``pullable`` are in the pretend
     registry as well, and a pull installs them. ``embedder`` answers
-    ``/api/embed`` for models with the ``embedding`` capability. Build the app
+    ``/api/embed`` for models with the ``embedding`` capability. With
+    ``pass_model`` the request's model name reaches the backend as
+    ``request.model``; without it the backend serves its own default model
+    (the local engine would look an Ollama name up in its model registry). Build the app
     with :attr:`app`; run it with :class:`StandinServer` or
     ``python -m mongars_testkit.ollama_standin``.
     """
@@ -92,8 +97,10 @@ class OllamaStandin:
         max_queue: int | None = None,
         default_num_predict: int = 128,
         default_keep_alive: timedelta = timedelta(minutes=5),
+        pass_model: bool = True,
     ) -> None:
         self.backend = backend
+        self.pass_model = pass_model
         self.embedder = embedder
         self.version = version
         self.pull_steps = max(1, pull_steps)
@@ -236,7 +243,7 @@ class OllamaStandin:
                 temperature=float(options.pop("temperature", 0.8)),
                 top_p=float(options.pop("top_p", 0.9)),
                 stop=[str(item) for item in stop],
-                model=body.get("model"),
+                model=body.get("model") if self.pass_model else None,
                 prefix=prefix,
                 options=options,
             )
@@ -474,31 +481,41 @@ class OllamaStandin:
             first_token = loaded
             count = 0
             iterator = self.backend.stream(request).__aiter__()
-            while count < request.max_new_tokens:
+            ended = False  # by the backend, which then reported its outcome
+            while True:
                 try:
                     delta = await iterator.__anext__()
                 except StopAsyncIteration:
+                    ended = True
                     break
                 except Exception as exc:  # mid-stream: an {"error"} line, as Ollama sends
                     outcome = "failed"
                     raise StandinError(500, str(exc) or type(exc).__name__) from None
                 if not delta:
                     continue
+                if count >= request.max_new_tokens:  # more than num_predict: cut here
+                    break
                 if count == 0:
                     first_token = time.perf_counter_ns()
                 count += 1
                 yield chunk(delta)
             finished = time.perf_counter_ns()
+            # The backend's own counts where it reports them (llama.cpp and torch do),
+            # else deltas and words.
+            reported = request.outcome if ended else GenerationOutcome()
             final = chunk("")
             final.update(
                 done=True,
-                done_reason="length" if count >= request.max_new_tokens else "stop",
+                done_reason=reported.finish_reason
+                or ("length" if count >= request.max_new_tokens else "stop"),
                 total_duration=finished - started,
                 load_duration=loaded - started,
-                prompt_eval_count=sum(len(m.content.split()) for m in request.messages),
+                prompt_eval_count=reported.prompt_tokens
+                if reported.prompt_tokens is not None
+                else sum(len(m.content.split()) for m in request.messages),
                 prompt_eval_duration=first_token - loaded,
-                eval_count=count,
-                eval_duration=finished - first_token,
+                eval_count=reported.tokens if reported.tokens is not None else count,
+                eval_duration=_eval_duration(reported, finished - first_token),
             )
             outcome = "completed"
             yield final
@@ -573,6 +590,14 @@ class OllamaStandin:
             holder = holder[key]
         holder[path[-1]] = "".join(parts)
         return JSONResponse(final)
+
+
+def _eval_duration(reported: GenerationOutcome, measured_ns: int) -> int:
+    """Ollama's ``eval_duration`` (ns spent generating ``eval_count`` tokens): from the
+    backend's decode speed where it measured one, else the time after the first token."""
+    if reported.tokens and reported.tokens_per_second:
+        return round(reported.tokens / reported.tokens_per_second * 1e9)
+    return measured_ns
 
 
 def _line(event: dict[str, Any]) -> bytes:

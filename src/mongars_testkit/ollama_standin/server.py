@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from mongars_core.errors import MissingDependencyError
-from mongars_core.llm import Embedder
+from mongars_core.llm import Embedder, LLMBackend
 from mongars_core.settings import Settings
 from mongars_testkit.ollama_standin.app import OllamaStandin
 from mongars_testkit.ollama_standin.catalogue import (
@@ -38,14 +38,17 @@ def local_standin(
     pullable: Sequence[str] = (),
     **options: Any,
 ) -> OllamaStandin:
-    """A stand-in answered by the local model: the cuda plugin's SmolLM2 backend.
+    """A stand-in answered by the local model, through the same engine the server's
+    backend ``local`` uses (:func:`mongars_plugins.local_engines.local_engine`:
+    llama.cpp where it can run, else torch, in ``llm.local_engines`` order).
 
     ``embedder="auto"`` takes the cuda plugin's MiniLM embedder when its
-    package is installed. ``options`` go to :class:`OllamaStandin`.
+    package is installed. ``options`` go to :class:`OllamaStandin`; the engine
+    serves its default model whatever name a request gives (``pass_model=False``).
     """
-    from mongars_plugins.cuda.backend import LocalModelBackend
     from mongars_plugins.cuda.embedder import MiniLMEmbedder
     from mongars_plugins.cuda.settings import LOCAL
+    from mongars_plugins.local_engines import local_engine
 
     settings = settings or Settings()
     if embedder == "auto":
@@ -55,11 +58,11 @@ def local_standin(
     if embedder is not None:
         models.append(embedding_model(embed_model, embedder.dimension))
     return OllamaStandin(
-        LocalModelBackend(settings),
+        cast("LLMBackend", local_engine(settings)),
         models=models,
         embedder=embedder,
         pullable=[chat_model(name) for name in pullable],
-        **options,
+        **{"pass_model": False, **options},
     )
 
 
