@@ -18,11 +18,11 @@ gguf = pytest.importorskip("gguf", reason="needs the gguf package (mongars-assis
 
 from mongars_core.errors import CorruptModelError, InvalidInputError  # noqa: E402
 from mongars_core.types import AdapterRef  # noqa: E402
+from mongars_plugins.gguf_file import read_gguf  # noqa: E402
 from mongars_plugins.llamacpp.lora import (  # noqa: E402
     convert_peft_adapter,
     converted_adapter,
     read_base_model,
-    read_gguf_header,
     read_safetensors,
 )
 
@@ -277,7 +277,7 @@ def test_a_corrupt_adapter_or_base_is_refused_clearly(tmp_path: Path) -> None:
     good, _ = peft_adapter(tmp_path / "good")
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(base.read_bytes()[:200])
-    with pytest.raises(CorruptModelError, match="cannot read the GGUF model"):
+    with pytest.raises(CorruptModelError, match="damaged or truncated GGUF"):
         convert_peft_adapter(good, tmp_path / "l.gguf", base_gguf=broken)
     broken.write_bytes(b"not a gguf at all")
     with pytest.raises(CorruptModelError, match="not a GGUF file"):
@@ -286,7 +286,7 @@ def test_a_corrupt_adapter_or_base_is_refused_clearly(tmp_path: Path) -> None:
 
 def test_the_header_reader_agrees_with_gguf(tmp_path: Path) -> None:
     base = write_base(tmp_path / "base.gguf")
-    header = read_gguf_header(base)
+    header = read_gguf(base)
     reader = gguf.GGUFReader(str(base))
     assert header.shapes == {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
     assert header.metadata["llama.attention.head_count_kv"] == KV_HEADS

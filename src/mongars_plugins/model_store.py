@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -43,11 +42,11 @@ from mongars_core.capabilities import Progress
 from mongars_core.errors import (
     CorruptModelError,
     InvalidInputError,
-    MissingDependencyError,
     ModelNotFoundError,
 )
 from mongars_core.settings import Settings
 from mongars_core.types import utcnow
+from mongars_plugins.gguf_file import read_gguf
 
 if TYPE_CHECKING:
     from mongars_plugins.cuda.settings import LocalModelSettings
@@ -233,40 +232,22 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
     """What a GGUF file says about itself: ``architecture``, ``context_length``,
     ``chat_template``, ``name`` and ``type`` (``model`` or ``adapter``).
 
+    Reads the header alone, in milliseconds (:func:`~mongars_plugins.gguf_file.read_gguf`).
     Raises :class:`CorruptModelError` for a file that is not GGUF, is truncated
     or cannot be read.
     """
-    if importlib.util.find_spec("gguf") is None:
-        raise MissingDependencyError("gguf", "local")
-    from gguf import GGUFReader
-
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise CorruptModelError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if magic != b"GGUF":
-        raise CorruptModelError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
-    try:
-        reader = GGUFReader(path, "r")
-        fields = {
-            name: field.contents()
-            for name, field in reader.fields.items()
-            if not name.startswith("tokenizer.ggml.")
-        }
-    except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
-        raise CorruptModelError(
-            f"{path} is a damaged or truncated GGUF file ({type(exc).__name__}: {exc})"
-        ) from None
+    fields = read_gguf(Path(path)).metadata
     architecture = fields.get("general.architecture")
     context = fields.get(f"{architecture}.context_length") if architecture else None
+    template = fields.get("tokenizer.chat_template")
+    name = fields.get("general.name")
+    kind = fields.get("general.type", "model")
     return {
         "architecture": str(architecture) if architecture else None,
-        "context_length": int(context) if isinstance(context, int) else None,
-        "chat_template": fields.get("tokenizer.chat_template"),
-        "name": fields.get("general.name"),
-        "type": fields.get("general.type", "model"),
+        "context_length": context if isinstance(context, int) else None,
+        "chat_template": template if isinstance(template, str) else None,
+        "name": name if isinstance(name, str) else None,
+        "type": kind if isinstance(kind, str) else "model",
     }
 
 
@@ -302,17 +283,6 @@ class ModelEntry(BaseModel):
 
 class Registry(BaseModel):
     models: list[ModelEntry] = Field(default_factory=list)
-
-
-class BundledMetadata(BaseModel):
-    """The bundled file's metadata, cached beside it (reading a GGUF takes seconds)."""
-
-    path: Path
-    size_bytes: int
-    mtime_ns: int
-    architecture: str
-    context_length: int | None
-    chat_template: str | None
 
 
 class ModelStore:
@@ -447,35 +417,14 @@ class ModelStore:
 
     def _bundled_entry(self, path: Path) -> ModelEntry:
         stat = path.stat()
-        cache = models_dir(self.settings) / f".{BUNDLED_MODEL}.metadata.json"
-        metadata: BundledMetadata | None = None
-        with contextlib.suppress(OSError, ValidationError):  # no cache yet, or a stale one
-            metadata = BundledMetadata.model_validate_json(cache.read_bytes())
-        if metadata is None or (metadata.path, metadata.size_bytes, metadata.mtime_ns) != (
-            path,
-            stat.st_size,
-            stat.st_mtime_ns,
-        ):
-            read = read_gguf_metadata(path)
-            metadata = BundledMetadata(
-                path=path,
-                size_bytes=stat.st_size,
-                mtime_ns=stat.st_mtime_ns,
-                architecture=read["architecture"] or "unknown",
-                context_length=read["context_length"],
-                chat_template=read["chat_template"],
-            )
-            try:
-                _write_atomically(cache, metadata.model_dump_json(indent=2))
-            except OSError as exc:  # a read-only models folder: read it again next time
-                logger.info("cannot cache the metadata of %s: %s", path, exc)
+        metadata = read_gguf_metadata(path)
         return ModelEntry(
             name=BUNDLED_MODEL,
             path=path,
             bundled=True,
-            architecture=metadata.architecture,
-            context_length=metadata.context_length,
-            chat_template=metadata.chat_template,
+            architecture=metadata["architecture"] or "unknown",
+            context_length=metadata["context_length"],
+            chat_template=metadata["chat_template"],
             size_bytes=stat.st_size,
             added_at=None,
         )

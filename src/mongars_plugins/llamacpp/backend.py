@@ -50,8 +50,9 @@ from mongars_core.capabilities import (
 from mongars_core.errors import InvalidInputError, MissingDependencyError
 from mongars_core.settings import Settings
 from mongars_core.types import AdapterRef, ChatMessage, GenerationRequest, OutputConstraint
+from mongars_plugins.gguf_file import read_gguf
 from mongars_plugins.llamacpp.engine import Engine, EngineConfig, Result
-from mongars_plugins.llamacpp.gguf_check import check_fits, check_gguf
+from mongars_plugins.llamacpp.gguf_check import check_fits
 from mongars_plugins.llamacpp.settings import LLAMACPP
 
 if TYPE_CHECKING:
@@ -194,9 +195,9 @@ class LlamaCppBackend:
         started = time.perf_counter()
         section = self.settings.section(LLAMACPP)
         entry = self._entry(name)
-        summary = check_gguf(entry.path)
+        model = read_gguf(entry.path)
         context = section.context_for(entry.context_length)
-        check_fits(entry.path, summary, context, section.kv_cache_type)
+        check_fits(model, context, section.kv_cache_type)
         config = EngineConfig(
             threads=section.resolved_threads,
             slots=section.slots,

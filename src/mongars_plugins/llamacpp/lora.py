@@ -29,7 +29,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import mmap
 import os
 import re
 import struct
@@ -43,6 +42,7 @@ import numpy.typing as npt
 
 from mongars_core.errors import CorruptModelError, InvalidInputError, MissingDependencyError
 from mongars_core.types import AdapterRef
+from mongars_plugins.gguf_file import read_gguf
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class _StaleCacheError(Exception):
 def _check_cached(path: Path, base: BaseModelInfo) -> None:
     """Refuse a converted adapter whose tensors don't fit ``base`` (as llama.cpp would)."""
     try:
-        cached = read_gguf_header(path)
+        cached = read_gguf(path)
     except CorruptModelError as exc:
         raise _StaleCacheError(str(exc)) from exc
     if cached.metadata.get("general.architecture") != base.architecture:
@@ -355,13 +355,6 @@ def _check_cached(path: Path, base: BaseModelInfo) -> None:
 # -- the base model's GGUF header -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class GGUFHeader:
-    metadata: dict[str, Any]
-    """Scalar metadata (arrays are skipped)."""
-    shapes: dict[str, tuple[int, ...]]
-
-
 def read_base_model(path: Path) -> BaseModelInfo:
     """The architecture, head counts and tensor shapes of a GGUF model (header only)."""
     try:
@@ -373,9 +366,9 @@ def read_base_model(path: Path) -> BaseModelInfo:
 
 @functools.lru_cache(maxsize=8)
 def _read_base_model(path: str, _mtime_ns: int, _size: int) -> BaseModelInfo:
-    header = read_gguf_header(Path(path))
-    architecture = header.metadata.get("general.architecture")
-    if not isinstance(architecture, str):
+    header = read_gguf(Path(path))
+    architecture = header.architecture
+    if architecture is None:
         raise CorruptModelError(f"the GGUF model {path} names no architecture")
     heads = header.metadata.get(f"{architecture}.attention.head_count")
     heads_kv = header.metadata.get(f"{architecture}.attention.head_count_kv", heads)
@@ -387,93 +380,10 @@ def _read_base_model(path: str, _mtime_ns: int, _size: int) -> BaseModelInfo:
     return BaseModelInfo(architecture, heads, heads_kv, header.shapes)
 
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}
-_SCALARS |= {11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-
-
-def read_gguf_header(path: Path) -> GGUFHeader:
-    """Scalar metadata and tensor shapes of a GGUF file, read from its header alone.
-
-    ``gguf.GGUFReader`` parses every array (a 49k-token vocabulary) into Python
-    objects, seconds on a small CPU; this skips arrays and reads only what a
-    conversion needs, in milliseconds.
-    """
-    try:
-        with (
-            open(path, "rb") as handle,
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
-        ):
-            return _parse_header(data)
-    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise CorruptModelError(f"cannot read the GGUF model {path}: {exc}") from exc
-
-
-def _parse_header(data: mmap.mmap) -> GGUFHeader:
-    if data[:4] != b"GGUF":
-        raise ValueError("not a GGUF file")
-    version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
-    if version not in (2, 3):
-        raise ValueError(f"unsupported GGUF version {version}")
-    offset = 24
-
-    def string() -> str:
-        nonlocal offset
-        (length,) = struct.unpack_from("<Q", data, offset)
-        if offset + 8 + length > len(data):
-            raise ValueError("truncated header")
-        value = data[offset + 8 : offset + 8 + length].decode("utf-8")
-        offset += 8 + length
-        return value
-
-    def skip(kind: int, count: int) -> None:
-        nonlocal offset
-        if kind == _STRING:
-            for _ in range(count):
-                (length,) = struct.unpack_from("<Q", data, offset)
-                offset += 8 + length
-        elif kind in _SCALARS:
-            offset += struct.calcsize(_SCALARS[kind]) * count
-        elif kind == _ARRAY:
-            for _ in range(count):
-                inner, inner_count = struct.unpack_from("<IQ", data, offset)
-                offset += 12
-                skip(inner, inner_count)
-        else:
-            raise ValueError(f"unknown metadata type {kind}")
-
-    metadata: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = string()
-        (kind,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        if kind == _STRING:
-            metadata[key] = string()
-        elif kind in _SCALARS:
-            (metadata[key],) = struct.unpack_from(_SCALARS[kind], data, offset)
-            offset += struct.calcsize(_SCALARS[kind])
-        elif kind == _ARRAY:
-            inner, count = struct.unpack_from("<IQ", data, offset)
-            offset += 12
-            skip(inner, count)
-        else:
-            raise ValueError(f"unknown metadata type {kind} for {key}")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for _ in range(n_tensors):
-        name = string()
-        (n_dims,) = struct.unpack_from("<I", data, offset)
-        if n_dims > 8:
-            raise ValueError(f"tensor {name} has {n_dims} dimensions")
-        shapes[name] = tuple(struct.unpack_from(f"<{n_dims}Q", data, offset + 4))
-        offset += 4 + 8 * n_dims + 4 + 8  # dims, then the type and the data offset
-    return GGUFHeader(metadata, shapes)
-
-
 __all__ = [
     "BaseModelInfo",
     "convert_peft_adapter",
     "converted_adapter",
     "read_base_model",
-    "read_gguf_header",
     "read_safetensors",
 ]

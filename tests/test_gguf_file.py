@@ -1,0 +1,145 @@
+"""The shared GGUF header reader: the bundled model, damaged files, and gguf's own writer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mongars_core.errors import CorruptModelError
+from mongars_core.settings import Settings
+from mongars_plugins.gguf_file import read_gguf
+from mongars_plugins.model_store import ensure_bundled_gguf, read_gguf_metadata
+from tests.conftest import MODEL_CACHE
+
+gguf = pytest.importorskip("gguf", reason="needs the gguf package (mongars-assistant[local])")
+
+
+@pytest.fixture(scope="module")
+def bundled_gguf() -> Path:
+    return ensure_bundled_gguf(Settings(cache_dir=MODEL_CACHE))
+
+
+def write_tiny(path: Path, *, alignment: int | None = None) -> Path:
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if alignment is not None:
+        writer.add_custom_alignment(alignment)
+    writer.add_uint8("test.u8", 200)
+    writer.add_int16("test.i16", -300)
+    writer.add_uint32("llama.context_length", 4096)
+    writer.add_int64("test.i64", -(1 << 40))
+    writer.add_uint64("test.u64", 1 << 60)
+    writer.add_float32("test.f32", 0.5)
+    writer.add_float64("test.f64", 1e-300)
+    writer.add_bool("test.flag", True)
+    writer.add_string("tokenizer.chat_template", "{{ messages }} é ✓")
+    writer.add_array("tokenizer.ggml.tokens", ["a", "bb", "ccc"])
+    writer.add_array("test.nested", [[1, 2], [3]])
+    writer.add_tensor("a.weight", np.zeros((3, 5), dtype=np.float32))
+    writer.add_tensor("b.weight", np.ones((7,), dtype=np.float16))
+    writer.add_tensor("c.weight", np.zeros((2, 3, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_the_bundled_gguf_is_read_in_milliseconds(bundled_gguf: Path) -> None:
+    started = time.perf_counter()
+    model = read_gguf(bundled_gguf)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"reading the header took {elapsed:.2f} s"  # about 20 ms
+    assert (model.version, model.alignment, model.architecture) == (3, 32, "llama")
+    assert model.number("context_length") == 8192
+    assert "im_start" in model.metadata["tokenizer.chat_template"]
+    assert "tokenizer.ggml.tokens" not in model.metadata  # arrays are skipped
+    assert len(model.tensors) == 272
+    assert model.shapes["token_embd.weight"] == (576, 49152)
+    last = max(model.tensors, key=lambda tensor: tensor.offset)
+    assert last.offset + last.size == bundled_gguf.stat().st_size
+    # The model store reads it the same way (gguf.GGUFReader took seconds).
+    started = time.perf_counter()
+    metadata = read_gguf_metadata(bundled_gguf)
+    assert time.perf_counter() - started < 0.5
+    assert metadata["architecture"] == "llama"
+    assert metadata["context_length"] == 8192
+    assert metadata["chat_template"] == model.metadata["tokenizer.chat_template"]
+    assert metadata["type"] == "model"
+
+
+def test_a_truncated_bundled_gguf_is_corrupt_wherever_it_is_cut(
+    bundled_gguf: Path, tmp_path: Path
+) -> None:
+    model = read_gguf(bundled_gguf)
+    whole = bundled_gguf.read_bytes()
+    last = max(model.tensors, key=lambda tensor: tensor.offset)
+    cuts = {
+        10: "truncated GGUF file",  # the fixed header
+        5_000: "damaged or truncated GGUF file",  # the metadata (the vocabulary)
+        model.data_offset - 100: "damaged or truncated GGUF file",  # the tensor infos
+        model.data_offset + 1000: "truncated or damaged: tensor 'token_embd.weight'",
+        len(whole) - 1: f"truncated or damaged: tensor '{last.name}'",
+    }
+    for size, message in cuts.items():
+        cut = tmp_path / f"cut-{size}.gguf"
+        cut.write_bytes(whole[:size])
+        with pytest.raises(CorruptModelError, match=message) as caught:
+            read_gguf(cut)
+        assert str(cut) in str(caught.value)
+
+
+def test_what_is_not_gguf_is_corrupt(tmp_path: Path) -> None:
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello " * 100)
+    with pytest.raises(CorruptModelError, match=r"notes.gguf is not a GGUF file"):
+        read_gguf(text)
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptModelError, match="is not a GGUF file"):
+        read_gguf(empty)
+    with pytest.raises(CorruptModelError, match="does not exist"):
+        read_gguf(tmp_path / "absent.gguf")
+    tiny = write_tiny(tmp_path / "tiny.gguf").read_bytes()
+    old = tmp_path / "v1.gguf"
+    old.write_bytes(tiny[:4] + (1).to_bytes(4, "little") + tiny[8:])
+    with pytest.raises(CorruptModelError, match=r"unsupported GGUF file \(version 1\)"):
+        read_gguf(old)
+    swapped = tmp_path / "big.gguf"
+    swapped.write_bytes(tiny[:4] + (3).to_bytes(4, "big") + tiny[8:])
+    with pytest.raises(CorruptModelError, match="big-endian"):
+        read_gguf(swapped)
+
+
+@pytest.mark.parametrize("alignment", [None, 64])
+def test_a_file_written_by_gguf_reads_back(tmp_path: Path, alignment: int | None) -> None:
+    path = write_tiny(tmp_path / "tiny.gguf", alignment=alignment)
+    model = read_gguf(path)
+    assert model.version == 3
+    assert model.alignment == (alignment or 32)
+    expected = {
+        "general.architecture": "llama",
+        "test.u8": 200,
+        "test.i16": -300,
+        "llama.context_length": 4096,
+        "test.i64": -(1 << 40),
+        "test.u64": 1 << 60,
+        "test.f32": 0.5,
+        "test.f64": 1e-300,
+        "test.flag": True,
+        "tokenizer.chat_template": "{{ messages }} é ✓",
+    }
+    assert {key: model.metadata[key] for key in expected} == expected
+    assert "tokenizer.ggml.tokens" not in model.metadata
+    assert "test.nested" not in model.metadata
+    reader = gguf.GGUFReader(str(path))
+    assert [(t.name, t.shape, t.type, t.offset, t.size) for t in model.tensors] == [
+        (t.name, tuple(int(d) for d in t.shape), int(t.tensor_type), t.data_offset, t.n_bytes)
+        for t in reader.tensors
+    ]
+    assert all(tensor.offset % model.alignment == 0 for tensor in model.tensors)
+    first, last = model.tensors[0], model.tensors[-1]
+    assert first.offset == model.data_offset
+    assert model.data_offset + model.data_bytes == last.offset + last.size
