@@ -429,3 +429,22 @@ def test_without_a_reachable_server_the_turn_runs_in_process(
     else:
         assert result.stderr == ""
     assert len(started(env)) == 1
+
+
+def test_a_role_is_answered_in_process_by_that_roles_model(
+    env: dict[str, str], served: subprocess.Popen[bytes]
+) -> None:
+    # What `mongars models add FILE --role coding` writes; the running server started without it.
+    roles = Path(env["MONGARS_DATA_DIR"]) / "model_roles.json"
+    roles.write_text(json.dumps({"coding": [{"backend": "standin", "model": "my-coder"}]}))
+
+    result = run_mongars("chat", "-u", "alice", "-m", "hi", "--role", "coding", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert (reply["backend"], reply["model"]) == ("standin", "my-coder")
+    assert len(started(env)) == 2  # in this process, not through the server
+
+    unknown = run_mongars("chat", "-u", "alice", "-m", "hi", "--role", "drawing", "--json", env=env)
+    assert unknown.returncode == 0, unknown.stderr
+    assert "no endpoints are set for the role 'drawing'" in unknown.stderr
+    assert json.loads(unknown.stdout)["model"] is None

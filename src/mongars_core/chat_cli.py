@@ -57,9 +57,26 @@ def chat(
     as_json: bool,
     backend: str | None,
     use_server: bool,
+    role: str | None = None,
 ) -> None:
-    """The ``chat`` command's body (its options are declared in :mod:`mongars_core.cli`)."""
+    """The ``chat`` command's body (its options are declared in :mod:`mongars_core.cli`).
+
+    ``role`` runs the turns in this process, answered by that model role: a
+    running server keeps the roles it read when it started."""
     settings = _settings()
+    if role is not None:
+        from mongars_core.model_roles import read_roles
+
+        try:
+            known = {*read_roles(settings.data_dir), *settings.llm.roles}
+        except MongarsError as exc:
+            raise fail(str(exc)) from None
+        if role not in known:
+            err.print(
+                f"[yellow]note:[/] no endpoints are set for the role {printable(role)!r}; "
+                f"{printable(settings.llm.backend)!r} (MONGARS_LLM__BACKEND) answers it"
+            )
+        settings.llm.role = role
     try:
         if message is not None:
             text = validate_turn(settings, user, message, session or "default")

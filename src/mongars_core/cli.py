@@ -118,6 +118,14 @@ def chat(
     session: Annotated[str | None, typer.Option("--session", "-s", help="Session id.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full reply as JSON.")] = False,
     backend: Annotated[str | None, typer.Option("--backend", help="LLM backend name.")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="The model role that answers (`mongars models add FILE --role R` sets one); "
+            "runs in this process, with the roles as they are now.",
+        ),
+    ] = None,
     in_process: Annotated[
         bool,
         typer.Option(
@@ -133,7 +141,15 @@ def chat(
     """
     from mongars_core import chat_cli
 
-    chat_cli.chat(user, message, session, as_json, backend, use_server=not in_process)
+    chat_cli.chat(
+        user,
+        message,
+        session,
+        as_json,
+        backend,
+        use_server=not in_process and role is None,
+        role=role,
+    )
 
 
 def progress_reporter() -> Progress:

@@ -291,6 +291,7 @@ class Assistant:
                 else estimate_confidence(turn, final_text, finish_reason)
             ),
             backend=backend_name,
+            model=served[-1].model if served else None,
             truncated=finish_reason == "length",
             finish_reason=finish_reason,
             memories=turn.memories,

@@ -266,6 +266,8 @@ class Reply(BaseModel):
     """How likely the reply is right, in [0, 1]: calibrated on a labelled set
     (benchmarks/results/confidence.md); 0 for an empty reply."""
     backend: str
+    model: str | None = None
+    """The model the answering endpoint names (a role's model); ``None``: the backend's default."""
     truncated: bool = False
     """The reply was cut at the length limit (``llm.max_new_tokens``): its text
     ends at the last complete sentence or with an ellipsis."""

@@ -124,11 +124,22 @@ def build_models_app(settings: Settings) -> typer.Typer:
     @models_app.command("remove")
     def models_remove(name: Annotated[str, typer.Argument(help="An added model.")]) -> None:
         """Forget an added model; its file is left alone."""
+        from mongars_core.model_roles import drop_model
+
         try:
             store.remove(name)
+            roles = drop_model(settings.data_dir, "local", name)
         except MongarsError as exc:
             raise fail(str(exc)) from None
         out.print(f"removed {printable(name)}")
+        if roles:
+            shown = ", ".join(printable(role) for role in roles)
+            which = (
+                f"role {shown} no longer uses"
+                if len(roles) == 1
+                else f"roles {shown} no longer use"
+            )
+            out.print(f"{which} it (restart a running server to apply)")
 
     @models_app.command("fetch")
     def models_fetch(
