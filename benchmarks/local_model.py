@@ -22,9 +22,13 @@ Every prompt is new to the engine (a run number starts it), so no prompt cache
 is reused.
 
     .venv/bin/python benchmarks/local_model.py [--tokens 128] [--runs 3] [--threads N]
-        [--skip-torch] [--skip-adapter] [--name local_model]
+        [--skip-torch] [--skip-adapter] [--model NAME] [--name local_model]
 
-Results: benchmarks/results/<name>.{json,md} (``local_model`` by default).
+``--model NAME`` measures a GGUF the user added (``mongars models add FILE``)
+the same way, without the torch and adapter runs.
+
+Results: benchmarks/results/<name>.{json,md} (``local_model`` by default,
+``local_model_<NAME>`` with ``--model``).
 """
 
 from __future__ import annotations
@@ -553,7 +557,14 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-adapter", action="store_true")
     parser.add_argument("--skip-threads", action="store_true")
-    parser.add_argument("--name", default="local_model", help="results file name")
+    parser.add_argument(
+        "--model",
+        help="a model added with `mongars models add` instead of the bundled one (the torch "
+        "and adapter runs, which need the bundled model, are skipped)",
+    )
+    parser.add_argument(
+        "--name", default=None, help="results file name (default local_model[_<model>])"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("config", nargs="?", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -568,14 +579,25 @@ def main() -> None:
     from mongars_plugins.model_store import ModelStore, ensure_bundled_gguf
 
     torch_cache = Path(platformdirs.user_cache_dir("mongars"))
-    gguf = ensure_bundled_gguf(Settings(cache_dir=torch_cache))
+    trained_context: int | None = 8192
+    if arguments.model:
+        from mongars_core.settings import read_settings
+
+        entry = ModelStore(read_settings()).get(arguments.model)
+        gguf, trained_context = entry.path, entry.context_length
+        arguments.skip_torch = arguments.skip_adapter = True
+    else:
+        gguf = ensure_bundled_gguf(Settings(cache_dir=torch_cache))
+    arguments.name = arguments.name or (
+        f"local_model_{arguments.model}" if arguments.model else "local_model"
+    )
     engine = LlamaCppSettings(slots=arguments.slots)
     threads = arguments.threads or engine.resolved_threads
     base = {
         "gguf": str(gguf),
         "threads": threads,
         "slots": arguments.slots,
-        "context": engine.context_for(8192),
+        "context": engine.context_for(trained_context),
         "tokens": arguments.tokens,
         "runs": arguments.runs,
         "streams": 4,
