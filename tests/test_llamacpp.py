@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -395,7 +395,42 @@ async def test_a_schema_or_grammar_the_engine_cannot_compile_is_invalid_input(
     bad_grammar = OutputConstraint(grammar="root ::= ((")
     with pytest.raises(InvalidInputError, match="grammar"):
         await backend.generate(request("hi", tokens=5, constraint=bad_grammar))
+    # Compiles, but no text matches it: llama.cpp calls it its own failure (a 500).
+    never = OutputConstraint(grammar="root ::= [^\\x00-\\U0010FFFF]")
+    with pytest.raises(InvalidInputError, match="cannot be satisfied"):
+        await backend.generate(request("hi", tokens=5, constraint=never))
     assert await backend.generate(request("hi", tokens=3))  # the engine still serves
+
+
+@pytest.mark.model
+@ON_THE_MODULES_LOOP
+async def test_lone_surrogates_are_answered_and_never_open_the_breaker(
+    backend: LlamaCppBackend,
+) -> None:
+    from mongars_core.router import LLMRouter
+
+    router = LLMRouter({"llamacpp": backend}, "llamacpp", retries=0)
+    for _ in range(5):  # three endpoint failures would open the breaker
+        reply = await router.generate(request("hi \udc80", tokens=4, stop=["\udc81"]))
+        assert isinstance(reply, str)
+    grammar = OutputConstraint(grammar='root ::= ("yes" | "no" | "\udc80")')
+    assert await router.generate(request("Is the sky blue?", tokens=4, constraint=grammar))
+    prefixed = request("Count: one, two", tokens=4, prefix="three \udc80 ")
+    assert isinstance(await router.generate(prefixed), str)
+    assert [status.state for status in router.status()] == ["closed"]
+    assert [status.consecutive_failures for status in router.status()] == [0]
+    assert await router.generate(request("hello", tokens=3))
+
+
+def test_text_is_cleaned_of_lone_surrogates_only() -> None:
+    from mongars_plugins.llamacpp.engine import clean, clean_text
+
+    valid = "é 😀 日本 \x00 plain"
+    assert clean_text(valid) is valid
+    assert clean_text("hi \udc80") == "hi \ufffd"
+    assert clean_text("\ud83d\ude00 \ud83d") == "😀 \ufffd"  # a pair is the character
+    body = {"messages": [{"content": "a\udc80"}], "stop": ["\ud800"], "n": 3}
+    assert clean(body) == {"messages": [{"content": "a\ufffd"}], "stop": ["\ufffd"], "n": 3}
 
 
 @pytest.mark.model
@@ -521,13 +556,166 @@ async def test_an_adapter_answers_its_users_turn_only(
 
 
 @pytest.mark.model
-async def test_an_adapter_for_another_base_model_is_refused(tmp_path: Path) -> None:
+async def test_an_adapter_for_another_base_model_is_served_by_the_base_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mongars_plugins.llamacpp import lora
+
+    def never(*_: object) -> Path:
+        raise AssertionError("an adapter for another model is never converted")
+
+    monkeypatch.setattr(lora, "converted_adapter", never)
     backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data"))
     try:
         foreign = adapter_ref("foreign", base_model="qwen2.5-0.5b")
         assert not backend.can_serve_adapter(foreign)
-        with pytest.raises(InvalidInputError, match=r"qwen2\.5-0\.5b"):
-            await backend.generate(request("hi", tokens=3, adapter=foreign))
+        base = await backend.generate(request("hi", tokens=5))
+        caplog.set_level("WARNING", logger=backend_module.__name__)
+        for _ in range(2):
+            with_foreign = request("hi", tokens=5, adapter=foreign)
+            assert await backend.generate(with_foreign) == base
+            assert with_foreign.outcome.adapter is None
+        warnings = [r for r in caplog.records if "foreign@1" in r.getMessage()]
+        assert len(warnings) == 1 and "qwen2.5-0.5b" in warnings[0].getMessage()
+    finally:
+        await backend.aclose()
+
+
+def write_junk(path: Path) -> Path:
+    path.write_bytes(b"hello" * 100)
+    return path
+
+
+def test_a_lora_file_that_does_not_fit_the_base_is_refused(
+    tmp_path: Path, bundled_gguf: Path
+) -> None:
+    import gguf
+    import numpy as np
+
+    backend_module.check_lora(write_lora(tmp_path / "good.gguf", 1, 0.1), bundled_gguf)
+    with pytest.raises(InvalidInputError, match="not a readable GGUF LoRA"):
+        backend_module.check_lora(write_junk(tmp_path / "junk.gguf"), bundled_gguf)
+
+    def write(name: str, kind: str | None, a: tuple[int, int], b: tuple[int, int]) -> Path:
+        writer = gguf.GGUFWriter(str(tmp_path / name), "llama")
+        if kind:
+            writer.add_string("general.type", kind)
+        writer.add_string("adapter.type", "lora")
+        writer.add_tensor("blk.0.ffn_down.weight.lora_a", np.zeros(a, np.float32))
+        writer.add_tensor("blk.0.ffn_down.weight.lora_b", np.zeros(b, np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return tmp_path / name
+
+    with pytest.raises(InvalidInputError, match="not a GGUF LoRA adapter"):
+        backend_module.check_lora(write("model.gguf", "model", (4, 1536), (576, 4)), bundled_gguf)
+    with pytest.raises(InvalidInputError, match="another base model"):
+        backend_module.check_lora(write("wide.gguf", "adapter", (4, 64), (576, 4)), bundled_gguf)
+    with pytest.raises(InvalidInputError, match="different ranks"):
+        backend_module.check_lora(write("rank.gguf", "adapter", (4, 1536), (576, 8)), bundled_gguf)
+
+
+class CountingEngine(Engine):
+    started: ClassVar[list[tuple[Path, ...]]] = []
+
+    def __init__(self, path: Path, config: EngineConfig, adapters: Any = ()) -> None:
+        CountingEngine.started.append(tuple(adapters))
+        super().__init__(path, config, adapters)
+
+
+@pytest.mark.model
+async def test_a_broken_adapter_is_refused_without_restarting_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mongars_plugins.llamacpp import lora
+
+    junk = write_junk(tmp_path / "junk.gguf")
+    monkeypatch.setattr(lora, "converted_adapter", lambda adapter, cache_dir, base_gguf: junk)
+    monkeypatch.setattr(CountingEngine, "started", [])
+    monkeypatch.setattr(backend_module, "Engine", CountingEngine)
+    backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data", slots=2))
+    try:
+        await backend.load()
+        first = backend._served[BUNDLED_MODEL].engine
+        bad = adapter_ref("bad")
+        turns = [backend.generate(request("hi", tokens=4, adapter=bad)) for _ in range(3)]
+        results = await asyncio.gather(
+            *turns, backend.generate(request("hello", tokens=4)), return_exceptions=True
+        )
+        assert all(isinstance(r, InvalidInputError) for r in results[:3]), results
+        assert "bad@1" in str(results[0]) and "not a readable GGUF LoRA" in str(results[0])
+        assert isinstance(results[3], str) and results[3]
+        assert CountingEngine.started == [()]  # the first load only
+        assert backend._served[BUNDLED_MODEL].engine is first
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("memory", ["plenty", "scarce"])
+async def test_an_adapter_llama_cpp_cannot_load_is_tried_once_and_the_engine_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: str
+) -> None:
+    from mongars_plugins.llamacpp import lora
+
+    junk = write_junk(tmp_path / "junk.gguf")
+    monkeypatch.setattr(lora, "converted_adapter", lambda adapter, cache_dir, base_gguf: junk)
+    monkeypatch.setattr(backend_module, "check_lora", lambda path, base: None)  # passes it
+    monkeypatch.setattr(CountingEngine, "started", [])
+    monkeypatch.setattr(backend_module, "Engine", CountingEngine)
+    if memory == "scarce":  # room for one engine only: the old one is closed first
+        monkeypatch.setattr(backend_module, "available_memory", lambda: 1)
+    backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data", slots=2))
+    try:
+        await backend.load()
+        first = backend._served[BUNDLED_MODEL].engine
+        bad = adapter_ref("bad")
+        with pytest.raises(InvalidInputError, match="could not load the LoRA"):
+            await backend.generate(request("hi", tokens=4, adapter=bad))
+        tries = len(CountingEngine.started)
+        assert tries == (2 if memory == "plenty" else 3)  # load, the try (, the old again)
+        served = backend._served[BUNDLED_MODEL]
+        assert served.swapping is None
+        if memory == "plenty":
+            assert served.engine is first  # never stopped
+        for _ in range(3):  # refused at once, beside another user's turn
+            bad_turn, plain = await asyncio.gather(
+                backend.generate(request("hi", tokens=4, adapter=bad)),
+                backend.generate(request("hello", tokens=4)),
+                return_exceptions=True,
+            )
+            assert isinstance(bad_turn, InvalidInputError)
+            assert "refused until the file changes" in str(bad_turn)
+            assert isinstance(plain, str) and plain
+        assert len(CountingEngine.started) == tries
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.model
+async def test_a_turn_cancelled_during_a_swap_leaves_a_working_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mongars_plugins.llamacpp import lora
+
+    good = write_lora(tmp_path / "good.gguf", seed=3, magnitude=0.3)
+    monkeypatch.setattr(lora, "converted_adapter", lambda adapter, cache_dir, base_gguf: good)
+    backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data", slots=2))
+    try:
+        await backend.load()
+        turn = asyncio.ensure_future(
+            backend.generate(request("hi", tokens=4, adapter=adapter_ref("good")))
+        )
+        served = backend._served[BUNDLED_MODEL]
+        while served.swapping is None:  # noqa: ASYNC110  (the backend's own state)
+            await asyncio.sleep(0.005)
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        assert await backend.generate(request("hello", tokens=4))  # waits for the swap
+        assert served.swapping is None and served.engine.adapters == [good]
     finally:
         await backend.aclose()
 

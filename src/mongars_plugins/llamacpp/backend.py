@@ -16,8 +16,13 @@ and holds back text that could be the start of a stop string.
   one it cannot compile is an :class:`~mongars_core.errors.InvalidInputError`.
 * ``request.adapter`` is converted once to a GGUF LoRA and applied to that
   request only. LoRA files load when a server starts, so a new adapter means a
-  new server: an idle old one is closed first; a busy one finishes its running
-  generations beside the new one, then closes.
+  new server. The new one starts beside the old one, which serves on until the
+  new one is up, finishes its running generations, then closes; only where
+  memory lacks for two is an idle old one closed first (and started again if
+  the new one fails). A LoRA file is checked against the base model before any
+  restart, and one llama.cpp could not load is refused at once until it changes.
+  An adapter trained on another base model is not applied: the base model
+  answers, and ``outcome.adapter`` stays ``None``.
 """
 
 from __future__ import annotations
@@ -47,12 +52,12 @@ from mongars_core.capabilities import (
     ServesAdapters,
     TokenCounter,
 )
-from mongars_core.errors import InvalidInputError, MissingDependencyError
+from mongars_core.errors import CorruptModelError, InvalidInputError, MissingDependencyError
 from mongars_core.settings import Settings
 from mongars_core.types import AdapterRef, ChatMessage, GenerationRequest, OutputConstraint
 from mongars_plugins.gguf_file import read_gguf
 from mongars_plugins.llamacpp.engine import Engine, EngineConfig, Result
-from mongars_plugins.llamacpp.gguf_check import check_fits
+from mongars_plugins.llamacpp.gguf_check import available_memory, check_fits, required_memory
 from mongars_plugins.llamacpp.settings import LLAMACPP
 
 if TYPE_CHECKING:
@@ -63,6 +68,9 @@ logger = logging.getLogger(__name__)
 CPUINFO = Path("/proc/cpuinfo")
 
 _DONE = object()
+
+CLOSE_TIMEOUT_S = 30.0
+"""How long a swap waits for an old server to stop before starting the new one anyway."""
 
 PASSED_OPTIONS = frozenset(
     {
@@ -106,9 +114,67 @@ class _Served:
 
     entry: ModelEntry
     engine: Engine
+    memory: int = 0
+    """Bytes one engine of this model needs (weights, KV cache, buffers)."""
     swapping: asyncio.Event | None = None
     """Set while a server with more adapters is being started."""
     retiring: list[Engine] = field(default_factory=list)
+    broken: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    """LoRA files (path, size, mtime) llama.cpp could not load, with why."""
+
+
+def _file_id(path: Path) -> tuple[str, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _refuse_broken(served: _Served, lora: Path, adapter: AdapterRef) -> None:
+    failure = served.broken.get(_file_id(lora))
+    if failure is not None:
+        raise InvalidInputError(
+            f"adapter {adapter.id}: llama.cpp could not load its LoRA {lora} "
+            f"({failure}); it is refused until the file changes"
+        )
+
+
+def check_lora(path: Path, base_gguf: Path) -> None:
+    """Refuse (:class:`InvalidInputError`) a file that is not a GGUF LoRA adapter whose
+    tensors fit the model ``base_gguf``: what llama.cpp would otherwise find only when
+    a server starts with it."""
+    from mongars_plugins.llamacpp.lora import _check_cached, _StaleCacheError, read_base_model
+
+    try:
+        header = read_gguf(path)
+    except CorruptModelError as exc:
+        raise InvalidInputError(f"{path} is not a readable GGUF LoRA: {exc}") from exc
+    kind, lora_type = header.metadata.get("general.type"), header.metadata.get("adapter.type")
+    if kind != "adapter" or lora_type != "lora":
+        raise InvalidInputError(
+            f"{path} is not a GGUF LoRA adapter (general.type {kind!r}, adapter.type {lora_type!r})"
+        )
+    pairs: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, shape in header.shapes.items():
+        weight, separator, part = name.rpartition(".lora_")
+        if not separator or part not in ("a", "b") or len(shape) != 2:
+            raise InvalidInputError(f"{path}: {name} {list(shape)} is not a LoRA tensor")
+        pairs.setdefault(weight, {})[part] = shape
+    if not pairs:
+        raise InvalidInputError(f"{path} holds no LoRA tensors")
+    for weight, parts in pairs.items():
+        if set(parts) != {"a", "b"}:
+            raise InvalidInputError(f"{path}: {weight} lacks its lora_a or lora_b")
+        if parts["a"][1] != parts["b"][0]:  # lora_a ne [in, rank], lora_b ne [rank, out]
+            raise InvalidInputError(
+                f"{path}: {weight} has lora_a {list(parts['a'])} and lora_b "
+                f"{list(parts['b'])} of different ranks"
+            )
+    try:
+        _check_cached(path, read_base_model(base_gguf))
+    except _StaleCacheError as exc:
+        raise InvalidInputError(f"{path} does not fit {base_gguf.name}: {exc}") from exc
 
 
 class LlamaCppBackend:
@@ -126,6 +192,8 @@ class LlamaCppBackend:
         self._served: dict[str, _Served] = {}
         self._load_lock: asyncio.Lock | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._foreign_adapters: set[tuple[str, str]] = set()
+        """(adapter, model) pairs already logged as not applicable."""
 
     # -- Runnable --------------------------------------------------------------------
 
@@ -187,11 +255,11 @@ class LlamaCppBackend:
             served = self._served.get(key)
             if served is None:
                 self._require()
-                entry, engine = await asyncio.to_thread(self._load_blocking, key)
-                served = self._served[key] = _Served(entry, engine)
+                entry, engine, memory = await asyncio.to_thread(self._load_blocking, key)
+                served = self._served[key] = _Served(entry, engine, memory)
         return served
 
-    def _load_blocking(self, name: str) -> tuple[ModelEntry, Engine]:
+    def _load_blocking(self, name: str) -> tuple[ModelEntry, Engine, int]:
         started = time.perf_counter()
         section = self.settings.section(LLAMACPP)
         entry = self._entry(name)
@@ -220,7 +288,7 @@ class LlamaCppBackend:
             config.context // config.slots,
             elapsed,
         )
-        return entry, engine
+        return entry, engine, required_memory(model, context, section.kv_cache_type)
 
     # -- HealthChecked, TokenCounter, ConstrainsOutput, ServesAdapters ------------------
 
@@ -261,15 +329,14 @@ class LlamaCppBackend:
                 f"max_new_tokens must be at least 1, got {request.max_new_tokens}"
             )
         served = await self._model(request.model)
-        engine, lora = await self._engine_for(served, request.adapter)
+        engine, lora, adapter = await self._engine_for(served, request.adapter)
+        applied = adapter.id if adapter is not None else None
         try:
             messages = [(message.role, message.content) for message in request.messages]
-            async with engine.pool.lease(
-                request.adapter.id if request.adapter else None, messages
-            ) as lease:
+            async with engine.pool.lease(applied, messages) as lease:
                 body = self._body(request, engine, lora)
                 body.update(id_slot=lease.slot.id, cache_prompt=lease.cache_prompt)
-                async with aclosing(self._run(engine, request, body)) as deltas:
+                async with aclosing(self._run(engine, request, body, applied)) as deltas:
                     async for delta in deltas:
                         yield delta
         finally:
@@ -299,13 +366,21 @@ class LlamaCppBackend:
         return body
 
     async def _run(
-        self, engine: Engine, request: GenerationRequest, body: dict[str, Any]
+        self, engine: Engine, request: GenerationRequest, body: dict[str, Any], applied: str | None
     ) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
         worker = loop.run_in_executor(
-            self._pool(), self._generate_blocking, engine, request, body, queue, loop, stop
+            self._pool(),
+            self._generate_blocking,
+            engine,
+            request,
+            body,
+            queue,
+            loop,
+            stop,
+            applied,
         )
         # A prefix ending in a space continues from the word before it (see
         # _generate_blocking): the space it already has is not sent again.
@@ -338,6 +413,7 @@ class LlamaCppBackend:
         queue: asyncio.Queue[Any],
         loop: asyncio.AbstractEventLoop,
         stop: threading.Event,
+        applied: str | None,
     ) -> None:
         def emit(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
@@ -354,13 +430,13 @@ class LlamaCppBackend:
             else:
                 body["messages"] = [message.model_dump() for message in request.messages]
                 result = engine.stream(body, emit, stop, chat=True)
-            self._report(request, result, engine)
+            self._report(request, result, applied)
         except Exception as exc:  # handed to the event loop, which raises it
             loop.call_soon_threadsafe(queue.put_nowait, exc)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    def _report(self, request: GenerationRequest, result: Result, engine: Engine) -> None:
+    def _report(self, request: GenerationRequest, result: Result, applied: str | None) -> None:
         if result.stopped:
             self.stopped_generations += 1
             return
@@ -374,8 +450,7 @@ class LlamaCppBackend:
         speed = result.timings.get("predicted_per_second")
         if isinstance(speed, int | float) and speed > 0 and (tokens or 0) > 1:
             outcome.tokens_per_second = float(speed)
-        if request.adapter is not None and engine.adapters:
-            outcome.adapter = request.adapter.id
+        outcome.adapter = applied
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         """Worker threads for generations: one per slot (twice, for a server swap)."""
@@ -390,64 +465,117 @@ class LlamaCppBackend:
 
     async def _engine_for(
         self, served: _Served, adapter: AdapterRef | None
-    ) -> tuple[Engine, Path | None]:
-        """The engine to generate on, with ``adapter``'s GGUF LoRA loaded, counted as active."""
+    ) -> tuple[Engine, Path | None, AdapterRef | None]:
+        """The engine to generate on, counted as active, with the GGUF LoRA of ``adapter``
+        loaded, and the adapter applied (``None`` for one trained on another model)."""
         lora: Path | None = None
-        if adapter is not None:
-            if adapter.base_model != served.entry.name:
-                raise InvalidInputError(
-                    f"adapter {adapter.id} was trained on {adapter.base_model}, but this "
-                    f"llama.cpp engine serves {served.entry.name}; it cannot apply it"
+        if adapter is not None and adapter.base_model != served.entry.name:
+            key = (adapter.id, served.entry.name)
+            if key not in self._foreign_adapters:
+                self._foreign_adapters.add(key)
+                logger.warning(
+                    "adapter %s was trained on %s, but llama.cpp serves %s: its turns are "
+                    "answered by the base model, without it",
+                    adapter.id,
+                    adapter.base_model,
+                    served.entry.name,
                 )
-            from mongars_plugins.llamacpp.lora import converted_adapter
-
-            lora = await asyncio.to_thread(
-                converted_adapter, adapter, self.settings.cache_dir, served.entry.path
-            )
+            adapter = None
+        if adapter is not None:
+            lora = await asyncio.to_thread(self._adapter_file, served, adapter)
         while True:
             if served.swapping is not None:  # no engine to lend until the swap is done
                 await served.swapping.wait()
                 continue
             if lora is not None and lora not in served.engine.adapters:
-                await self._swap(served, [*served.engine.adapters, lora])
+                assert adapter is not None
+                _refuse_broken(served, lora, adapter)  # a swap before this one may have failed
+                await self._swap(served, [*served.engine.adapters, lora], lora)
                 continue
             engine = served.engine
             engine.active += 1  # no await since the checks: it cannot be retired meanwhile
-            return engine, lora
+            return engine, lora, adapter
 
-    async def _swap(self, served: _Served, adapters: list[Path]) -> None:
-        """Give ``served`` a server with ``adapters``.
+    def _adapter_file(self, served: _Served, adapter: AdapterRef) -> Path:
+        """``adapter``'s GGUF LoRA, checked against the served model (blocking)."""
+        from mongars_plugins.llamacpp.lora import converted_adapter
 
-        An idle server is closed first, so two KV caches are never held at once.
-        One that is generating keeps going beside the new one, which takes the
-        new requests at once, and closes when its last generation ends.
+        lora = converted_adapter(adapter, self.settings.cache_dir, served.entry.path)
+        _refuse_broken(served, lora, adapter)
+        if lora not in served.engine.adapters:
+            try:
+                check_lora(lora, served.entry.path)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"adapter {adapter.id}: {exc}") from exc
+        return lora
+
+    async def _swap(self, served: _Served, adapters: list[Path], new: Path) -> None:
+        """Give ``served`` a server with ``adapters`` (``new`` the one added).
+
+        Run as its own task: a request cancelled while it waits leaves the swap to
+        finish, so ``served`` always ends with a working engine and no swap set.
         """
         swapping = served.swapping = asyncio.Event()
+        task = asyncio.ensure_future(self._replace(served, adapters, new, swapping))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(task)
+
+    async def _replace(
+        self, served: _Served, adapters: list[Path], new: Path, swapping: asyncio.Event
+    ) -> None:
         old = served.engine
         started = time.perf_counter()
         try:
-            if old.active == 0:
-                await asyncio.to_thread(old.close)
+            if old.active == 0 and not await asyncio.to_thread(self._fits_beside, served):
+                # Not enough memory for two: stop the old one, start it again on failure.
+                await self._close_engine(old)
                 try:
                     served.engine = await asyncio.to_thread(Engine, old.path, old.config, adapters)
                 except BaseException:
-                    # Serve on as before: the adapter's request gets the error.
-                    served.engine = await asyncio.to_thread(
-                        Engine, old.path, old.config, old.adapters
-                    )
+                    try:
+                        served.engine = await asyncio.to_thread(
+                            Engine, old.path, old.config, old.adapters
+                        )
+                    except BaseException:
+                        # No engine left: the next request loads the model afresh.
+                        for key in [k for k, v in self._served.items() if v is served]:
+                            del self._served[key]
+                        raise
                     raise
             else:
+                # The old engine serves on until the new one is up (or fails to start).
                 served.engine = await asyncio.to_thread(Engine, old.path, old.config, adapters)
                 served.retiring.append(old)
+        except CorruptModelError as exc:
+            served.broken[_file_id(new)] = str(exc)
+            logger.warning("llama.cpp could not load the LoRA %s; refusing it: %s", new, exc)
+            raise InvalidInputError(
+                f"llama.cpp could not load the LoRA adapter {new} ({exc}); it is refused "
+                "until the file changes"
+            ) from exc
         finally:
             served.swapping = None
             swapping.set()
+        self._close_retired(served)
         logger.info(
             "llama.cpp restarted %s with %d adapters in %.2f s",
             served.entry.name,
             len(adapters),
             time.perf_counter() - started,
         )
+
+    def _fits_beside(self, served: _Served) -> bool:
+        """Whether a second engine of ``served`` fits in the memory available now."""
+        available = available_memory()
+        return available is None or available >= served.memory
+
+    async def _close_engine(self, engine: Engine) -> None:
+        """Stop ``engine`` in a worker thread; one that won't stop is left to its thread."""
+        closing = asyncio.get_running_loop().run_in_executor(None, engine.close)
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("llama.cpp's server for %s did not stop in time", engine.path)
 
     def _close_retired(self, served: _Served) -> None:
         for engine in [e for e in served.retiring if e.active == 0]:

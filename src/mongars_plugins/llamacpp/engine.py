@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import threading
 import urllib.error
@@ -227,18 +228,23 @@ class Engine:
                 failure.append(exc)
                 return True
 
-        request = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        # llama.cpp parses the request as UTF-8 JSON: a lone surrogate would make it fail.
+        request = clean({**body, "stream": True, "stream_options": {"include_usage": True}})
         handle = self._server.handle_chat_completions if chat else self._server.handle_completions
         try:
             returned = handle(request, callback)
         except ValueError as exc:  # a schema it cannot compile, a malformed request
             raise InvalidInputError(f"llama.cpp refused the request: {exc}") from None
+        except RuntimeError as exc:
+            if "parse_error" in str(exc) or "json.exception" in str(exc):
+                raise InvalidInputError(f"llama.cpp could not read the request: {exc}") from None
+            raise
         if failure:
             raise failure[0]
         if isinstance(returned, dict) and "error" in returned:
             error.append(returned["error"])
         if error:
-            raise _refusal(error[0])
+            raise _refusal(error[0], constrained="grammar" in body or "json_schema" in body)
         return result
 
     # -- the HTTP side: tokenizer, chat template, health (blocking) ----------------------
@@ -294,9 +300,34 @@ class Engine:
         del server
 
 
-def _refusal(error: dict[str, Any]) -> Exception:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate (not valid UTF-8) replaced by U+FFFD; valid text
+    is returned as it is, and a surrogate pair becomes the character it encodes."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean(value: Any) -> Any:
+    """``value`` (a JSON request) with :func:`clean_text` applied to every string in it."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean(key): clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(item) for item in value]
+    return value
+
+
+def _refusal(error: dict[str, Any], *, constrained: bool = False) -> Exception:
     message = str(error.get("message") or error)
     kind = error.get("type")
+    if constrained and "grammar" in message.lower():
+        # A grammar that no text can match: llama.cpp reports it as its own failure (500).
+        return InvalidInputError(f"the output constraint cannot be satisfied: {message}")
     if kind == "exceed_context_size_error":
         return InvalidInputError(
             f"the prompt is too long for llama.cpp's context ({message}); raise "
