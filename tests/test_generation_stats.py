@@ -106,3 +106,23 @@ async def test_a_damaged_adapter_registry_costs_the_adapter_not_the_turn(
     assert reply.text
     assert reply.adapter is None
     assert any("adapter" in warning for warning in reply.warnings), reply.warnings
+
+
+async def test_an_adapter_the_backend_did_not_apply_is_a_warning(
+    make_assistant: Any, tmp_path: Path
+) -> None:
+    backend = InstantBackend()  # applies no adapter
+    assistant = await make_assistant(backend=backend)
+    registry = assistant.services.adapter_registry()
+    _register(tmp_path, registry, "alice-style")
+    registry.assign("alice", "alice-style")
+
+    alice = await assistant.chat("alice", "hello there")
+    bob = await assistant.chat("bob", "hello there")
+
+    assert alice.adapter is None
+    assert alice.warnings == [
+        "your adapter alice-style@1 was not applied (instant cannot use it): "
+        "the base model answered"
+    ]
+    assert bob.warnings == []

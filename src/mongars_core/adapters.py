@@ -26,10 +26,8 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mongars_core.errors import InvalidInputError, NotFoundError
+from mongars_core.files import write_atomically
 from mongars_core.types import AdapterRef, utcnow
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -229,17 +228,9 @@ class AdapterRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             manifest = self._parse()  # a fresh copy to change, never the cached one
             yield manifest
-            text = json.dumps(manifest.model_dump(mode="json"), indent=2)
-            descriptor, temporary = tempfile.mkstemp(dir=self.root, prefix=".manifest-")
-            try:
-                with os.fdopen(descriptor, "w") as handle:
-                    handle.write(text + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, self.manifest_path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            write_atomically(
+                self.manifest_path, json.dumps(manifest.model_dump(mode="json"), indent=2)
+            )
 
 
 def _find(manifest: Manifest, name: str, version: str) -> Adapter:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
 from mongars_core.errors import ConfigurationError
+from mongars_core.files import write_atomically
 from mongars_core.settings import EndpointSpec
 
 FILE_NAME = "model_roles.json"
@@ -91,13 +90,4 @@ def _write(path: Path, roles: dict[str, list[EndpointSpec]]) -> None:
         },
         indent=2,
     )
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".model_roles-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text)

@@ -271,6 +271,11 @@ class Assistant:
         generated, finish_reason = finished_text(guard, request)
         # The endpoint that finished the reply ("cache" when none had to).
         backend_name = served[-1].backend_name if served else "cache"
+        if adapter is not None and request.outcome.adapter is None:
+            context.notes.append(
+                f"your adapter {adapter.id} was not applied ({backend_name} cannot use it): "
+                "the base model answered"
+            )
 
         with context.stage("adapt"):
             final_text = await self.plugins.adapt_reply(turn, generated, context)

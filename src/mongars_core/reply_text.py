@@ -180,3 +180,26 @@ class StopStrings:
     def flush(self) -> str:
         held, self._held = self._held, ""
         return "" if self.stopped else held
+
+
+class OwedSpace:
+    """Drops the whitespace that a continued reply's prefix already ends with.
+
+    A local engine continues ``request.prefix`` from the word before its
+    trailing space (``"The "`` would tokenize as ``"The"`` and a lone space,
+    and the model would then write what it never would have); the next word's
+    token brings its space again, which the caller already has.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.owed = prefix[len(prefix.rstrip()) :]
+
+    def strip(self, delta: str) -> str:
+        """``delta`` without the owed whitespace; once text came, nothing is owed."""
+        if self.owed:
+            if delta.startswith(self.owed):
+                delta = delta[len(self.owed) :]
+            elif delta[:1].isspace():
+                delta = delta.lstrip()
+            self.owed = "" if delta else self.owed
+        return delta

@@ -50,6 +50,7 @@ from mongars_core.errors import (
     InvalidInputError,
     ModelNotFoundError,
 )
+from mongars_core.files import write_atomically
 from mongars_core.settings import Settings
 from mongars_core.types import utcnow
 from mongars_plugins.gguf_file import read_gguf
@@ -500,24 +501,10 @@ class ModelStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             registry = self._read()
             yield registry
-            _write_atomically(
+            write_atomically(
                 self.registry_path,
                 json.dumps(
                     registry.model_dump(mode="json", exclude={"models": {"__all__": {"fetched"}}}),
                     indent=2,
                 ),
             )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mongars_core.capabilities import Fetchable, Loadable, Progress, ReportsProgress, TokenCounter
 from mongars_core.errors import ConfigurationError, MissingDependencyError
-from mongars_core.reply_text import StopStrings
+from mongars_core.reply_text import OwedSpace, StopStrings
 from mongars_core.settings import Settings
 from mongars_core.types import ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
@@ -232,7 +232,7 @@ class LocalModelBackend:
             worker = loop.run_in_executor(None, self._generate_blocking, request, queue, loop, stop)
             # A prefix ending in a space continues from the word before it (see
             # _generate_blocking): the space it already has is not sent again.
-            owed_space = request.prefix[len(request.prefix.rstrip()) :]
+            owed_space = OwedSpace(request.prefix)
             # transformers ends at a stop string but keeps it: left out here, as
             # the llama.cpp engine, Ollama and OpenAI do.
             stops = StopStrings(request.stop)
@@ -245,12 +245,7 @@ class LocalModelBackend:
                         break
                     if isinstance(item, BaseException):
                         raise item
-                    if owed_space:
-                        if item.startswith(owed_space):
-                            item = item[len(owed_space) :]
-                        elif item[:1].isspace():
-                            item = item.lstrip()
-                        owed_space = "" if item else owed_space
+                    item = owed_space.strip(item)
                     item = stops.feed(item)
                     if item:
                         yield item

@@ -53,6 +53,7 @@ from mongars_core.capabilities import (
     TokenCounter,
 )
 from mongars_core.errors import CorruptModelError, InvalidInputError, MissingDependencyError
+from mongars_core.reply_text import OwedSpace
 from mongars_core.settings import Settings
 from mongars_core.types import AdapterRef, ChatMessage, GenerationRequest, OutputConstraint
 from mongars_plugins.gguf_file import read_gguf
@@ -384,7 +385,7 @@ class LlamaCppBackend:
         )
         # A prefix ending in a space continues from the word before it (see
         # _generate_blocking): the space it already has is not sent again.
-        owed_space = request.prefix[len(request.prefix.rstrip()) :]
+        owed_space = OwedSpace(request.prefix)
         try:
             while True:
                 item = await queue.get()
@@ -392,12 +393,7 @@ class LlamaCppBackend:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                if owed_space:
-                    if item.startswith(owed_space):
-                        item = item[len(owed_space) :]
-                    elif item[:1].isspace():
-                        item = item.lstrip()
-                    owed_space = "" if item else owed_space
+                item = owed_space.strip(item)
                 if item:
                     yield item
         finally:
