@@ -194,6 +194,19 @@ def mongars_adapt_reply(turn: Turn, text: str) -> MaybeAwaitable:
     """
 
 
+@hookspec
+def mongars_scrub(text: str) -> str | None:
+    """Replace personal data in ``text`` with typed placeholders (``<EMAIL>``, ``<PHONE>``...).
+
+    Called on every text before it enters a training set, a run record or a
+    log line about one. Implementations run one after another in plugin call
+    order, each receiving the text the previous one returned; return the new
+    text, or ``None`` to leave it unchanged. Must be a plain (not ``async``)
+    function: it is called where no event loop runs. A scrubber that raises
+    stops the work that asked (text is never passed on unscrubbed).
+    """
+
+
 @hookspec(firstresult=True)
 def mongars_plan_speech(turn: Turn, text: str) -> MaybeAwaitable:
     """Plan (and, where an engine exists, synthesize) how the reply is spoken.

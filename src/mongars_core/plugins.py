@@ -210,6 +210,35 @@ class PluginHost:
                 self._wrong_type(hook, impl, result, "str", context)
         return text
 
+    def scrub(self, text: str) -> str:
+        """``text`` through every ``mongars_scrub`` in call order, each given the previous
+        one's text. Fails closed: a scrubber that raises, is ``async`` or returns
+        anything but ``str`` or ``None`` is a :class:`PluginError` naming the plugin,
+        so unscrubbed text never goes on."""
+        hook = "mongars_scrub"
+        for impl in self._impls(hook):
+            try:
+                result = impl.function(**self._kwargs(impl, text=text))
+            except Exception as exc:
+                raise PluginError(f"{hook} in plugin {impl.plugin_name!r} failed: {exc!r}") from exc
+            if inspect.isawaitable(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # never awaited: don't leave a coroutine warning behind
+                raise HookValidationError(
+                    f"{hook} in plugin {impl.plugin_name!r} is async; scrubbers must be plain "
+                    "functions (they run where no event loop does)"
+                )
+            if result is None:
+                continue
+            if not isinstance(result, str):
+                raise HookValidationError(
+                    f"{hook} in plugin {impl.plugin_name!r} returned {type(result).__name__}, "
+                    "not str"
+                )
+            text = result
+        return text
+
     async def plan_speech(self, turn: Turn, text: str, context: TurnContext) -> SpeechPlan | None:
         """The first :class:`SpeechPlan` a ``mongars_plan_speech`` returns, or ``None``."""
         hook = "mongars_plan_speech"
