@@ -1,4 +1,4 @@
-"""The ``mongars`` command: chat, plugins, db, models, memories.
+"""The ``mongars`` command: chat, plugins, db, models, memories, history.
 
 Every :class:`~mongars_core.errors.MongarsError` ends the command with one line
 on stderr and exit status 1, never a traceback.
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -42,6 +42,10 @@ adapters_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(memories_app, name="memories")
+history_app = typer.Typer(
+    help="A user's history: import a file, export everything.", no_args_is_help=True
+)
+app.add_typer(history_app, name="history")
 app.add_typer(adapters_app, name="adapters")
 
 out = Console()
@@ -152,8 +156,9 @@ def chat(
     )
 
 
-def progress_reporter() -> Progress:
-    """A ``progress(stage, done, total)`` callback that draws rich progress bars on stderr.
+def progress_reporter(label: str = "model") -> Progress:
+    """A ``progress(stage, done, total)`` callback that draws rich progress bars on stderr,
+    each named ``label: stage``.
 
     Totals above 10,000 are taken as bytes and shown in MB, smaller ones as steps.
     """
@@ -181,7 +186,7 @@ def progress_reporter() -> Progress:
             state["progress"].start()
         progress = state["progress"]
         if stage not in bars:
-            bars[stage] = progress.add_task(f"model: {stage}", total=total, amount="")
+            bars[stage] = progress.add_task(f"{label}: {stage}", total=total, amount="")
         progress.update(bars[stage], completed=done, total=total, amount=amount(done, total))
         if total is not None and done >= total and all(task.finished for task in progress.tasks):
             progress.stop()
@@ -289,6 +294,61 @@ async def memories_delete(
             assert memory_id is not None
             await assistant.delete_memory(user, memory_id)
             out.print(f"deleted memory {memory_id} of {user}")
+
+
+@history_app.command("import")
+@_command
+async def history_import(
+    path: Annotated[Path, typer.Argument(help="The file: monGARS JSONL or ChatGPT JSON.")],
+    user: UserOption = "me",
+    file_format: Annotated[
+        str, typer.Option("--format", help="auto, mongars (JSONL) or chatgpt.")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import a conversation history as the user's turns and memories, all or nothing."""
+    from mongars_core.history_io import Format, parse_history
+
+    if file_format not in ("auto", "mongars", "chatgpt"):
+        raise fail(f"unknown format {file_format!r}: use auto, mongars or chatgpt")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    settings = _settings()
+    history = parse_history(data, settings, cast(Format, file_format))
+    progress = progress_reporter("history") if err.is_terminal and not as_json else None
+    async with await Assistant.from_settings(settings) as assistant:
+        summary = await assistant.import_history(user, history, progress=progress)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.as_dict(), ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(summary.line() + "\n")  # one line, never wrapped
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False)
+
+
+@history_app.command("export")
+@_command
+async def history_export(
+    user: UserOption = "me",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
+    ] = None,
+) -> None:
+    """Write the user's history, memories, style profile and adapters as JSONL."""
+    from mongars_core.history_io import dumps_jsonl
+
+    async with await Assistant.from_settings(_settings()) as assistant:
+        text = dumps_jsonl(await assistant.export_history(user))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
+    err.print(f"wrote {text.count(chr(10))} records to {printable(str(output))}", highlight=False)
 
 
 def main() -> None:

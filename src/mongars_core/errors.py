@@ -18,7 +18,8 @@ they enter (the storage layer, a backend, a model loader)::
     │   ├── EmptyMessageError
     │   ├── MessageTooLongError
     │   ├── InvalidUserIdError
-    │   └── IdempotencyKeyReusedError     the key came with a different message
+    │   ├── IdempotencyKeyReusedError     the key came with a different message
+    │   └── HistoryFormatError            an imported history file is malformed
     ├── NotFoundError                     LookupError too
     │   ├── UnknownUserError
     │   ├── UnknownBackendError
@@ -119,6 +120,10 @@ class InvalidUserIdError(InvalidInputError):
 
 class IdempotencyKeyReusedError(InvalidInputError):
     """An idempotency key already stored a turn with another message or session."""
+
+
+class HistoryFormatError(InvalidInputError):
+    """A history file to import is malformed; the message names the line or node."""
 
 
 class UnsupportedConstraintError(InvalidInputError):

@@ -15,18 +15,27 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from opentelemetry import trace
 
 from mongars_core.assembly import build_host, build_services
+from mongars_core.capabilities import Progress
 from mongars_core.confidence import estimate_confidence
 from mongars_core.errors import (
     DuplicateTurnError,
     GenerationTimeoutError,
     MongarsError,
     UnknownUserError,
+)
+from mongars_core.history_io import (
+    Format,
+    ImportSummary,
+    ParsedHistory,
+    export_records,
+    import_history,
+    parse_history,
 )
 from mongars_core.idempotency import check_idempotency_key, replayed_reply
 from mongars_core.llm import generation_stats, generation_usage
@@ -412,6 +421,25 @@ class Assistant:
         """A user's turns across sessions, newest first."""
         await self._require_user(user_id)
         return await self.store.history(user_id, limit)
+
+    async def import_history(
+        self,
+        user_id: str,
+        data: str | bytes | ParsedHistory,
+        *,
+        format: Format = "auto",
+        progress: Progress | None = None,
+    ) -> ImportSummary:
+        """Import a history file (monGARS JSONL or a ChatGPT ``conversations.json``) as
+        ``user_id``'s turns and memories, all or nothing (:mod:`~mongars_core.history_io`)."""
+        check_id("user id", user_id)
+        if not isinstance(data, ParsedHistory):
+            data = parse_history(data, self.settings, format)
+        return await import_history(self.services, user_id, data, progress=progress)
+
+    async def export_history(self, user_id: str) -> list[dict[str, Any]]:
+        """All of a user's data as JSONL records (``history_io.dumps_jsonl`` writes them)."""
+        return await export_records(self.services, user_id)
 
     async def list_memories(self, user_id: str) -> list[MemoryRecord]:
         """A user's live memories, oldest first."""

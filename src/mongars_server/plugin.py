@@ -27,6 +27,7 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
         conversation,
         conversations,
         health,
+        history_io,
         local,
         memories,
         models,
@@ -44,6 +45,7 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
     register("models", models.router)
     register("console", console.router)
     register("local", local.router)
+    register("history_io", history_io.router)
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from __future__ import annotations
 from mongars_core import hookimpl
 from mongars_plugins.learning.scrub import Span, find_spans, scrub
 
-__all__ = ["Span", "find_spans", "mongars_scrub", "scrub"]
+__all__ = ["Span", "find_spans", "scrub"]
 
 
 @hookimpl(trylast=True)

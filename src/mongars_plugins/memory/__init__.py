@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from datetime import timedelta
 
 import numpy as np
@@ -49,6 +50,12 @@ class Hippocampus:
         # Per user, the wordings staged by turns not committed yet, each with
         # the event set once that turn is committed or given up.
         self._pending: dict[str, dict[str, asyncio.Event]] = {}
+        # The (user, wording) pairs each uncommitted unit of work staged: one that
+        # holds many turns (an import) stores a wording said twice once, rather
+        # than wait for its own commit.
+        self._staged: weakref.WeakKeyDictionary[UnitOfWork, set[tuple[str, str]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def warm_up(self) -> None:
         """Load the embedding model now rather than in the first turn's recall."""
@@ -92,6 +99,10 @@ class Hippocampus:
             expires_at=expires,
         )
         wording = fingerprint(text)
+        staged = self._staged.setdefault(writes, set())
+        if (user_id, wording) in staged:
+            return
+        staged.add((user_id, wording))
         existing, done = await self._claim(user_id, wording, text, vector)
         pending = self._pending[user_id]
         pruned: list[int] = []
