@@ -703,14 +703,26 @@ async def test_a_turn_cancelled_during_a_swap_leaves_a_working_engine(
     good = write_lora(tmp_path / "good.gguf", seed=3, magnitude=0.3)
     monkeypatch.setattr(lora, "converted_adapter", lambda adapter, cache_dir, base_gguf: good)
     backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data", slots=2))
+    # The turn is cancelled while it waits for the swap. Polling the backend's state
+    # would race it: starting an engine may hold the GIL, so a swap can begin and end
+    # between two polls.
+    swap_began = asyncio.Event()
+    replace = backend._replace
+
+    async def slow_replace(*args: Any) -> None:
+        swap_began.set()
+        await asyncio.sleep(0.2)  # the turn is waiting on the swap meanwhile
+        await replace(*args)
+
+    monkeypatch.setattr(backend, "_replace", slow_replace)
     try:
         await backend.load()
         turn = asyncio.ensure_future(
             backend.generate(request("hi", tokens=4, adapter=adapter_ref("good")))
         )
         served = backend._served[BUNDLED_MODEL]
-        while served.swapping is None:  # noqa: ASYNC110  (the backend's own state)
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(swap_began.wait(), 60)
+        assert served.swapping is not None
         turn.cancel()
         with pytest.raises(asyncio.CancelledError):
             await turn
