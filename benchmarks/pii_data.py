@@ -685,6 +685,111 @@ def build(rng: random.Random) -> list[dict[str, object]]:
     for template, fmt in negatives:
         lang, body = split_lang(template)
         rows.append({"text": body, "lang": lang, "format": fmt, "spans": []})
+    rows.extend(separators_and_leaks(rng))
+    return rows
+
+
+FULL_WIDTH = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}
+
+
+def separators_and_leaks(rng: random.Random) -> list[dict[str, object]]:
+    """Formats a review found leaking: odd separators, numbers after numbers, odd URLs."""
+    rows: list[dict[str, object]] = []
+
+    def add(template: str, values: list[tuple[str | None, str]], fmt: str) -> None:
+        lang, body = split_lang(template)
+        text, spans = fill(body, values)
+        rows.append({"text": text, "lang": lang, "format": fmt, "spans": spans})
+
+    def us() -> tuple[str, str, str]:
+        return str(rng.randrange(201, 990)), str(rng.randrange(200, 999)), digits(rng, 4)
+
+    def fr() -> str:
+        return "6" + digits(rng, 8)
+
+    phones: list[tuple[str, Callable[[], str]]] = [
+        ("fr-nbsp", lambda: "0" + group(fr(), [1, 2, 2, 2, 2], "\u00a0")),
+        ("intl-fr-nnbsp", lambda: "+33\u202f" + group(fr(), [1, 2, 2, 2, 2], "\u202f")),
+        ("fr-double-space", lambda: "0" + group(fr(), [1, 2, 2, 2, 2], "  ")),
+        ("us-en-dash", lambda: "\u2013".join(us())),
+        ("us-nb-hyphen", lambda: "\u2011".join(us())),
+        ("us-slash", lambda: "{}/{}-{}".format(*us())),
+        ("intl-us-ext", lambda: "+1-{}-{}-{}".format(*us()) + f"x{rng.randrange(10, 9999)}"),
+        ("us-ext", lambda: "{}-{}-{}".format(*us()) + f" ext. {rng.randrange(10, 999)}"),
+        ("intl-full-width", lambda: ("+33" + fr()).translate(FULL_WIDTH)),
+    ]
+    for _ in range(45):
+        fmt, make = rng.choice(phones)
+        add(rng.choice(TEMPLATES["PHONE"]), [("PHONE", make())], fmt)
+    for _ in range(10):  # a French number right after another number
+        add(
+            rng.choice(["en|Press {} then call {}.", "fr|Tape {} puis appelle le {}."]),
+            [(None, str(rng.randrange(1, 10))), ("PHONE", "0" + group(fr(), [1, 2, 2, 2, 2], " "))],
+            "phone-after-number",
+        )
+    for _ in range(40):
+        number = with_luhn("4", 16, rng) if rng.random() < 0.5 else with_luhn("51", 16, rng)
+        style = rng.choice(["dots", "slashes", "double-space", "nbsp", "after-number"])
+        sep = {"dots": ".", "slashes": "/", "double-space": "  ", "nbsp": "\u00a0"}.get(style, " ")
+        value = group(number, [4, 4, 4, 4], sep)
+        if style == "after-number":
+            add(
+                rng.choice(
+                    [
+                        "en|Room {} — my card is {}.",
+                        "en|I have 2 cards: {} {}",
+                        "fr|Page {} : la carte {} a été débitée.",
+                    ]
+                ),
+                [(None, str(rng.randrange(1, 20))), ("CARD", value)],
+                "card-after-number",
+            )
+        else:
+            add(rng.choice(TEMPLATES["CARD"]), [("CARD", value)], f"card-{style}")
+    for _ in range(15):
+        value, _fmt = iban(rng)
+        dashed = group(checks.compact(value), [4] * 8, rng.choice(["-", "\u00a0"]))
+        add(rng.choice(TEMPLATES["IBAN"]), [("IBAN", dashed)], "iban-dashes-or-nbsp")
+    for _ in range(15):
+        first, last = ascii_name(rng.choice(FIRST)), ascii_name(rng.choice(LAST))
+        value = rng.choice(
+            [f'"{first} {last}"@example.com', f"{first}@例え.jp", f"{first}.{last}@münchen.de"]
+        )
+        add(rng.choice(TEMPLATES["EMAIL"]), [("EMAIL", value)], "email-quoted-or-idn")
+    for _ in range(30):
+        template = rng.choice(CREDENTIAL_TEXT)
+        lang, body = split_lang(template)
+        shape = rng.choice(["empty-user", "at-in-password", "no-scheme", "prefixed-param"])
+        password = secret(rng, rng.randrange(8, 16))
+        if shape == "empty-user":
+            values = [(None, "redis://"), ("CREDENTIAL", f":{password}"), (None, "@cache:6379")]
+        elif shape == "at-in-password":
+            values = [
+                (None, "postgres://"),
+                ("CREDENTIAL", f"admin:{password[:4]}@{password[4:]}"),
+                (None, "@db.internal/app"),
+            ]
+        elif shape == "no-scheme":
+            values = [(None, ""), ("CREDENTIAL", f"deploy:{password}"), (None, "@db.example.com")]
+        else:
+            name = rng.choice(["auth_token", "X-Amz-Signature", "access_key", "private_token"])
+            values = [
+                (None, f"https://files.example.com/a.zip?{name}="),
+                ("CREDENTIAL", password),
+                (None, ""),
+            ]
+        text, spans = fill(body.replace("{}", "{}{}{}"), values)
+        rows.append({"text": text, "lang": lang, "format": f"credential-{shape}", "spans": spans})
+    for text in [
+        "en|The float 0.4111111111111111 is not a card.",
+        "en|Open https://example.com/list?sort_key=name&page=2&token_type=bearer to see it.",
+        "fr|Tableau : 1 250 000 3 450 000 2 100 000 habitants.",
+        "fr|Le prix est de 1\u202f250,00\u00a0€ et le rendez-vous le 12\u201303\u20132024.",
+        "en|Pages 10\u201312 and 3 4 5 6 are missing.",
+        "en|Write to me by mail: I have no address.",
+    ]:
+        lang, body = split_lang(text)
+        rows.append({"text": body, "lang": lang, "format": "hard-negative-separators", "spans": []})
     return rows
 
 
