@@ -378,3 +378,163 @@ def test_command_errors_are_one_line_and_exit_1(
     assert "Traceback" not in result.stderr
     missing = run_mongars("history", "export", "--user", "nobody", env=env)
     assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr
+
+
+# -- hostile files -----------------------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+FUTURE = 4_102_444_800  # 2100-01-01
+
+
+def conversation(ident: str, text: str, title: str = "T") -> dict[str, Any]:
+    return {
+        "title": title,
+        "create_time": 1709373600.0,
+        "id": ident,
+        "current_node": "b2",
+        "mapping": {
+            "b1": node("b1", None, ["b2"], "user", text),
+            "b2": node("b2", "b1", [], "assistant", "Reply.", 1709373700),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (jsonl(turn("hi")) + DEEP + "\n", "line 2: not valid JSON (nested too deeply)"),
+        (DEEP, "not valid JSON: nested too deeply"),
+        (
+            jsonl(turn("hi")) + '{"type": "turn", "created_at": ' + "[" * 900 + "]" * 900 + "}\n",
+            "line 2: a turn needs",
+        ),
+        (
+            '{"session_id": "s1", "message": "hi", "reply": "", "created_at": '
+            + "[" * 800
+            + "]" * 800
+            + "}\n",
+            "line 1: 'created_at' must be",
+        ),
+        (jsonl({"type": []}), "line 1: 'type' must be a string"),
+        (jsonl({"type": {}}), "line 1: 'type' must be a string"),
+        (
+            jsonl(turn("hi")) + '{"type": "turn", "created_at": 1' + "0" * 5000 + "}\n",
+            "line 2: not valid JSON (a number has more than",
+        ),
+        ('[{"create_time": 1' + "0" * 5000 + "}]", "not valid JSON: a number has more than"),
+        (
+            jsonl({"type": "session", "session_id": "s1", "title": "\ud800"}),
+            "line 1: the title is not valid text",
+        ),
+        (
+            json.dumps([conversation("c1", "hi", title="\ud800")]),
+            "conversation 0: the title is not valid text",
+        ),
+        (
+            jsonl({**turn("hi"), "created_at": FUTURE}),
+            "line 1: 'created_at' is in the future",
+        ),
+        (
+            json.dumps([{**conversation("c1", "hi"), "create_time": FUTURE}]),
+            "conversation 0 ('T'), node 'b1': 'created_at' is in the future",
+        ),
+    ],
+)
+def test_a_hostile_file_is_a_format_error_naming_where(text: str, where: str) -> None:
+    with pytest.raises(HistoryFormatError) as raised:
+        parse_history(text, Settings())
+    assert str(raised.value).startswith(where), str(raised.value)
+
+
+def test_a_turn_of_a_few_hours_ahead_is_accepted() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    history = parse_history(jsonl({**turn("hi"), "created_at": soon}), Settings())
+    assert len(history.turns) == 1
+
+
+def test_chatgpt_conversations_sharing_an_id_stay_apart() -> None:
+    export = [
+        conversation("a/b", "first"),
+        conversation("a-b", "second"),
+        conversation("a-b", "third"),
+        conversation("c1", "fourth"),
+    ]
+    history = parse_history(json.dumps(export), Settings())
+    sessions = [t.session_id for t in history.turns]
+    assert len(set(sessions)) == 4, sessions
+    assert sessions[1] == "chatgpt-a-b" and sessions[3] == "chatgpt-c1"
+    assert sessions[0].startswith("chatgpt-a-b-")
+    assert any(
+        "conversation 2" in warning and "conversation 1" in warning for warning in history.warnings
+    )
+    # The same file gives the same sessions again (a second import finds its turns).
+    assert [t.session_id for t in parse_history(json.dumps(export), Settings()).turns] == sessions
+
+
+def test_control_and_bidi_characters_are_stripped_and_invisible_messages_skipped() -> None:
+    text = jsonl(
+        turn("hi\u202e\x07\x1b[31m there\u2066\x85", reply="ok\x1b]0;x\x07\u202d", at=1),
+        turn("\u200b", at=2),
+        turn("\x1b[2J\u202e", at=3),
+        turn("keep\n\tthis 👩\u200d👩", at=4),
+    )
+    history = parse_history(text, Settings())
+    assert [(t.message, t.reply) for t in history.turns] == [
+        ("hi there", "ok"),
+        ("keep\n\tthis 👩\u200d👩", "Noted."),
+    ]
+    assert len(history.warnings) == 2 and history.warnings[0].startswith("line 2: ")
+    export = [
+        conversation("c1", "\u200b\u2060"),
+        conversation("c2", "a\u202eb", title="x\u202ey\x9b"),
+    ]
+    chatgpt = parse_history(json.dumps(export), Settings())
+    assert [t.message for t in chatgpt.turns] == ["ab"]
+    assert chatgpt.titles["chatgpt-c2"] == "xy"
+    assert chatgpt.warnings and chatgpt.warnings[0].startswith("conversation 0")
+
+
+async def test_skipped_messages_are_warnings_of_the_import(make_assistant: Any) -> None:
+    assistant = await make_assistant()
+    summary = await assistant.import_history(
+        "kim", jsonl(turn("hello", at=1), turn("\u200b", at=2))
+    )
+    assert summary.turns == 1
+    assert any(warning.startswith("line 2: ") for warning in summary.warnings)
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        (jsonl(turn("hi")) + DEEP + "\n", "line 2: not valid JSON (nested too deeply)"),
+        (DEEP, "nested too deeply"),
+        (jsonl({"type": []}), "line 1: 'type' must be a string"),
+        ('{"created_at": 1' + "0" * 5000 + "}\n", "line 1: not valid JSON (a number has"),
+        (
+            jsonl({"type": "session", "session_id": "s1", "title": "\ud800"}, turn("hi")),
+            "line 1: the title is not valid text",
+        ),
+    ],
+)
+def test_hostile_files_are_one_line_errors_of_the_command(
+    tmp_path: Path, content: str, text: str
+) -> None:
+    env = command_env(tmp_path)
+    source = tmp_path / "history.jsonl"
+    source.write_text(content)
+    result = run_mongars("history", "import", str(source), env=env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+
+
+def test_a_value_too_deep_to_write_is_shown_by_its_type() -> None:
+    from mongars_core.history_io import shown
+
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert shown(deep) == "'list'"
+    assert shown("x" * 100) == '"' + "x" * 39

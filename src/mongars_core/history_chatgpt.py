@@ -3,12 +3,16 @@
 Each conversation's current branch, from ``current_node`` back to the root,
 becomes a session of its title; each user message and the assistant messages
 after it, a turn. System, tool and hidden messages and non-text parts are left out.
+
+A conversation's session is ``chatgpt-`` and its id; an id that is not a safe session
+id as it is (other characters, too long) is made one and given a short hash of itself,
+so that ``a/b`` and ``a-b`` stay two sessions; a conversation whose id an earlier one
+of the file has already taken gets ``-2``, ``-3``... and a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -20,7 +24,9 @@ from mongars_core.history_io import (
     check_message,
     check_reply,
     clean_title,
+    loads,
     parse_moment,
+    skipped_message,
 )
 from mongars_core.settings import Settings
 from mongars_core.validation import ID_PATTERN
@@ -29,17 +35,13 @@ _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
 def parse_chatgpt(text: str, settings: Settings) -> ParsedHistory:
-    try:
-        conversations = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HistoryFormatError(
-            f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
+    conversations = loads(text)
     if isinstance(conversations, dict):
         conversations = [conversations]  # one conversation on its own
     if not isinstance(conversations, list):
         raise HistoryFormatError("a ChatGPT export is a JSON list of conversations")
     history = ParsedHistory("chatgpt")
+    taken: dict[str, int] = {}  # session id -> the conversation that has it
     for index, conversation in enumerate(conversations):
         where = f"conversation {index}"
         if not isinstance(conversation, dict):
@@ -48,6 +50,16 @@ def parse_chatgpt(text: str, settings: Settings) -> ParsedHistory:
         if title:
             where = f"conversation {index} ({title!r})"
         session_id = _chatgpt_session(conversation, index)
+        if session_id in taken:
+            first, number, base = taken[session_id], 2, session_id[:140]
+            while f"{base}-{number}" in taken:
+                number += 1
+            renamed = f"{base}-{number}"
+            history.warnings.append(
+                f"{where}: its id is conversation {first}'s too; imported as session {renamed!r}"
+            )
+            session_id = renamed
+        taken[session_id] = index
         if title:
             history.titles[session_id] = title
         started = conversation.get("create_time")
@@ -57,25 +69,30 @@ def parse_chatgpt(text: str, settings: Settings) -> ParsedHistory:
                 moment = started
             if moment is None:
                 raise HistoryFormatError(f"{at}: neither it nor its conversation has a create_time")
-            history.turns.append(
-                ImportedTurn(
-                    session_id=session_id,
-                    message=check_message(settings, message, at),
-                    reply=check_reply(reply, at),
-                    created_at=parse_moment(moment, at),
-                    where=at,
-                )
-            )
+            checked = check_message(settings, message, at)
+            answer = check_reply(reply, at)
+            created_at = parse_moment(moment, at)
+            if checked is None:
+                history.warnings.append(skipped_message(at))
+                continue
+            history.turns.append(ImportedTurn(session_id, checked, answer, created_at, at))
     return history
 
 
 def _chatgpt_session(conversation: dict[str, Any], index: int) -> str:
     ident = conversation.get("conversation_id") or conversation.get("id")
     if isinstance(ident, str) and ident:
-        session_id = "chatgpt-" + _UNSAFE_ID.sub("-", ident)[:140]
+        safe = _UNSAFE_ID.sub("-", ident)
+        if safe == ident and len(ident) <= 140:
+            session_id = "chatgpt-" + ident
+        else:  # a hash of the id as it was keeps apart ids made alike
+            digest = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+            session_id = f"chatgpt-{safe[:120]}-{digest}"
     else:
-        seed = json.dumps([conversation.get("title"), conversation.get("create_time"), index])
-        session_id = "chatgpt-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+        seed = repr([conversation.get("title"), conversation.get("create_time"), index])
+        session_id = (
+            "chatgpt-" + hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+        )
     assert ID_PATTERN.fullmatch(session_id)
     return session_id
 

@@ -18,7 +18,15 @@ memories like any others (the ``mongars_remember`` and
 ``mongars_turn_completed`` hooks see each turn), all in one transaction: a
 malformed file is refused whole (:class:`~mongars_core.errors.HistoryFormatError`
 naming the line, or the conversation and node), and a turn already stored
-(same session, time and message) is not stored twice. :func:`export_records`
+(same session, time and message) is not stored twice.
+
+What comes in is cleaned (:func:`clean_text`): terminal escapes, control characters
+but newline and tab, and bidi embeddings, overrides and isolates are removed from
+messages, replies and titles. A message with nothing visible left (empty, or only
+zero-width and other format characters) is left out with a warning of the summary,
+not refused. A file is refused when it is nested too deeply to read, holds a number
+of more than 4300 digits, a non-string ``type``, text that is not valid Unicode (a
+lone surrogate) or a time more than a day ahead of now. :func:`export_records`
 writes a user's history, memories, style profile and adapters as JSONL records.
 """
 
@@ -26,10 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -67,6 +77,16 @@ STYLE_NAMESPACE = "style"
 EXPORTED_ONLY = {"memory", "style", "adapter"}
 """Record types an export writes and an import reads past."""
 _KEY_PREFIX = "import:"
+FUTURE_SLACK = timedelta(days=1)
+"""How far ahead of now an imported time may be (clocks and zones differ, not by more)."""
+_TERMINAL_ESCAPE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erasing
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, links
+    r"|\x1b[@-Z\\-_]"  # the other two-character escapes
+)
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)  # C0 but tab and newline, DEL, C1, bidi embeddings, overrides and isolates
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,8 @@ class ParsedHistory:
     titles: dict[str, str] = field(default_factory=dict)
     skipped_records: int = 0
     """``memory``, ``style`` and ``adapter`` lines read past."""
+    warnings: list[str] = field(default_factory=list)
+    """Messages left out (nothing visible in them), sessions renamed apart, naming where."""
 
 
 @dataclass
@@ -172,32 +194,48 @@ def located(where: str, check: Callable[[], Any]) -> Any:
         raise error(f"{where}: {exc}") from None
 
 
-def check_message(settings: Settings, value: object, where: str) -> str:
+def clean_text(text: str) -> str:
+    """``text`` without terminal escapes, control characters (but newline and tab) and
+    bidi embeddings, overrides and isolates, stripped: what an imported text keeps."""
+    return _CONTROL.sub("", _TERMINAL_ESCAPE.sub("", text)).strip()
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` shows anything: not only spaces and format characters
+    (zero-width spaces and joiners, word joiners, byte-order marks)."""
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text)
+
+
+def check_message(settings: Settings, value: object, where: str) -> str | None:
+    """The message, cleaned (:func:`clean_text`) and checked; ``None`` when nothing
+    visible is left of it (the caller leaves the turn out, with a warning)."""
     if not isinstance(value, str):
         raise HistoryFormatError(f"{where}: 'message' must be a string")
-    text = value.strip()
-    if not text:
-        raise HistoryFormatError(f"{where}: the message is empty")
+    _plain(value, where, "message")
+    text = clean_text(value)
+    if not visible(text):
+        return None
     located(where, lambda: check_length(settings, text))
-    _plain(text, where, "message")
     return text
+
+
+def skipped_message(where: str) -> str:
+    return f"{where}: the message shows no text (once control characters are removed); skipped"
 
 
 def check_reply(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise HistoryFormatError(f"{where}: 'reply' must be a string")
-    text = value.strip()
+    _plain(value, where, "reply")
+    text = clean_text(value)
     if len(text) > MAX_REPLY_CHARS:
         raise HistoryFormatError(
             f"{where}: the reply has {len(text)} characters; the limit is {MAX_REPLY_CHARS}"
         )
-    _plain(text, where, "reply")
     return text
 
 
 def _plain(text: str, where: str, name: str) -> None:
-    if "\x00" in text:
-        raise HistoryFormatError(f"{where}: the {name} contains a NUL character")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -205,20 +243,61 @@ def _plain(text: str, where: str, name: str) -> None:
 
 
 def parse_moment(value: object, where: str) -> datetime:
-    """An ISO 8601 time (UTC when it names no zone) or seconds since the epoch."""
+    """An ISO 8601 time (UTC when it names no zone) or seconds since the epoch, not
+    more than :data:`FUTURE_SLACK` ahead of now."""
     try:
         if isinstance(value, bool):
             raise TypeError
         if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, UTC)
-        if isinstance(value, str):
-            return _utc(datetime.fromisoformat(value))
-        raise TypeError
+            moment = datetime.fromtimestamp(value, UTC)
+        elif isinstance(value, str):
+            moment = _utc(datetime.fromisoformat(value))
+        else:
+            raise TypeError
     except (TypeError, ValueError, OverflowError, OSError):
         raise HistoryFormatError(
             f"{where}: 'created_at' must be an ISO 8601 time or seconds since 1970, "
-            f"not {json.dumps(value)[:40]}"
+            f"not {shown(value)}"
         ) from None
+    if moment > utcnow() + FUTURE_SLACK:
+        raise HistoryFormatError(
+            f"{where}: 'created_at' is in the future ({moment.isoformat()}); "
+            "a history is of what was said"
+        )
+    return moment
+
+
+def shown(value: object) -> str:
+    """``value`` as JSON, cut to 40 characters, for an error (a value nested too
+    deeply to write is shown cut too)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)[:40]
+    except (RecursionError, ValueError):
+        return repr(type(value).__name__)
+
+
+def loads(text: str, where: str | None = None) -> Any:
+    """``json.loads(text)``; a :class:`HistoryFormatError` naming ``where`` (the line)
+    or the line and column when the text is not JSON, is nested too deeply to read,
+    or holds a number of more digits than Python reads."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if where is None:
+            problem = f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        else:
+            problem = f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        problem = _json_problem(where, "nested too deeply")
+    except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) ..."
+        limit = re.search(r"\((\d+) digits\)", str(exc))
+        digits = limit.group(1) if limit else "the allowed"
+        problem = _json_problem(where, f"a number has more than {digits} digits")
+    raise HistoryFormatError(problem) from None
+
+
+def _json_problem(where: str | None, what: str) -> str:
+    return f"not valid JSON: {what}" if where is None else f"{where}: not valid JSON ({what})"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -230,8 +309,9 @@ def clean_title(value: object, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise HistoryFormatError(f"{where}: 'title' must be a string")
-    text = " ".join(value.split())
-    return "".join(char for char in text if ord(char) >= 32)[:200]
+    _plain(value, where, "title")
+    text = " ".join(clean_text(value).split())
+    return text[:200] if visible(text) else ""
 
 
 def _session(value: object, where: str) -> str:
@@ -249,23 +329,20 @@ def _parse_jsonl(text: str, settings: Settings) -> ParsedHistory:
         if not line:
             continue
         where = f"line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HistoryFormatError(
-                f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
+        record = loads(line, where)
         if not isinstance(record, dict):
             raise HistoryFormatError(
                 f"{where}: expected a JSON object, not {type(record).__name__}"
             )
         kind = record.get("type", "turn")
+        if not isinstance(kind, str):
+            raise HistoryFormatError(f"{where}: 'type' must be a string, not {shown(kind)}")
         if kind == HEADER_TYPE:
             version = record.get("version")
             if version != FORMAT_VERSION:
                 raise HistoryFormatError(
                     f"{where}: this monGARS reads export version {FORMAT_VERSION}, "
-                    f"not {json.dumps(version)}"
+                    f"not {shown(version)}"
                 )
         elif kind == "session":
             session_id = _session(record.get("session_id"), where)
@@ -280,19 +357,18 @@ def _parse_jsonl(text: str, settings: Settings) -> ParsedHistory:
             ]
             if missing:
                 raise HistoryFormatError(f"{where}: a turn needs {', '.join(map(repr, missing))}")
-            history.turns.append(
-                ImportedTurn(
-                    session_id=_session(record["session_id"], where),
-                    message=check_message(settings, record["message"], where),
-                    reply=check_reply(record["reply"], where),
-                    created_at=parse_moment(record["created_at"], where),
-                    where=where,
-                )
-            )
+            session_id = _session(record["session_id"], where)
+            message = check_message(settings, record["message"], where)
+            reply = check_reply(record["reply"], where)
+            created_at = parse_moment(record["created_at"], where)
+            if message is None:
+                history.warnings.append(skipped_message(where))
+                continue
+            history.turns.append(ImportedTurn(session_id, message, reply, created_at, where))
         elif kind in EXPORTED_ONLY:
             history.skipped_records += 1
         else:
-            raise HistoryFormatError(f"{where}: unknown record type {json.dumps(kind)[:40]}")
+            raise HistoryFormatError(f"{where}: unknown record type {shown(kind)}")
     return history
 
 
@@ -383,6 +459,7 @@ async def import_history(
     for turn in fresh:
         sessions.setdefault(turn.session_id, []).append(turn)
     summary = ImportSummary(user_id, history.format, len(fresh), len(sessions), 0, duplicates)
+    summary.warnings = list(history.warnings)
     if not fresh:
         return summary
     memories_before = await _memory_count(store, user_id)
@@ -419,7 +496,7 @@ async def import_history(
     # The store's cached sessions and users did not see these turns come in.
     store.forget_cached(user_id)
     summary.memories = max(0, await _memory_count(store, user_id) - memories_before)
-    summary.warnings = list(dict.fromkeys(failure.describe() for failure in context.failures))
+    summary.warnings += dict.fromkeys(failure.describe() for failure in context.failures)
     summary.warnings += [
         f"after commit: {name} failed: {error!r}" for name, error in writes.failures
     ]

@@ -84,3 +84,27 @@ async def test_only_administrators_may_use_the_history_routes(http: httpx.AsyncC
     assert exported.status_code == 403
     anonymous = await http.get("/api/v1/admin/history/carol/export")
     assert anonymous.status_code == 401
+
+
+async def test_hostile_files_are_422s_never_500s(
+    http: httpx.AsyncClient, live_server: LiveServer
+) -> None:
+    root = await admin_token(http, live_server)
+    await register(http, "dora")
+    deep = "[" * 1000 + "]" * 1000
+    bodies = {
+        jsonl(turn("hi")) + deep + "\n": "line 2: not valid JSON (nested too deeply)",
+        deep: "not valid JSON: nested too deeply",
+        jsonl({"type": {}}): "line 1: 'type' must be a string",
+        '{"created_at": 1' + "0" * 5000 + "}\n": "line 1: not valid JSON (a number has",
+        jsonl({"type": "session", "session_id": "s", "title": "\ud800"}, turn("hi")): (
+            "line 1: the title is not valid text"
+        ),
+        jsonl({**turn("hi"), "created_at": 4_102_444_800}): "line 1: 'created_at' is in the future",
+    }
+    for body, detail in bodies.items():
+        refused = await http.post(
+            "/api/v1/admin/history/dora/import", content=body, headers=bearer(root)
+        )
+        assert refused.status_code == 422, (detail, refused.text)
+        assert refused.json()["detail"].startswith(detail), refused.json()["detail"]
