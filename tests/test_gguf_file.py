@@ -52,7 +52,7 @@ def test_the_bundled_gguf_is_read_in_milliseconds(bundled_gguf: Path) -> None:
     started = time.perf_counter()
     model = read_gguf(bundled_gguf)
     elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"reading the header took {elapsed:.2f} s"  # about 20 ms
+    assert elapsed < 2, f"reading the header took {elapsed:.2f} s"  # ~20 ms; GGUFReader: 2.5-8 s
     assert (model.version, model.alignment, model.architecture) == (3, 32, "llama")
     assert model.number("context_length") == 8192
     assert "im_start" in model.metadata["tokenizer.chat_template"]
@@ -64,7 +64,7 @@ def test_the_bundled_gguf_is_read_in_milliseconds(bundled_gguf: Path) -> None:
     # The model store reads it the same way (gguf.GGUFReader took seconds).
     started = time.perf_counter()
     metadata = read_gguf_metadata(bundled_gguf)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2
     assert metadata["architecture"] == "llama"
     assert metadata["context_length"] == 8192
     assert metadata["chat_template"] == model.metadata["tokenizer.chat_template"]
@@ -186,7 +186,7 @@ def test_counts_the_file_cannot_hold_are_refused_before_reading_entries(
         started = time.perf_counter()
         with pytest.raises(CorruptModelError, match=f"declares .*{count}.*more than its"):
             read_gguf(path)
-        assert time.perf_counter() - started < 0.1
+        assert time.perf_counter() - started < 1
 
 
 def test_duplicate_tensor_names_are_refused_at_the_first_duplicate(tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ def test_duplicate_tensor_names_are_refused_at_the_first_duplicate(tmp_path: Pat
     started = time.perf_counter()
     with pytest.raises(CorruptModelError, match="tensor '' appears twice"):
         read_gguf(path)
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 1
 
 
 def test_duplicate_metadata_keys_are_refused(tmp_path: Path) -> None:
@@ -223,4 +223,4 @@ def test_array_and_string_lengths_are_bounded_by_the_file(tmp_path: Path) -> Non
         started = time.perf_counter()
         with pytest.raises(CorruptModelError, match="past the end of the file"):
             read_gguf(path)
-        assert time.perf_counter() - started < 0.1, name
+        assert time.perf_counter() - started < 1, name

@@ -114,6 +114,27 @@ def test_overlapping_spans_keep_the_longest_and_credentials_win() -> None:
     assert scrub("http://root:pw1234@10.0.0.7/admin") == "http://<CREDENTIAL>@<IP>/admin"
 
 
+def _seconds(text: str) -> float:
+    """The best of three timings of ``scrub(text)``: the least disturbed by other work."""
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        scrub(text)
+        timings.append(time.perf_counter() - start)
+    return min(timings)
+
+
+def _grows_linearly(text: str) -> None:
+    """Ten times the text takes about ten times as long, not a hundred (backtracking).
+
+    A ratio measured in one run, so a busy machine slows both sides alike; the
+    absolute speed is measured by benchmarks/pii.py, not asserted here.
+    """
+    tenth = text[: len(text) // 10]
+    ratio = _seconds(text) / max(_seconds(tenth), 1e-4)
+    assert ratio < 30, f"10x the input took {ratio:.0f}x as long"
+
+
 @pytest.mark.parametrize(
     "adversarial",
     [
@@ -133,10 +154,8 @@ def test_overlapping_spans_keep_the_longest_and_credentials_win() -> None:
         ("0612345678 " * 9_000)[:100_000],
     ],
 )
-def test_adversarial_input_of_100_kb_is_scrubbed_in_well_under_a_second(adversarial: str) -> None:
-    start = time.perf_counter()
-    scrub(adversarial)
-    assert time.perf_counter() - start < 0.5
+def test_adversarial_input_is_scrubbed_in_linear_time(adversarial: str) -> None:
+    _grows_linearly(adversarial)
 
 
 # -- leaks found by review: each of these came back unchanged (or half scrubbed) ---------
@@ -188,10 +207,8 @@ def test_new_matching_keeps_these_alone(text: str) -> None:
     assert scrub(text) == expected
 
 
-def test_an_iban_shaped_run_of_unknown_countries_is_fast() -> None:
-    start = time.perf_counter()
-    scrub("ZZ00 " * 20_000)
-    assert time.perf_counter() - start < 0.4
+def test_an_iban_shaped_run_of_unknown_countries_is_scrubbed_in_linear_time() -> None:
+    _grows_linearly("ZZ00 " * 20_000)
 
 
 # -- through the plugin host -------------------------------------------------------------

@@ -33,6 +33,9 @@ CHECKED_HERE = {
     ("GET", "/api/v1/user/me"),
     ("GET", "/api/v1/user/list"),
     ("DELETE", "/api/v1/user/{username}"),  # admins only: test_accounts.py
+    # admins only, 403 for anyone else: test_history_io.py
+    ("POST", "/api/v1/admin/history/{username}/import"),
+    ("GET", "/api/v1/admin/history/{username}/export"),
     ("POST", "/api/v1/auth/ws/ticket"),
     ("POST", "/api/v1/keys"),
     ("GET", "/api/v1/keys"),
