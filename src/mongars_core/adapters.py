@@ -153,7 +153,7 @@ class AdapterRegistry:
                 name=name,
                 version=version,
                 base_model=base_model,
-                sha256=_checksum(target, files),
+                sha256=files_checksum(target, files),
                 files=files,
                 path=str(target),
                 metrics=metrics or {},
@@ -192,7 +192,7 @@ class AdapterRegistry:
         missing = [f for f in adapter.files if not (path / f).is_file()]
         if missing:
             raise InvalidInputError(f"adapter {adapter.name} {adapter.version} lost {missing}")
-        if _checksum(path, adapter.files) != adapter.sha256:
+        if files_checksum(path, adapter.files) != adapter.sha256:
             raise InvalidInputError(
                 f"adapter {adapter.name} {adapter.version} does not match its checksum"
             )
@@ -240,7 +240,8 @@ def _find(manifest: Manifest, name: str, version: str) -> Adapter:
     raise AdapterNotFoundError(f"no adapter {name!r} version {version!r}")
 
 
-def _checksum(root: Path, files: list[str]) -> str:
+def files_checksum(root: Path, files: list[str]) -> str:
+    """SHA-256 over ``files`` of ``root`` in the order given, each name then its bytes."""
     digest = hashlib.sha256()
     for name in files:
         digest.update(name.encode() + b"\0")

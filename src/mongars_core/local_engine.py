@@ -74,10 +74,7 @@ class LocalEngine:
     def describe(self) -> str:
         """``llamacpp``, or ``torch (llamacpp: the CPU lacks AVX2)``: for ``mongars backends``."""
         name = self.engine_name
-        if not self.skipped:
-            return name
-        reasons = "; ".join(f"{engine}: {reason}" for engine, reason in self.skipped.items())
-        return f"{name} ({reasons})"
+        return f"{name} ({self._reasons()})" if self.skipped else name
 
     def _chosen(self) -> int:
         if self._index is None:

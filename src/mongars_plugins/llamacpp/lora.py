@@ -25,7 +25,6 @@ message rather than by llama.cpp when it loads.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import logging
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mongars_core.adapters import files_checksum
 from mongars_core.errors import CorruptModelError, InvalidInputError, MissingDependencyError
 from mongars_core.types import AdapterRef
 from mongars_plugins.gguf_file import read_gguf
@@ -318,13 +318,11 @@ def _describe(base: BaseModelInfo) -> str:
 
 
 def _folder_checksum(folder: Path) -> str:
-    digest = hashlib.sha256()
+    """The registry's checksum of a peft folder's two files (for a ref that carries none)."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
-        path = folder / name
-        if not path.is_file():
+        if not (folder / name).is_file():
             raise InvalidInputError(f"{folder} is not a peft adapter: no {name}")
-        digest.update(name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return files_checksum(folder, [CONFIG_FILE, WEIGHTS_FILE])
 
 
 class _StaleCacheError(Exception):
