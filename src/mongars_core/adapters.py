@@ -11,7 +11,8 @@ manifest, ``<data dir>/adapters/manifest.json``::
 
 ``register`` copies an adapter's files in and records their checksum;
 ``activate`` makes a version the active one (remembering the previous one);
-``rollback`` goes back to the version active before; ``assign`` gives a user an
+``rollback`` goes back to the version active before (``rollback_user``: for one
+user, to the base model when there is none); ``assign`` gives a user an
 adapter by name, so :meth:`AdapterRegistry.for_user` answers that user's turns with
 the name's active version (and follows activations and rollbacks). Every change rewrites the
 manifest atomically (a temporary file renamed over it) under a lock file, so a
@@ -181,6 +182,27 @@ class AdapterRegistry:
                 if name not in manifest.active:
                     raise AdapterNotFoundError(f"no adapter {name!r} is active")
                 del manifest.active[name]
+                return None
+            previous = history.pop()
+            manifest.active[name] = previous
+            return _find(manifest, name, previous)
+
+    def rollback_user(self, user_id: str) -> Adapter | None:
+        """Go back, for ``user_id``, to the version of their adapter that was active
+        before; with none before, answer them with the base model again. Returns the
+        adapter now answering them (``None``: the base).
+
+        The user's adapter name is rolled back, so this suits a name only they use
+        (as the learning plugin's per-user adapters are).
+        """
+        with self._locked() as manifest:
+            name = manifest.users.get(user_id)
+            if name is None or name not in manifest.active:
+                raise AdapterNotFoundError(f"{user_id} has no adapter to roll back")
+            history = manifest.history.get(name) or []
+            if not history:
+                del manifest.active[name]
+                del manifest.users[user_id]
                 return None
             previous = history.pop()
             manifest.active[name] = previous

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pluggy
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from mongars_core.errors import ConfigurationError, MissingDependencyError
 from mongars_core.llm import Embedder, LLMBackend
@@ -68,6 +68,7 @@ async def build_services(
     store: Store | None = None,
     redis: Redis | None = None,
     tracer: trace.Tracer | None = None,
+    meter: metrics.Meter | None = None,
 ) -> Services:
     """Collect backends and embedders, build the router, open the store.
 
@@ -102,6 +103,8 @@ async def build_services(
     )
     if tracer is not None:
         services.tracer = tracer
+    if meter is not None:
+        services.meter = meter
     return services
 
 

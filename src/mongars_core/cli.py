@@ -94,6 +94,12 @@ def _settings() -> Settings:
         raise fail(str(exc)) from None
 
 
+async_command = _command
+"""For plugins' commands: an async command with the CLI's error handling."""
+cli_settings = _settings
+"""For plugins' commands: the settings, or the CLI's one-line error."""
+
+
 @app.callback()
 def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
@@ -463,10 +469,30 @@ def adapters_unassign(
 
 
 @adapters_app.command("rollback")
-def adapters_rollback(name: Annotated[str, typer.Argument(help="Adapter name.")]) -> None:
-    """Go back to the version that was active before."""
+def adapters_rollback(
+    name: Annotated[str | None, typer.Argument(help="Adapter name.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user", help="Roll back this user's adapter (to the base when none was before)."
+        ),
+    ] = None,
+) -> None:
+    """Go back to the version that was active before, of an adapter or of a user's."""
+    if (name is None) == (user is None):
+        raise fail("name an adapter or give --user, not both")
     try:
-        adapter = _registry().rollback(name)
+        if user is not None:
+            adapter = _registry().rollback_user(user)
+            label = user
+        else:
+            assert name is not None
+            adapter = _registry().rollback(name)
+            label = name
     except MongarsError as exc:
         raise fail(str(exc)) from None
-    out.print(f"{name}: {adapter.version} is active" if adapter else f"{name}: none is active")
+    if user is not None:
+        now = f"{adapter.name} {adapter.version}" if adapter else "the base model"
+        out.print(f"{label}: answered by {now}")
+        return
+    out.print(f"{label}: {adapter.version} is active" if adapter else f"{label}: none is active")

@@ -24,7 +24,8 @@ they enter (the storage layer, a backend, a model loader)::
     │   ├── UnknownUserError
     │   ├── UnknownBackendError
     │   ├── MemoryNotFoundError
-    │   └── ConversationNotFoundError
+    │   ├── ConversationNotFoundError
+    │   └── TurnNotFoundError
     ├── BackendError                      an LLM backend failed
     │   ├── GenerationTimeoutError
     │   └── BackendUnavailableError       unreachable or overloaded; another may answer
@@ -148,6 +149,10 @@ class MemoryNotFoundError(NotFoundError):
 
 class ConversationNotFoundError(NotFoundError):
     """No conversation with this session id belongs to the user."""
+
+
+class TurnNotFoundError(NotFoundError):
+    """No turn with this turn id belongs to the user."""
 
 
 class BackendError(MongarsError):

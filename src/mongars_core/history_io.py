@@ -5,9 +5,10 @@ Two formats come in (:func:`parse_history`, ``format="auto"`` tells them apart):
 * **monGARS JSONL** (``mongars``), one JSON object a line, told apart by
   ``type``: a header ``{"type": "mongars-export", "version": 1}``, ``session``
   lines (``session_id``, ``title``), ``turn`` lines (``session_id``,
-  ``message``, ``reply``, ``created_at``; ``type`` may be left out) and the
-  ``memory``, ``style`` and ``adapter`` lines an export writes, which an import
-  reads past (memories and the style profile are learnt again from the turns).
+  ``message``, ``reply``, ``created_at``, optionally the reply's ``rating``, 1
+  or -1; ``type`` may be left out) and the ``memory``, ``style`` and
+  ``adapter`` lines an export writes, which an import reads past (memories and
+  the style profile are learnt again from the turns).
 * **A ChatGPT export** (``chatgpt``), its ``conversations.json``: each
   conversation's current branch, from ``current_node`` back to the root,
   becomes a session of the same title, each user message and the assistant
@@ -59,6 +60,7 @@ from mongars_core.settings import Settings
 from mongars_core.storage.models import TurnRecord
 from mongars_core.storage.statements import CONVERSATIONS, dialect_insert, insert_turn, insert_user
 from mongars_core.storage.store import Store, conversation_title
+from mongars_core.storage.turns import RATINGS, adapter_of
 from mongars_core.storage.unit_of_work import UnitOfWork
 from mongars_core.turn_context import TurnContext
 from mongars_core.types import Reply, Turn, utcnow
@@ -98,6 +100,8 @@ class ImportedTurn:
     reply: str
     created_at: datetime
     where: str
+    rating: int | None = None
+    """The reply's rating (1 up, -1 down) the file gives, if any."""
 
     @property
     def key(self) -> str:
@@ -321,6 +325,13 @@ def _session(value: object, where: str) -> str:
     return value
 
 
+def _rating(value: object, where: str) -> int | None:
+    # type(): True and False are ints too, and not ratings.
+    if value is None or (type(value) is int and value in RATINGS):
+        return value
+    raise HistoryFormatError(f"{where}: 'rating' must be 1 (up) or -1 (down), not {shown(value)}")
+
+
 def _parse_jsonl(text: str, settings: Settings) -> ParsedHistory:
     history = ParsedHistory("mongars")
     # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends as they are.
@@ -361,10 +372,13 @@ def _parse_jsonl(text: str, settings: Settings) -> ParsedHistory:
             message = check_message(settings, record["message"], where)
             reply = check_reply(record["reply"], where)
             created_at = parse_moment(record["created_at"], where)
+            rating = _rating(record.get("rating"), where)
             if message is None:
                 history.warnings.append(skipped_message(where))
                 continue
-            history.turns.append(ImportedTurn(session_id, message, reply, created_at, where))
+            history.turns.append(
+                ImportedTurn(session_id, message, reply, created_at, where, rating)
+            )
         elif kind in EXPORTED_ONLY:
             history.skipped_records += 1
         else:
@@ -524,6 +538,8 @@ async def _stage(
             "meta": json.dumps({"imported": True}),
             "idempotency_key": imported.key,
             "created_at": imported.created_at,
+            "rating": imported.rating,
+            "rated_at": None if imported.rating is None else utcnow(),
         },
     )
     turn = Turn(
@@ -597,9 +613,11 @@ async def export_records(services: Services, user_id: str) -> list[dict[str, Any
             "turn_id": record.turn_id,
             "backend": record.backend,
         }
-        adapter = json.loads(record.meta or "{}").get("adapter")
+        adapter = adapter_of(record.meta or "{}")
         if adapter:
             line["adapter"] = adapter
+        if record.rating is not None:
+            line["rating"] = record.rating
         records.append(line)
     for memory in await store.list_memories(user_id):
         records.append(

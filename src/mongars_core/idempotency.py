@@ -44,5 +44,6 @@ def replayed_reply(record: TurnRecord, message: str, session_id: str) -> Reply:
         finish_reason=meta.get("finish_reason") or "stop",
         usage=TokenUsage.model_validate(meta.get("usage") or {}),
         created_at=record.created_at,
+        adapter=meta.get("adapter"),
         replayed=True,
     )

@@ -18,7 +18,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from mongars_core.assembly import build_host, build_services
 from mongars_core.capabilities import Progress
@@ -95,6 +95,7 @@ class Assistant:
         store: Store | None = None,
         redis: Redis | None = None,
         tracer: trace.Tracer | None = None,
+        meter: metrics.Meter | None = None,
     ) -> Assistant:
         """Load plugins, open storage, collect backends and embedders, start plugins.
 
@@ -103,11 +104,14 @@ class Assistant:
         installed plugins load. ``store`` is an already-open store to use
         instead of opening ``settings.resolved_database_url()``; the assistant
         closes it. ``redis`` is the host process's Redis client, shared by the
-        response cache (the caller closes it); ``tracer`` the host's tracer.
+        response cache (the caller closes it); ``tracer`` and ``meter`` the host's
+        OpenTelemetry tracer and meter.
         """
         if host is None:
             host = build_host(settings or Settings(), plugin_manager=plugin_manager)
-        services = await build_services(host, store=store, redis=redis, tracer=tracer)
+        services = await build_services(
+            host, store=store, redis=redis, tracer=tracer, meter=meter
+        )
         assistant = cls(services)
         try:
             await host.startup(services)
@@ -387,6 +391,7 @@ class Assistant:
                 "finish_reason": reply.finish_reason,
                 "truncated": reply.truncated,
                 "usage": reply.usage.model_dump(),
+                "adapter": reply.adapter,
             },
             idempotency_key=idempotency_key,
         )
@@ -421,6 +426,13 @@ class Assistant:
         """A user's turns across sessions, newest first."""
         await self._require_user(user_id)
         return await self.store.history(user_id, limit)
+
+    async def rate(self, user_id: str, turn_id: str, rating: int | None) -> HistoryTurn:
+        """Rate the reply of one of ``user_id``'s turns: 1 thumbs up, -1 thumbs down,
+        ``None`` clears (``TurnNotFoundError`` when the turn isn't theirs). Learning
+        reads ratings: replies rated up are examples, those rated down are left out."""
+        check_id("user id", user_id)
+        return await self.store.rate_turn(user_id, turn_id, rating)
 
     async def import_history(
         self,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 if TYPE_CHECKING:
     from mongars_core.adapters import AdapterRegistry
@@ -101,6 +101,11 @@ def _checked(key: StashKey[T]) -> StashKey[T]:
     return key
 
 
+def _default_meter() -> metrics.Meter:
+    # OpenTelemetry's global meter: a no-op unless the host application set one up.
+    return metrics.get_meter("mongars_core")
+
+
 def _default_tracer() -> trace.Tracer:
     # OpenTelemetry's global tracer: a no-op unless the host application set one up.
     return trace.get_tracer("mongars_core")
@@ -110,8 +115,8 @@ def _default_tracer() -> trace.Tracer:
 class Services:
     """The shared objects of a running assistant, handed to plugins.
 
-    Built by :func:`mongars_core.assembly.build_services`; ``tracer`` is the
-    host's (the server's), else OpenTelemetry's global one.
+    Built by :func:`mongars_core.assembly.build_services`; ``tracer`` and
+    ``meter`` are the host's (the server's), else OpenTelemetry's global ones.
     """
 
     settings: Settings
@@ -122,6 +127,9 @@ class Services:
     embedder_name: str | None = None
     stash: Stash = field(default_factory=Stash)
     tracer: trace.Tracer = field(default_factory=_default_tracer)
+    meter: metrics.Meter = field(default_factory=_default_meter)
+    """The host's OpenTelemetry meter (the server's, which ``/metrics`` reads), for
+    plugins' own instruments; else OpenTelemetry's global one."""
     adapters: AdapterRegistry | None = None
     """The adapter registry (``<data dir>/adapters``): each user's active LoRA adapter
     is applied to their turns (``None``: :meth:`adapter_registry` opens it)."""

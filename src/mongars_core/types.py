@@ -28,7 +28,11 @@ class ChatMessage(BaseModel):
 
 
 class HistoryTurn(BaseModel):
-    """A stored exchange: what the user said and what the assistant replied."""
+    """A stored exchange: what the user said and what the assistant replied.
+
+    ``id`` is the row's number (the order of turns); ``turn_id`` the id a reply
+    carries (``Reply.turn_id``), by which a client rates it.
+    """
 
     id: int
     user_id: str
@@ -36,6 +40,11 @@ class HistoryTurn(BaseModel):
     message: str
     reply: str
     created_at: datetime
+    turn_id: str | None = None
+    rating: int | None = None
+    """The user's rating of the reply: 1 thumbs up, -1 thumbs down, ``None`` unrated."""
+    adapter: str | None = None
+    """The LoRA adapter that answered (``name@version``); ``None``: the base model."""
 
 
 class Memory(BaseModel):

@@ -101,7 +101,11 @@ def create_app(
         redis = connect_redis(settings)
         try:
             async with await Assistant.from_settings(
-                settings, host=host, redis=redis, tracer=telemetry.pipeline_tracer
+                settings,
+                host=host,
+                redis=redis,
+                tracer=telemetry.pipeline_tracer,
+                meter=telemetry.meter,
             ) as assistant:
                 server = _server_state(settings, assistant, secret, telemetry, redis, hosts)
                 RedactQueryStrings.install()  # uvicorn logs /ws/chat/?t=<ticket>, ?q=<search>
@@ -141,7 +145,7 @@ def create_app(
         CORSMiddleware,
         allow_origins=limits.allowed_origins,
         allow_credentials=False,
-        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )

@@ -42,6 +42,11 @@ class TurnRecord(SQLModel, table=True):
     meta: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     idempotency_key: str | None = Field(default=None, max_length=200)
     created_at: datetime = _timestamp()
+    # The user's thumbs on the reply: 1 up, -1 down, NULL none (Store.rate_turn).
+    rating: int | None = Field(default=None)
+    rated_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class ConversationRecord(SQLModel, table=True):

@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from mongars_core.errors import (
     DuplicateTurnError,
     MemoryNotFoundError,
     StorageError,
+    TurnNotFoundError,
 )
 from mongars_core.storage.engine import (
     create_engine,
@@ -53,29 +53,15 @@ from mongars_core.storage.models import (
 )
 from mongars_core.storage.sqlite_worker import SQLiteWorker
 from mongars_core.storage.statements import insert_turn, insert_user, touch_conversation
-from mongars_core.storage.unit_of_work import StagedTurn, UnitOfWork
+from mongars_core.storage.turns import aware as _aware
+from mongars_core.storage.turns import check_rating
+from mongars_core.storage.turns import history_turn as _history
+from mongars_core.storage.unit_of_work import StagedTurn, StateChange, UnitOfWork
 from mongars_core.types import Conversation, HistoryTurn, utcnow
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _history(record: TurnRecord | StagedTurn) -> HistoryTurn:
-    assert record.id is not None
-    return HistoryTurn(
-        id=record.id,
-        user_id=record.user_id,
-        session_id=record.session_id,
-        message=record.message,
-        reply=record.reply,
-        created_at=_aware(record.created_at),
-    )
 
 
 TITLE_CHARS = 60
@@ -331,6 +317,9 @@ class Store:
         """
         now = utcnow()
         turn = StagedTurn(user_id, session_id, message, reply, now, idempotency_key)
+        turn.turn_id = turn_id
+        adapter = meta.get("adapter")
+        turn.adapter = adapter if isinstance(adapter, str) else None
         row = {
             "turn_id": turn_id,
             "user_id": user_id,
@@ -422,6 +411,37 @@ class Store:
             records = (await session.execute(query)).scalars().all()
         return [_history(record) for record in records]
 
+    async def all_turns(self, user_id: str) -> list[HistoryTurn]:
+        """Every turn of a user, oldest first, with its rating and adapter: what a
+        training set is built from."""
+        query = select(TurnRecord).where(col(TurnRecord.user_id) == user_id)
+        query = query.order_by(col(TurnRecord.created_at), col(TurnRecord.id))
+        async with self.session() as session:
+            records = (await session.execute(query)).scalars().all()
+        return [_history(record) for record in records]
+
+    async def rate_turn(self, user_id: str, turn_id: str, rating: int | None) -> HistoryTurn:
+        """Rate the reply of one of ``user_id``'s turns: 1 up, -1 down, ``None`` clears.
+
+        Another user's turn is a :class:`TurnNotFoundError` like an unknown one:
+        its existence is not revealed.
+        """
+        check_rating(rating)
+        query = (
+            update(TurnRecord)
+            .where(col(TurnRecord.user_id) == user_id, col(TurnRecord.turn_id) == turn_id)
+            .values(rating=rating, rated_at=None if rating is None else utcnow())
+            .returning(TurnRecord)
+        )
+        async with self.session(write=True) as session:
+            record = (await session.execute(query)).scalars().first()
+            await session.commit()
+        if record is None:
+            raise TurnNotFoundError(f"no turn {turn_id[:64]!r} for this user")
+        # The cached copy of the session holds the old rating.
+        self._recent.drop_session(user_id, record.session_id)
+        return _history(record)
+
     # -- memories -------------------------------------------------------------------
 
     async def add_memory(self, **fields: Any) -> MemoryRecord:
@@ -501,6 +521,20 @@ class Store:
     async def put_state(self, namespace: str, user_id: str, value: dict[str, Any]) -> None:
         writes = UnitOfWork()
         writes.put_state(namespace, user_id, value)
+        await self.commit(writes)
+
+    async def list_state(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """Every user's value under ``namespace``: user id -> value."""
+        query = select(PluginStateRecord).where(col(PluginStateRecord.namespace) == namespace)
+        async with self.session() as session:
+            records = (await session.execute(query)).scalars().all()
+        return {record.user_id: json.loads(record.value) for record in records}
+
+    async def change_state(self, namespace: str, user_id: str, change: StateChange) -> None:
+        """Apply ``change`` to one value in a transaction of its own (see
+        :meth:`UnitOfWork.change_state`): concurrent changes never overwrite each other."""
+        writes = UnitOfWork()
+        writes.change_state(namespace, user_id, change)
         await self.commit(writes)
 
     # -- conversations ---------------------------------------------------------------

@@ -67,6 +67,8 @@ class StagedTurn:
     created_at: datetime
     idempotency_key: str | None
     id: int | None = None
+    turn_id: str | None = None
+    adapter: str | None = None
 
 
 class UnitOfWork:

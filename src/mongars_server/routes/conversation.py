@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -106,6 +106,10 @@ class ChatResponse(BaseModel):
     )
 
 
+Rating = Literal["up", "down"]
+RATING_NAMES: dict[int, Rating] = {1: "up", -1: "down"}
+
+
 class HistoryItem(BaseModel):
     id: int
     user_id: str
@@ -113,6 +117,11 @@ class HistoryItem(BaseModel):
     query: str
     response: str
     timestamp: datetime
+    turn_id: str | None = Field(None, description="What rates the reply (PUT .../rating).")
+    rating: Rating | None = Field(None, description="Your rating of the reply; null: none.")
+    adapter: str | None = Field(
+        None, description="The LoRA adapter that answered (`name@version`); null: the base."
+    )
 
 
 def chat_response(reply: Reply, started: float) -> ChatResponse:
@@ -151,6 +160,9 @@ def history_item(turn: HistoryTurn, *, username: str) -> HistoryItem:
         query=turn.message,
         response=turn.reply,
         timestamp=turn.created_at,
+        turn_id=turn.turn_id,
+        rating=None if turn.rating is None else RATING_NAMES[turn.rating],
+        adapter=turn.adapter,
     )
 
 

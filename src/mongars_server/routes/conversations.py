@@ -1,29 +1,34 @@
-"""Your conversations: list, create, rename, delete, read their turns; the message limit.
+"""Your conversations: list, create, rename, delete, read their turns, rate their
+replies; the message limit.
 
 A conversation is a session of turns. One is created by ``POST`` or by the
 first turn stored with a new ``session_id``; that turn names an untitled one.
 Deleting a conversation deletes its turns; the memories learnt in it stay
-(``/api/v1/memories`` lists and deletes them). Another user's conversation is
-a 404, never a 403: its existence is not revealed.
+(``/api/v1/memories`` lists and deletes them). Another user's conversation, or
+turn, is a 404, never a 403: its existence is not revealed.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mongars_core.errors import UnknownUserError
 from mongars_core.types import Conversation
+from mongars_server.app import ServerState
 from mongars_server.deps import CurrentCaller, State
 from mongars_server.events import make_event
-from mongars_server.routes.conversation import HistoryItem, history_item
+from mongars_server.routes.conversation import RATING_NAMES, HistoryItem, Rating, history_item
 
 router = APIRouter(tags=["conversations"])
 
 SessionPath = Annotated[str, Path(min_length=1, max_length=150, pattern=r"^[A-Za-z0-9_.@-]+$")]
+TURN_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+TurnPath = Annotated[str, Path(min_length=1, max_length=64, pattern=TURN_ID_PATTERN)]
+TurnId = Annotated[str, Field(min_length=1, max_length=64, pattern=TURN_ID_PATTERN)]
 Title = Annotated[str, Field(max_length=200, description="Spaces are collapsed.")]
 
 
@@ -71,6 +76,59 @@ class DeletedConversation(BaseModel):
 
 class TurnList(BaseModel):
     items: list[HistoryItem]
+
+
+class RatingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Rating | Literal[1, -1] | None = Field(
+        description='`"up"` (or 1), `"down"` (or -1), or null to take the rating back.'
+    )
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: object) -> object:
+        # true == 1 and 1.0 == 1 in Python: a literal 1 would take them.
+        if isinstance(value, bool | float):
+            raise ValueError('a rating is "up", "down", 1, -1 or null')
+        return value
+
+    def stored(self) -> int | None:
+        """The rating as the store keeps it: 1, -1 or ``None``."""
+        if self.rating == "up":
+            return 1
+        if self.rating == "down":
+            return -1
+        return self.rating
+
+
+class RatedTurn(BaseModel):
+    turn_id: str
+    session_id: str
+    rating: Rating | None
+
+
+class RateFrame(RatingRequest):
+    """The data of a websocket ``chat.rate`` frame."""
+
+    turn_id: TurnId
+
+
+async def rate_turn(server: ServerState, user: str, turn_id: str, rating: int | None) -> RatedTurn:
+    """Store a rating; the other server processes drop what they cached of ``user``."""
+    turn = await server.assistant.rate(user, turn_id, rating)
+    await server.changed(user)
+    return RatedTurn(
+        turn_id=turn_id,
+        session_id=turn.session_id,
+        rating=None if turn.rating is None else RATING_NAMES[turn.rating],
+    )
+
+
+async def announce_rating(server: ServerState, user: str, rated: RatedTurn, ref: object) -> None:
+    """Tell the user's open consoles, so every tab shows the same thumbs."""
+    data = {**rated.model_dump(), "ref": ref}
+    await server.hub.publish(make_event("turn.rated", user, data))
 
 
 def _out(conversation: Conversation) -> ConversationOut:
@@ -144,3 +202,15 @@ async def conversation_turns(
     """The last ``limit`` turns of one of your conversations, oldest first."""
     turns = await server.assistant.conversation_turns(caller.user_id, session_id, limit)
     return TurnList(items=[history_item(turn, username=caller.username) for turn in turns])
+
+
+@router.put("/api/v1/turns/{turn_id}/rating", response_model=RatedTurn)
+async def rate(
+    server: State, caller: CurrentCaller, turn_id: TurnPath, request: RatingRequest
+) -> RatedTurn:
+    """Rate the reply of one of your turns, thumbs up or down, or take the rating
+    back (404 when the turn is not yours). Learning trains on replies rated up and
+    leaves out those rated down."""
+    rated = await rate_turn(server, caller.user_id, turn_id, request.stored())
+    await announce_rating(server, caller.user_id, rated, None)
+    return rated

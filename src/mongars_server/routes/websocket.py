@@ -4,7 +4,8 @@ Connect with a ticket from ``POST /api/v1/auth/ws/ticket``:
 ``/ws/chat/?t=<ticket>``. The server sends ``ws.connected`` then
 ``history.snapshot``; every client frame gets an ``ack``; ``chat.send`` frames
 stream ``chat.delta`` events and end with ``chat.reply`` (or ``chat.error``);
-``chat.stop`` stops the running turn (``chat.stopped``, nothing stored).
+``chat.stop`` stops the running turn (``chat.stopped``, nothing stored);
+``chat.rate`` rates a reply (``turn.rated``).
 docs/http_api.md describes every event.
 """
 
@@ -27,6 +28,7 @@ from mongars_server.errors import classify
 from mongars_server.events import REVOKED, Subscriber, make_event
 from mongars_server.hosts import origin_allowed
 from mongars_server.routes.conversation import ChatRequest, history_item, run_chat
+from mongars_server.routes.conversations import RateFrame, announce_rating, rate_turn
 from mongars_server.security import AuthenticationError
 from mongars_server.settings import SERVER
 
@@ -102,6 +104,7 @@ class ChatConnection:
         self.password_version = password_version
         self.subscriber: Subscriber = server.hub.subscribe(user, self._overflowed)
         self.turn: asyncio.Task[None] | None = None
+        self.ratings: set[asyncio.Task[None]] = set()
         self.turn_ref: Any = None  # the chat.send frame id of the running turn
         self.stop_requested = False
         self.last_pong = time.monotonic()
@@ -126,13 +129,10 @@ class ChatConnection:
         finally:
             self.closing = True
             self.server.hub.unsubscribe(self.subscriber)
-            for task in (heartbeat, self.turn, sender):
-                if task is not None:
-                    task.cancel()
-            await asyncio.gather(
-                *(t for t in (heartbeat, self.turn, sender) if t is not None),
-                return_exceptions=True,
-            )
+            tasks = [t for t in (heartbeat, self.turn, sender, *self.ratings) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             telemetry.websockets.add(-1)
 
     # -- outgoing ----------------------------------------------------------------
@@ -224,6 +224,8 @@ class ChatConnection:
             self._start_turn(ref, frame.get("data"))
         elif kind == "chat.stop":
             self._stop_turn(ref, frame.get("data"))
+        elif kind == "chat.rate":
+            self._start_rating(ref, frame.get("data"))
         else:
             self._ack(ref, _error("unknown_type", f"unknown frame type {str(kind)[:50]!r}"))
 
@@ -234,9 +236,7 @@ class ChatConnection:
         try:
             request = ChatRequest.model_validate(data)
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"]) or "data"
-            self._ack(ref, _error("invalid_input", f"{where}: {problem['msg']}"))
+            self._ack(ref, _invalid(exc))
             return
         try:
             check_length(self.server.settings, request.message)
@@ -261,6 +261,42 @@ class ChatConnection:
         self.stop_requested = True
         self.turn.cancel()
         self._ack(ref)
+
+    def _start_rating(self, ref: Any, data: Any) -> None:
+        """``chat.rate`` with ``{"turn_id", "rating"}``: acknowledged once stored (or
+        refused), then ``turn.rated`` reaches every socket of the user."""
+        try:
+            request = RateFrame.model_validate(data)
+        except ValidationError as exc:
+            self._ack(ref, _invalid(exc))
+            return
+        task = asyncio.create_task(self._rate(ref, request))
+        self.ratings.add(task)
+        task.add_done_callback(self.ratings.discard)
+
+    async def _rate(self, ref: Any, request: RateFrame) -> None:
+        problem = await _account_problem(
+            self.server, self.username, self.user, self.password_version
+        )
+        if problem is not None:
+            self._emit(REVOKED, {"reason": problem})
+            return
+        wait = await self.server.limiter.take(f"user:{self.user}")
+        if wait > 0:
+            self._ack(ref, _error("rate_limited", f"retry in {wait:.1f} s"))
+            return
+        try:
+            rated = await rate_turn(self.server, self.user, request.turn_id, request.stored())
+        except MongarsError as exc:
+            error = classify(exc)
+            self._ack(ref, _error(error.code, error.detail))
+            return
+        except Exception:
+            logger.exception("a websocket rating of %s failed", self.user)
+            self._ack(ref, _error("internal_error", "internal error"))
+            return
+        self._ack(ref)
+        await announce_rating(self.server, self.user, rated, ref)
 
     async def _turn(self, ref: Any, request: ChatRequest) -> None:
         # The account may have changed in a process that could not tell this one.
@@ -322,3 +358,10 @@ class TurnStopped(Exception):
 
 def _error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
+
+
+def _invalid(exc: ValidationError) -> dict[str, str]:
+    """A frame's invalid ``data``, told by its first problem."""
+    problem = exc.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"]) or "data"
+    return _error("invalid_input", f"{where}: {problem['msg']}")

@@ -3,6 +3,7 @@
 import { api, ApiError, newId } from "/static/api.js";
 import {
   conversationChanged,
+  historyRated,
   refreshConversations,
   refreshHistory,
   renderHistory,
@@ -17,6 +18,7 @@ import {
   finishBubble,
   markLastReply,
   renderDetails,
+  showRating,
   stopBubble,
   userBubble,
 } from "/static/transcript.js";
@@ -158,6 +160,10 @@ export function handleEvent(event) {
     }
     case "conversation.changed":
       conversationChanged(data);
+      break;
+    case "turn.rated": // rated here, in another tab or over the API
+      showRating(state.turns.get(data.turn_id), data.rating ?? null);
+      historyRated(data.turn_id, data.rating ?? null);
       break;
     default:
       break; // events added by newer servers are ignored

@@ -96,7 +96,12 @@ export async function openConversation(sessionId) {
   if (state.sessionId !== sessionId) return; // another one was opened meanwhile
   for (const turn of turns) {
     userBubble(turn.query);
-    finishBubble(assistantBubble("here", turn.query), { response: turn.response });
+    finishBubble(assistantBubble("here", turn.query), {
+      response: turn.response,
+      turn_id: turn.turn_id,
+      rating: turn.rating,
+      adapter: turn.adapter,
+    });
   }
   const box = $("transcript");
   box.scrollTop = box.scrollHeight;
@@ -203,10 +208,26 @@ export function renderHistory(items) {
       label.dataset.sessionId = item.session_id;
       label.dataset.testid = "history-conversation";
       li.append(label, el("div", "q", item.query), el("div", "r", item.response), timeElement(item.timestamp));
+      const notes = [];
+      if (item.rating) notes.push(item.rating === "up" ? "rated good" : "rated bad");
+      if (item.adapter) notes.push(`adapter ${item.adapter}`);
+      if (notes.length) {
+        const meta = el("small", "h-meta", ` · ${notes.join(" · ")}`);
+        meta.dataset.testid = "history-meta";
+        li.append(meta);
+      }
       return li;
     }),
   );
   $("history-empty").hidden = items.length > 0;
+}
+
+// A reply was rated (turn.rated): its history item shows the new rating.
+export function historyRated(turnId, rating) {
+  const item = state.historyItems.find((candidate) => candidate.turn_id === turnId);
+  if (!item) return;
+  item.rating = rating;
+  renderHistory(state.historyItems);
 }
 
 export async function refreshHistory() {

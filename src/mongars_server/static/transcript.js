@@ -1,6 +1,7 @@
 // The transcript: user and assistant bubbles (a reply streams into its bubble,
 // then is rendered as safe Markdown by markdown.js), their Copy / Regenerate
-// buttons, and the "Last reply" details (confidence, speech plan).
+// buttons and thumbs up / down, and the "Last reply" details (confidence, speech plan).
+import { api } from "/static/api.js";
 import { $, el, notify, seconds } from "/static/dom.js";
 import { renderMarkdown } from "/static/markdown.js";
 import { state } from "/static/state.js";
@@ -102,11 +103,75 @@ export function finishBubble(bubble, reply) {
   if (typeof reply.confidence === "number") {
     bubble.append(el("small", "msg-meta", `Confidence ${Math.round(reply.confidence * 100)}%`));
   }
+  if (reply.adapter) {
+    const adapter = el("small", "msg-meta", `Answered by your adapter ${reply.adapter}`);
+    adapter.dataset.testid = "reply-adapter";
+    bubble.append(adapter);
+  }
   const actions = el("div", "msg-actions");
   actions.append(actionButton("Copy", "copy", "copy-reply"));
+  if (reply.turn_id) {
+    actions.append(ratingButton("up", "Good reply"), ratingButton("down", "Bad reply"));
+  }
   bubble.append(actions);
   if (reply.turn_id) state.turns.set(reply.turn_id, bubble);
+  showRating(bubble, reply.rating ?? null);
   markLastReply();
+}
+
+// A thumb drawn as SVG (an emoji needs a font the machine may not have).
+const THUMB = "M2 10h4v11H2zM8 10l4-7c1-1 3 0 2.5 2l-1 4H20c1.2 0 2 1 1.7 2.2l-1.9 8.1c-.3 1-1.1 1.7-2.1 1.7H8z";
+
+function thumb(rating) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("thumb");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", THUMB);
+  if (rating === "down") path.setAttribute("transform", "rotate(180 12 12)");
+  svg.append(path);
+  return svg;
+}
+
+function ratingButton(rating, label) {
+  const button = actionButton("", "rate", `rate-${rating}`);
+  button.append(thumb(rating));
+  button.classList.add("rate");
+  button.dataset.rating = rating;
+  button.title = label;
+  button.setAttribute("aria-label", label);
+  button.setAttribute("aria-pressed", "false");
+  return button;
+}
+
+// Press the thumb of ``rating`` ("up", "down"; null: neither) in a reply's bubble.
+export function showRating(bubble, rating) {
+  if (!bubble) return;
+  bubble.dataset.rating = rating || "";
+  for (const button of bubble.querySelectorAll("button[data-action='rate']")) {
+    button.setAttribute("aria-pressed", String(button.dataset.rating === rating));
+  }
+}
+
+// A thumb was clicked: rate the reply, or take the rating back when it was pressed.
+export async function rateReply(bubble, button) {
+  const turnId = bubble.dataset.turnId;
+  if (!turnId) return;
+  const rating = button.getAttribute("aria-pressed") === "true" ? null : button.dataset.rating;
+  const buttons = bubble.querySelectorAll("button[data-action='rate']");
+  for (const other of buttons) other.disabled = true;
+  try {
+    const rated = await api(`/turns/${encodeURIComponent(turnId)}/rating`, {
+      method: "PUT",
+      body: { rating },
+    });
+    showRating(bubble, rated.rating ?? null);
+  } catch (error) {
+    if (error.status !== 401) notify(`Could not rate the reply: ${error.message}`, "error");
+  } finally {
+    for (const other of buttons) other.disabled = false;
+  }
 }
 
 // Only the newest reply can be regenerated.
