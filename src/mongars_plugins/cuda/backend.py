@@ -11,6 +11,14 @@ splits a character. Closing the stream sets a stop flag that a stopping
 criterion checks after every token, so a client that goes away stops the model
 within one token. When generation ends by itself, the backend reports why in
 ``request.outcome`` (``"length"`` at ``max_new_tokens``, else ``"stop"``).
+
+``request.adapter`` (a peft LoRA) is applied to that request only, with the
+model wrapped by peft and the adapter switched under the generation lock
+(:mod:`mongars_plugins.cuda.adapters`); ``outcome.adapter`` names it. An
+adapter trained on another base model, or one without peft installed, is not
+applied: the base model answers (logged once). On CUDA a request with an
+adapter is decoded without ``torch.compile``: each adapter would otherwise be
+a compilation of its own.
 """
 
 from __future__ import annotations
@@ -26,12 +34,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mongars_core.capabilities import Fetchable, Loadable, Progress, ReportsProgress, TokenCounter
+from mongars_core.capabilities import (
+    Fetchable,
+    Loadable,
+    Progress,
+    ReportsProgress,
+    ServesAdapters,
+    TokenCounter,
+)
 from mongars_core.errors import ConfigurationError, MissingDependencyError
 from mongars_core.reply_text import OwedSpace, StopStrings
 from mongars_core.settings import Settings
-from mongars_core.types import ChatMessage, GenerationRequest
+from mongars_core.types import AdapterRef, ChatMessage, GenerationRequest
 from mongars_plugins.cuda import model as model_files
+from mongars_plugins.cuda.adapters import LoadedAdapters, is_peft_lora, peft_available
 from mongars_plugins.cuda.settings import LOCAL
 
 if TYPE_CHECKING:
@@ -158,6 +174,9 @@ class LocalModelBackend:
         self._model: Any = None
         self._tokenizer: Any = None
         self._spared: Tensor | None = None  # per token id: spared by the repetition penalty
+        self.adapters: LoadedAdapters | None = None
+        """The LoRA adapters loaded on the model (once it is loaded)."""
+        self._unapplied: set[str] = set()  # adapters already logged as not applicable
         self._load_lock = asyncio.Lock()
         # One generation at a time: a second would only halve the speed of both.
         self._generate_lock = asyncio.Lock()
@@ -217,19 +236,51 @@ class LocalModelBackend:
         )
         self.device = device
         self._model, self._tokenizer = model_files.load(path, self.device)
+        self.adapters = LoadedAdapters(self._model, device, local.max_adapters)
         self.load_seconds = time.perf_counter() - started
         logger.info("loaded %s on %s in %.2f s", path, self.device, self.load_seconds)
+
+    def can_serve_adapter(self, adapter: AdapterRef) -> bool:
+        """Whether ``adapter`` is a peft LoRA for the bundled model, and peft is here
+        (``ServesAdapters``; its weights are checked against the model when first used)."""
+        return (
+            adapter.base_model == model_files.MODEL_NAME
+            and peft_available()
+            and is_peft_lora(Path(adapter.path))
+        )
+
+    def _applicable(self, adapter: AdapterRef | None) -> AdapterRef | None:
+        """``adapter``, or ``None`` when the base model must answer instead (logged once)."""
+        if adapter is None:
+            return None
+        if adapter.base_model != model_files.MODEL_NAME:
+            why = f"was trained on {adapter.base_model}, but torch serves {model_files.MODEL_NAME}"
+        elif not peft_available():
+            why = "needs peft (pip install 'mongars-assistant[train]')"
+        else:
+            return adapter
+        if adapter.id not in self._unapplied:
+            self._unapplied.add(adapter.id)
+            logger.warning(
+                "adapter %s %s: its turns are answered by the base model, without it",
+                adapter.id,
+                why,
+            )
+        return None
 
     async def generate(self, request: GenerationRequest) -> str:
         return "".join([delta async for delta in self.stream(request)])
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         await self.load()
+        adapter = self._applicable(request.adapter)
         async with self._generate_lock:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
             stop = threading.Event()
-            worker = loop.run_in_executor(None, self._generate_blocking, request, queue, loop, stop)
+            worker = loop.run_in_executor(
+                None, self._generate_blocking, request, adapter, queue, loop, stop
+            )
             # A prefix ending in a space continues from the word before it (see
             # _generate_blocking): the space it already has is not sent again.
             owed_space = OwedSpace(request.prefix)
@@ -260,6 +311,7 @@ class LocalModelBackend:
     def _generate_blocking(
         self,
         request: GenerationRequest,
+        adapter: AdapterRef | None,
         queue: asyncio.Queue[Any],
         loop: asyncio.AbstractEventLoop,
         stop: threading.Event,
@@ -329,6 +381,18 @@ class LocalModelBackend:
                 options.update(temperature=request.temperature, top_p=request.top_p)
             if request.stop:
                 options.update(stop_strings=request.stop, tokenizer=tokenizer)
+            if (
+                adapter is not None
+                and "cache_implementation" in options
+                and _knows("disable_compile")
+            ):
+                # Compiled, each adapter would be a compilation (and a guard) of its own.
+                options["disable_compile"] = True
+            assert self.adapters is not None  # made with the model
+            self.adapters.apply(adapter)
+            # Set before generating: a stream closed early (a stop string, the
+            # pipeline's repetition guard) was still written with the adapter.
+            request.outcome.adapter = adapter.id if adapter is not None else None
             with torch.inference_mode():
                 output = self._model.generate(**encoded, **options)
             if not stop.is_set():
@@ -395,17 +459,22 @@ def kv_cache_options(device: str, needed: int) -> dict[str, Any]:
     if not device.startswith("cuda"):
         return {}
     options: dict[str, Any] = {"cache_implementation": "static"}
-    if _knows_max_cache_len():  # transformers older than 5.2x sizes it per call only
+    if _knows("max_cache_len"):  # transformers older than 5.2x sizes it per call only
         length = max(STATIC_CACHE_MIN_LENGTH, 1 << max(needed - 1, 0).bit_length())
         options["max_cache_len"] = min(length, max(STATIC_CACHE_MAX_LENGTH, needed))
     return options
 
 
 @functools.cache
-def _knows_max_cache_len() -> bool:
+def _knows(option: str) -> bool:
+    """Whether this transformers' ``GenerationConfig`` has ``option``."""
     from transformers import GenerationConfig
 
-    return "max_cache_len" in vars(GenerationConfig())
+    return option in vars(GenerationConfig())
+
+
+def _knows_max_cache_len() -> bool:
+    return _knows("max_cache_len")
 
 
 def _spared(token: str) -> bool:
@@ -425,3 +494,4 @@ if TYPE_CHECKING:  # the backend's optional abilities, checked by mypy
     _fetchable: type[Fetchable] = LocalModelBackend
     _reports_progress: type[ReportsProgress] = LocalModelBackend
     _token_counter: type[TokenCounter] = LocalModelBackend
+    _serves_adapters: type[ServesAdapters] = LocalModelBackend

@@ -43,6 +43,14 @@ class LocalModelSettings(BaseModel):
         "sampling (temperature > 0; greedy decoding stays reproducible); the prompt's tokens are "
         "not penalised, so stating a verified fact is not.",
     )
+    max_adapters: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="LoRA adapters kept loaded on the model (the least recently used one is "
+        "dropped beyond that); each costs its weights' memory, and loading one takes a fraction "
+        "of a second.",
+    )
 
     _optional = field_validator("model_dir", "gguf_path", "threads", mode="before")(empty_as_none)
 

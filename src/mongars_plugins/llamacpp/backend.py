@@ -433,10 +433,11 @@ class LlamaCppBackend:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
     def _report(self, request: GenerationRequest, result: Result, applied: str | None) -> None:
+        outcome = request.outcome
+        outcome.adapter = applied  # a reply the pipeline stopped was still made with it
         if result.stopped:
             self.stopped_generations += 1
             return
-        outcome = request.outcome
         if result.finish_reason in ("stop", "length"):
             outcome.finish_reason = result.finish_reason  # type: ignore[assignment]
         tokens = result.usage.get("completion_tokens")
@@ -446,7 +447,6 @@ class LlamaCppBackend:
         speed = result.timings.get("predicted_per_second")
         if isinstance(speed, int | float) and speed > 0 and (tokens or 0) > 1:
             outcome.tokens_per_second = float(speed)
-        outcome.adapter = applied
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         """Worker threads for generations: one per slot (twice, for a server swap)."""
