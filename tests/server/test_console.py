@@ -637,3 +637,61 @@ def test_the_message_limit_is_shown_and_a_long_paste_refused(console: Console) -
     page.fill("#chat-input", "short again")
     expect(count).to_be_hidden()
     expect(notice).to_be_hidden()
+
+
+def test_a_reply_is_rated_with_its_thumbs_and_keeps_the_rating(console: Console) -> None:
+    page = console.page
+    username = new_username()
+    console.sign_in(username, PASSWORD, register=True)
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
+    console.send("Rate this reply")
+    reply = console.final_replies().first
+    up = reply.get_by_role("button", name="Good reply")
+    down = reply.get_by_role("button", name="Bad reply")
+    expect(up).to_have_attribute("aria-pressed", "false")
+    expect(down).to_have_attribute("aria-pressed", "false")
+
+    def stored() -> list[str | None]:
+        session_id = console.open_conversation()
+        turns = page.request.get(
+            console.url + f"/api/v1/conversations/{session_id}/turns", headers=authorized(console)
+        )
+        return [turn["rating"] for turn in turns.json()["items"]]
+
+    up.click()
+    expect(up).to_have_attribute("aria-pressed", "true")
+    expect(down).to_have_attribute("aria-pressed", "false")
+    assert stored() == ["up"]
+    meta = page.locator('[data-testid="history-item"]').first.locator(
+        '[data-testid="history-meta"]'
+    )
+    expect(meta).to_contain_text("rated good")
+    console.shot("15-rated-up")
+
+    # After a reload the thumb is still pressed; pressing it again takes the rating back.
+    page.reload()
+    console.expect_signed_in(username)
+    reply = console.final_replies().first
+    up = reply.get_by_role("button", name="Good reply")
+    down = reply.get_by_role("button", name="Bad reply")
+    expect(up).to_have_attribute("aria-pressed", "true")
+    up.click()
+    expect(up).to_have_attribute("aria-pressed", "false")
+    assert stored() == [None]
+
+    # From the keyboard, thumbs down.
+    down.focus()
+    page.keyboard.press("Space")
+    expect(down).to_have_attribute("aria-pressed", "true")
+    assert stored() == ["down"]
+
+    # Rated elsewhere (another client, over the API): the open console follows.
+    turn_id = reply.get_attribute("data-turn-id")
+    rated = page.request.put(
+        console.url + f"/api/v1/turns/{turn_id}/rating",
+        data={"rating": "up"},
+        headers=authorized(console),
+    )
+    assert rated.ok, rated.text()
+    expect(up).to_have_attribute("aria-pressed", "true")
+    expect(down).to_have_attribute("aria-pressed", "false")

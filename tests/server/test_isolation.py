@@ -6,10 +6,13 @@ in this file: each route is either public (no user data) or checked here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
+from tests.conftest import BUNDLED_WITHOUT_MODELS
 from tests.server.conftest import PASSWORD, LiveServer, bearer, register
 
 PUBLIC = {
@@ -47,12 +50,26 @@ CHECKED_HERE = {
     ("PATCH", "/api/v1/conversations/{session_id}"),
     ("DELETE", "/api/v1/conversations/{session_id}"),
     ("GET", "/api/v1/conversations/{session_id}/turns"),
+    ("PUT", "/api/v1/turns/{turn_id}/rating"),
     ("GET", "/api/v1/memories"),
     ("GET", "/api/v1/memories/search"),
     ("DELETE", "/api/v1/memories/{memory_id}"),
     ("DELETE", "/api/v1/memories"),
     ("POST", "/v1/chat/completions"),
     ("WS", "/ws/chat/"),  # tickets: test_websocket.py::test_tickets_are_bound_to_their_user
+    # the learning plugin's: the caller's own consent, dataset and runs, and admins only (403
+    # for anyone else): test_learning_routes.py::test_a_user_sees_only_their_own_runs_and_consent
+    ("GET", "/api/v1/learning"),
+    ("PUT", "/api/v1/learning/consent"),
+    ("GET", "/api/v1/learning/dataset"),
+    ("GET", "/api/v1/admin/learning/runs"),
+    ("POST", "/api/v1/admin/learning/runs/{run_id}/approve"),
+    ("POST", "/api/v1/admin/learning/runs/{run_id}/reject"),
+    ("POST", "/api/v1/admin/learning/users/{username}/rollback"),
+    ("PUT", "/api/v1/admin/learning/users/{username}/consent"),
+    ("POST", "/api/v1/admin/learning/users/{username}/run"),
+    ("GET", "/api/v1/admin/learning/summary"),
+    ("GET", "/api/v1/admin/learning/status"),
 }
 
 
@@ -75,8 +92,13 @@ def routes(server: LiveServer) -> set[tuple[str, str]]:
     }
 
 
-def test_every_route_is_covered(live_server: LiveServer) -> None:
-    assert routes(live_server) == PUBLIC | CHECKED_HERE
+def test_every_route_is_covered(make_server: Callable[..., LiveServer]) -> None:
+    # Every bundled plugin that registers routes, the learning one included.
+    server = make_server(
+        load_plugins=[*BUNDLED_WITHOUT_MODELS, "learning", "server", "instant"],
+        learning={"schedule": False},
+    )
+    assert routes(server) == PUBLIC | CHECKED_HERE
 
 
 @pytest.fixture
@@ -136,6 +158,26 @@ async def test_conversations_are_private(
     assert [t["query"] for t in turns["items"]] == ["My secret recipe uses saffron."]
     own = await http.get(f"/api/v1/conversations/{created.json()['session_id']}/turns", headers=bob)
     assert own.json() == {"items": []}
+
+
+async def test_ratings_are_private(
+    http: httpx.AsyncClient, alice_and_bob: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    alice, bob = alice_and_bob
+    [mine] = (await http.get("/api/v1/conversation/history", headers=alice)).json()
+    path = f"/api/v1/turns/{mine['turn_id']}/rating"
+    stolen = await http.put(path, json={"rating": "down"}, headers=bob)
+    unknown = await http.put(
+        f"/api/v1/turns/{'0' * 32}/rating", json={"rating": "down"}, headers=bob
+    )
+    assert (stolen.status_code, unknown.status_code) == (404, 404)
+    # The same answer as for no turn at all, but the id: nothing tells that it exists.
+    assert stolen.json()["detail"].replace(mine["turn_id"], "0" * 32) == unknown.json()["detail"]
+    [still] = (await http.get("/api/v1/conversation/history", headers=alice)).json()
+    assert still["rating"] is None
+    assert (await http.put(path, json={"rating": "up"}, headers=alice)).status_code == 200
+    [bobs] = (await http.get("/api/v1/conversation/history", headers=bob)).json()
+    assert bobs["rating"] is None
 
 
 async def test_memories_are_private(

@@ -11,6 +11,7 @@
 //   session.js        log in/out, password    chat.js      sending, websocket events
 //   transcript.js     bubbles, reply details  limits.js    the message limit
 //   conversations.js  conversations, history  memories.js  the memories panel
+//   learning.js       consent, runs and (administrators) the approval queue
 
 import { setUnauthorizedHandler } from "/static/api.js";
 import { failPending, handleEvent, regenerate, sendMessage, stopReply } from "/static/chat.js";
@@ -24,6 +25,7 @@ import {
   renameConversation,
 } from "/static/conversations.js";
 import { $, confirmAction } from "/static/dom.js";
+import { onConsentChange, onQueueClick, refreshLearning } from "/static/learning.js";
 import { hideLimit, onPaste, overLimitText, showLimit, updateCount } from "/static/limits.js";
 import { deleteAllMemories, deleteMemory, refreshMemories } from "/static/memories.js";
 import {
@@ -35,7 +37,7 @@ import {
 } from "/static/session.js";
 import { ChatSocket } from "/static/socket.js";
 import { state } from "/static/state.js";
-import { copyReply } from "/static/transcript.js";
+import { copyReply, rateReply } from "/static/transcript.js";
 
 function wire() {
   $("auth-form").addEventListener("submit", onAuthSubmit);
@@ -73,6 +75,7 @@ function wire() {
     if (!bubble) return;
     if (button.dataset.action === "copy") copyReply(bubble);
     else if (button.dataset.action === "regenerate") regenerate(bubble);
+    else if (button.dataset.action === "rate") rateReply(bubble, button);
   });
 
   $("conversation-new").addEventListener("click", newConversation);
@@ -122,6 +125,13 @@ function wire() {
     );
     if (ok) deleteAllMemories();
   });
+
+  $("learning-panel").addEventListener("toggle", () => {
+    if ($("learning-panel").open) refreshLearning();
+  });
+  $("learning-refresh").addEventListener("click", refreshLearning);
+  $("learning-consent").addEventListener("change", onConsentChange);
+  $("learning-queue").addEventListener("click", onQueueClick);
 
   window.addEventListener("online", () => state.socket.reconnectNow());
 }

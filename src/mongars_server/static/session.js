@@ -9,6 +9,7 @@ import {
   refreshHistory,
 } from "/static/conversations.js";
 import { $, clearError, notify, showError } from "/static/dom.js";
+import { resetLearning } from "/static/learning.js";
 import { hideLimit, loadLimits } from "/static/limits.js";
 import { refreshMemories } from "/static/memories.js";
 import { state } from "/static/state.js";
@@ -65,6 +66,7 @@ export function endSession(reason, kind = "error") {
   $("memory-list").replaceChildren();
   $("memory-caption").textContent = "";
   $("memory-search-input").value = "";
+  resetLearning();
   clearError($("chat-error"));
   hideLimit();
   $("app").hidden = true;
