@@ -37,7 +37,13 @@ if os.environ.get("MONGARS_GPU_CHECK_RESULTS"):  # tests write elsewhere
     common.RESULTS = Path(os.environ["MONGARS_GPU_CHECK_RESULTS"])
 RESULTS = common.RESULTS
 
-TESTS = "tests/test_gpu.py"
+# The CUDA tests: the torch backend's, a LoRA adapter on it, and the trainer on the GPU
+# (with the stand-in model where the bundled one is not cached: the machine may be offline).
+TESTS = (
+    "tests/test_gpu.py",
+    "tests/test_torch_adapters.py::test_on_cuda_an_adapter_request_runs_eager_and_the_base_stays_compiled",
+    "tests/test_learning_trainer.py::test_on_cuda_device_auto_trains_on_the_gpu",
+)
 TESTS_TIMEOUT_S = 360
 BENCHMARK_TIMEOUT_S = 300
 
@@ -89,7 +95,7 @@ def run_tests() -> dict[str, Any]:
     started = time.perf_counter()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", TESTS, "-q", "-rA", "-p", "no:cacheprovider",
+            [sys.executable, "-m", "pytest", *TESTS, "-q", "-rA", "-p", "no:cacheprovider",
              f"--junitxml={report}"],
             cwd=ROOT, capture_output=True, text=True, timeout=TESTS_TIMEOUT_S, check=False,
         )  # fmt: skip
@@ -103,7 +109,8 @@ def run_tests() -> dict[str, Any]:
                 if child.tag in ("failure", "error", "skipped"):
                     outcome = "skipped" if child.tag == "skipped" else "failed"
                     message = (child.get("message") or "")[:300]
-            cases.append({"test": case.get("name", "?"), "outcome": outcome, "message": message})
+            name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name', '?')}"
+            cases.append({"test": name, "outcome": outcome, "message": message})
     return {
         "returncode": done.returncode,
         "seconds": round(time.perf_counter() - started, 1),
@@ -241,7 +248,9 @@ def render(results: dict[str, Any]) -> str:
         f"Python {info['python']}, {info['cpu_cores']} CPU cores. Whole check: "
         f"{results['seconds']} s.",
         "",
-        "## CUDA tests (tests/test_gpu.py)",
+        "## CUDA tests",
+        "",
+        ", ".join(f"`{test}`" for test in TESTS),
         "",
     ]
     if tests.get("timed_out"):

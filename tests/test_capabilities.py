@@ -50,7 +50,7 @@ ABILITIES = (
     ("name", "expected"),
     [
         ("llamacpp", set(ABILITIES) - {ModelCatalog}),
-        ("torch", {Loadable, Fetchable, ReportsProgress, TokenCounter}),
+        ("torch", {Loadable, Fetchable, ReportsProgress, TokenCounter, ServesAdapters}),
         # `local` answers for whichever engine it chose, so it has every ability an engine may.
         ("local", set(ABILITIES) - {ModelCatalog}),
         ("ollama", {HealthChecked, ModelCatalog}),

@@ -234,3 +234,29 @@ def test_the_gpu_check_records_that_it_did_not_run_without_a_gpu(tmp_path: Path)
     assert recorded["ran"] is False
     assert recorded["reason"] == "nvidia-smi lists no GPU"
     assert "did not run" in (results / "gpu_check.md").read_text()
+
+
+def test_the_gpu_check_names_tests_that_exist() -> None:
+    """The tests ``scripts/gpu-check`` runs are all collected here: a renamed or moved
+    CUDA test fails in CI, not on the GPU machine."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys, pytest; sys.path.insert(0, 'benchmarks'); import gpu_check; "
+        "print('TESTS', *gpu_check.TESTS); "
+        "options = ['--collect-only', '-q', '-p', 'no:cacheprovider']; "
+        "sys.exit(pytest.main([*gpu_check.TESTS, *options]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    named = next(line for line in lines if line.startswith("TESTS ")).split()[1:]
+    collected = [line for line in lines if "::" in line]
+    for test in named:
+        assert any(line.startswith(test) for line in collected), (test, collected)
+    assert any("test_torch_adapters.py::test_on_cuda" in line for line in collected)
+    assert any("test_learning_trainer.py::test_on_cuda" in line for line in collected)

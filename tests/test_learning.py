@@ -273,6 +273,30 @@ async def test_a_cancelled_run_stops_its_worker_and_keeps_no_adapter(
     assert learner.lock.holder() is None
 
 
+async def test_a_cancel_request_stops_a_run_of_another_process_and_turns_are_answered_meanwhile(
+    make_assistant: Any, fake_worker: Any
+) -> None:
+    assistant = await _assistant(make_assistant)
+    await _import(assistant, "alice", style_history(60, seed=2))
+    learner = _learner(assistant)
+    await learner.set_consent("alice", True, by="alice")
+    other = Learner(assistant.services)  # another process's view: its own lock handle
+    assert other.request_cancel() is None  # nothing going
+    fake_worker(wait=True)
+    started = asyncio.Event()
+    run = asyncio.ensure_future(learner.run("alice", progress=lambda *_: started.set()))
+    await asyncio.wait_for(started.wait(), 60)
+    reply = await assistant.chat("bob", "Are you still there?")  # the loop is not blocked
+    assert reply.text == "You said: Are you still there?"
+    holder = other.request_cancel()
+    assert holder is not None and holder.user_id == "alice"
+    with pytest.raises(RunCancelledError):
+        await asyncio.wait_for(run, 60)
+    (record,) = await learner.runs("alice")
+    assert record.status == "cancelled" and record.id == holder.run_id
+    assert not (learner.root / "cancel-request").exists()
+
+
 async def test_one_run_at_a_time_and_too_few_examples(
     make_assistant: Any, fake_worker: Any
 ) -> None:

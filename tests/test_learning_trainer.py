@@ -343,3 +343,40 @@ def test_a_failure_to_save_is_an_error_and_leaves_no_result(
     assert worker.returncode == 2
     assert events[-1]["event"] == "error" and "a-file" in events[-1]["message"]
     assert not (tmp_path / "result.json").exists()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
+def test_on_cuda_device_auto_trains_on_the_gpu(tmp_path: Path) -> None:
+    """``scripts/gpu-check`` runs it: the cache's converted bundled model, else the stand-in
+    (``tests/gpu_standin.py``: that GPU machine may be offline, without the bundled file)."""
+    pytest.importorskip("peft", reason="needs peft (mongars-assistant[train])")
+    import mongars_plugins.cuda  # noqa: F401  (the model store imports its settings)
+    from mongars_core.settings import Settings
+    from mongars_plugins.cuda import model as model_files
+    from tests.conftest import MODEL_CACHE
+    from tests.gpu_standin import build_standin
+
+    folder = model_files.model_dir(Settings(cache_dir=MODEL_CACHE))
+    if not model_files.is_ready(folder):
+        folder = build_standin(tmp_path / "models")
+    params = {**spec_dict(tmp_path)["params"], "steps": 3}
+    spec = spec_dict(tmp_path, folder, params=params, device="auto", threads=None)
+    worker = start_worker(write_spec(tmp_path, spec))
+    out, _ = worker.communicate(timeout=300)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert worker.returncode == 0, events[-1]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["device"] == "cuda"
+    metrics = result["metrics"]
+    assert set(metrics) == METRICS and all(math.isfinite(v) and v > 0 for v in metrics.values())
+    assert metrics["heldout_perplexity_after"] < metrics["heldout_perplexity_before"]
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == result["adapter_files"]

@@ -581,6 +581,33 @@ async def test_an_adapter_for_another_base_model_is_served_by_the_base_model(
         await backend.aclose()
 
 
+@pytest.mark.model
+async def test_a_stream_stopped_early_still_names_its_adapter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply the consumer stops (the pipeline's repetition guard, a closed socket) was
+    made with the adapter: ``Reply.adapter`` must name it."""
+    from mongars_plugins.llamacpp import lora
+
+    strong = write_lora(tmp_path / "strong.gguf", seed=3, magnitude=0.3)
+    monkeypatch.setattr(lora, "converted_adapter", lambda adapter, cache_dir, base_gguf: strong)
+    backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data", slots=1))
+    try:
+        asked = request("Count from 1 to 200, one number a line.", 400, adapter=adapter_ref("a"))
+        stream = backend.stream(asked)
+        seen = 0
+        async for _delta in stream:
+            seen += 1
+            if seen == 3:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]  (as the pipeline's aclosing)
+        assert backend.stopped_generations == 1
+        assert asked.outcome.adapter == "a@1"
+        assert asked.outcome.finish_reason is None  # stopped, not finished
+    finally:
+        await backend.aclose()
+
+
 def write_junk(path: Path) -> Path:
     path.write_bytes(b"hello" * 100)
     return path

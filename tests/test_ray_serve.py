@@ -4,7 +4,9 @@ One Ray and one two-replica deployment serve the whole module (starting
 them takes about 11 s here); the test that kills a replica runs last. The
 replicas run the bundled SmolLM2 through the server's engine choice
 (llama.cpp here), one thread each; the converted torch model is fetched once
-before deploying, for a replica that falls back to torch.
+before deploying, for a replica that falls back to torch. The adapter tests
+make one random-B peft adapter on the bundled model and compare each replica's
+greedy reply with the same engine's in this process.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mongars_plugins.ray_serve as ray_serve_plugin
+from mongars_core.adapters import AdapterRegistry
 from mongars_core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -36,9 +39,17 @@ from mongars_core.local_engine import LocalEngine
 from mongars_core.pipeline import Assistant
 from mongars_core.plugins import PluginHost, build_plugin_manager
 from mongars_core.settings import Settings
-from mongars_core.types import ChatMessage, GenerationOutcome, GenerationRequest, OutputConstraint
+from mongars_core.types import (
+    AdapterRef,
+    ChatMessage,
+    GenerationOutcome,
+    GenerationRequest,
+    OutputConstraint,
+)
 from mongars_plugins.cuda import model as model_files
+from mongars_plugins.llamacpp.backend import LlamaCppBackend
 from mongars_plugins.local_engines import local_engine
+from mongars_plugins.model_store import BUNDLED_MODEL
 from mongars_plugins.ray_serve import cluster, deployment
 from mongars_plugins.ray_serve._ray import require_ray
 from mongars_plugins.ray_serve.backend import RayServeBackend, _report_outcome
@@ -57,11 +68,17 @@ def needs_ray(test: Any) -> Any:
 PROMPT = "Describe the sea in three sentences."
 
 
-def request(text: str = PROMPT, tokens: int = 16, temperature: float = 0.0) -> GenerationRequest:
+def request(
+    text: str = PROMPT,
+    tokens: int = 16,
+    temperature: float = 0.0,
+    adapter: AdapterRef | None = None,
+) -> GenerationRequest:
     return GenerationRequest(
         messages=[ChatMessage(role="user", content=text)],
         max_new_tokens=tokens,
         temperature=temperature,
+        adapter=adapter,
     )
 
 
@@ -414,6 +431,104 @@ def test_the_cli_deploys_shows_and_deletes_an_application_on_a_joined_cluster(
     assert local_ray.local is not None and local_ray.local.alive()
     after = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert after["application"] is None
+
+
+# -- adapters ------------------------------------------------------------------------------
+
+# peft (0.21) calls a transformers method that transformers 5 deprecates.
+PEFT_ON_TRANSFORMERS_5 = pytest.mark.filterwarnings(
+    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
+)
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def adapter(ray_settings: Settings, local_ray: cluster.Connection) -> AdapterRef:
+    """A random-B peft adapter on the bundled model, registered (the replicas read it
+    from the registry's folder: one machine)."""
+    torch = pytest.importorskip("torch", reason="needs torch (mongars-assistant[local])")
+    pytest.importorskip("peft", reason="needs peft (mongars-assistant[train])")
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_lora import make_peft_adapter
+
+    folder = model_files.ensure_model(ray_settings)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    source = ray_settings.data_dir / "peft"
+    make_peft_adapter(model, source, ["q_proj", "v_proj"], magnitude=1.0).unload()
+    registry = AdapterRegistry(ray_settings.data_dir / "adapters")
+    return registry.register(
+        source, name="alice-style", version="1", base_model=BUNDLED_MODEL
+    ).ref()
+
+
+async def in_process(settings: Settings, *asked: GenerationRequest) -> list[str]:
+    """The replies of the engine a replica of ``settings`` builds, built here."""
+    engine = local_engine(deployment.replica_settings(deployment.replica_config(settings)))
+    try:
+        return [await engine.generate(one) for one in asked]
+    finally:
+        if isinstance(engine.engine, LlamaCppBackend):
+            await engine.engine.aclose()
+
+
+async def check_adapter_on_the_replicas(
+    backend: RayServeBackend, settings: Settings, adapter: AdapterRef
+) -> None:
+    expected, base = await in_process(
+        settings, request(QUESTION, 12, adapter=adapter), request(QUESTION, 12)
+    )
+    assert expected != base  # the adapter changes the reply
+    adapted = request(QUESTION, 12, adapter=adapter)
+    assert await backend.generate(adapted) == expected
+    assert adapted.outcome.adapter == adapter.id
+    plain = request(QUESTION, 12)  # right after: the base model, on whichever replica
+    assert await backend.generate(plain) == base
+    assert plain.outcome.adapter is None
+
+
+@needs_ray
+@PEFT_ON_TRANSFORMERS_5
+async def test_a_requests_adapter_answers_on_the_replica_as_on_its_engine_here(
+    backend: RayServeBackend, ray_settings: Settings, adapter: AdapterRef
+) -> None:
+    assert str((await backend.describe_replica())["engine"]).startswith("llamacpp")
+    await check_adapter_on_the_replicas(backend, ray_settings, adapter)
+
+
+@needs_ray
+@PEFT_ON_TRANSFORMERS_5
+async def test_a_stream_the_caller_stops_early_still_names_its_adapter(
+    backend: RayServeBackend, adapter: AdapterRef
+) -> None:
+    """As the pipeline's repetition guard stops one: the replica never sends its outcome."""
+    asked = request("Write a long story about a dragon.", tokens=200, adapter=adapter)
+    stream = backend.stream(asked)
+    for _ in range(3):
+        assert await anext(stream)
+    await asyncio.wait_for(stream.aclose(), timeout=10)
+    assert asked.outcome.adapter == adapter.id
+    assert asked.outcome.finish_reason is None  # it was stopped, not finished
+
+
+@needs_ray
+@PEFT_ON_TRANSFORMERS_5
+async def test_torch_replicas_answer_with_the_adapter_too(
+    local_ray: cluster.Connection, ray_settings: Settings, adapter: AdapterRef
+) -> None:
+    settings = Settings(
+        data_dir=ray_settings.data_dir,
+        cache_dir=MODEL_CACHE,
+        llm={"local_engines": ["torch"]},
+        ray={"address": local_ray.address, "app_name": "torch-test", "num_cpus": 0.5},
+    )
+    await asyncio.to_thread(deployment.deploy, settings, local_ray.ray, local=True, timeout_s=120)
+    try:
+        torch_backend = RayServeBackend(settings)
+        assert (await torch_backend.describe_replica())["engine"] == "torch"
+        await check_adapter_on_the_replicas(torch_backend, settings, adapter)
+    finally:
+        await asyncio.to_thread(deployment.delete, local_ray.ray, "torch-test")
 
 
 @needs_ray

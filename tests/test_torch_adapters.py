@@ -4,6 +4,8 @@ with the base model, as transformers + peft generate them.
 The checks of an adapter's files run everywhere; the rest (``model``) loads the bundled
 model on one CPU thread and makes random-B adapters on it with peft
 (``tests.test_lora.make_peft_adapter``). Greedy replies of 12 tokens keep them short.
+The CUDA test (``scripts/gpu-check`` runs it) takes the stand-in model where the bundled
+one is not cached.
 """
 
 from __future__ import annotations
@@ -424,23 +426,54 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+@pytest.fixture(scope="module")
+def cuda_made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The models folder of the CUDA test and a random-B adapter made on its model: the
+    cache's converted bundled model, else the stand-in (``tests/gpu_standin.py``: the GPU
+    machine ``scripts/gpu-check`` runs on may be offline, without the bundled file)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mongars_plugins.cuda import model as model_files
+    from tests.gpu_standin import build_standin
+
+    root = tmp_path_factory.mktemp("cuda")
+    models = model_files.model_dir(Settings(cache_dir=MODEL_CACHE)).parent
+    if not model_files.is_ready(models / model_files.MODEL_NAME):
+        models = build_standin(root / "models").parent
+    model = AutoModelForCausalLM.from_pretrained(
+        str(models / model_files.MODEL_NAME), dtype=torch.float32
+    )
+    make_peft_adapter(model, root / "strong", ["q_proj", "v_proj"], 1.0, seed=1).unload()
+    return models, root / "strong"
+
+
 @pytest.mark.model
 @PEFT_ON_TRANSFORMERS_5
 @pytest.mark.filterwarnings("default")  # torch.compile's own warnings on some drivers
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
 async def test_on_cuda_an_adapter_request_runs_eager_and_the_base_stays_compiled(
-    tmp_path: Path, made: dict[str, Made]
+    tmp_path: Path, cuda_made: tuple[Path, Path]
 ) -> None:
     """bf16 on CUDA: replies are not the CPU's float32 ones, but each is reproducible, the
     base's is the same before and after an adapter, and the base keeps the static cache."""
     from tests.test_gpu import _static_cache_length
 
-    adapters = registered(tmp_path / "data", made, "strong")
-    settings = Settings(data_dir=tmp_path / "data", cache_dir=MODEL_CACHE, local={"device": "cuda"})
+    models, folder = cuda_made
+    strong = AdapterRegistry(tmp_path / "data" / "adapters").register(
+        folder, name="strong", version="1", base_model=BUNDLED_MODEL
+    )
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        cache_dir=MODEL_CACHE,
+        local={"device": "cuda", "model_dir": str(models), "fetch": False},
+    )
     backend = LocalModelBackend(settings)
     base = await backend.generate(ask())
-    adapted = [await backend.generate(ask(adapters["strong"].ref())) for _ in range(2)]
+    requests = [ask(strong.ref()) for _ in range(2)]
+    adapted = [await backend.generate(request) for request in requests]
     assert adapted[0] == adapted[1] != base
+    assert [request.outcome.adapter for request in requests] == ["strong@1"] * 2
     after = ask()
     assert await backend.generate(after) == base and after.outcome.adapter is None
     assert _static_cache_length(backend._model) is not None

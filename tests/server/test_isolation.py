@@ -70,6 +70,7 @@ CHECKED_HERE = {
     ("POST", "/api/v1/admin/learning/users/{username}/run"),
     ("GET", "/api/v1/admin/learning/summary"),
     ("GET", "/api/v1/admin/learning/status"),
+    ("POST", "/api/v1/admin/learning/cancel"),
 }
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from mongars_plugins.learning.runs import Validation
 from tests.conftest import service_unavailable
 from tests.server.conftest import LiveServer
 from tests.server.test_console import ARTIFACTS, CHROMIUM, PASSWORD, Console, new_username
@@ -70,13 +72,22 @@ def test_a_user_turns_learning_on_and_off(
     expect(page.locator("#learning-admin")).to_be_hidden()  # not an administrator
     assert not consents(server, username)
 
-    # A run of theirs (made by an operator): its status, perplexities and energy.
+    # Runs of theirs (made by an operator): status, perplexities, energy, latest validation.
     run = add_run(server, tmp_path, username, wh=1.5)
+    checked = Validation(
+        at=datetime(2026, 11, 30, tzinfo=UTC),
+        examples=6,
+        heldout_perplexity_base=30.0,
+        heldout_perplexity_adapter=29.0,
+        passed=False,
+    )
+    add_run(server, tmp_path, username, "approved", minutes_ago=30, validation=checked)
     page.click("#learning-refresh")
     runs = page.locator('[data-testid="learning-run"]')
-    expect(runs).to_have_count(1)
+    expect(runs).to_have_count(2)
     expect(runs.first).to_contain_text(f"{run.id} awaiting approval")
     expect(runs.first).to_contain_text("held-out perplexity 30.00 → 12.00 · 1.50 Wh (estimate)")
+    expect(runs.last).to_contain_text("regressed 2026-11-30: 30.00 → 29.00 on newer turns")
     expect(page.locator("#learning-runs-empty")).to_be_hidden()
 
     box.check()

@@ -232,6 +232,7 @@ async def test_a_user_sees_only_their_own_runs_and_consent(
         ("POST", "/api/v1/admin/learning/users/alice/run"),
         ("GET", "/api/v1/admin/learning/summary"),
         ("GET", "/api/v1/admin/learning/status"),
+        ("POST", "/api/v1/admin/learning/cancel"),
     ]:
         body = {"enabled": False} if method == "PUT" else None
         answer = await http.request(method, path, json=body, headers=bob)
@@ -543,3 +544,18 @@ async def test_the_status_names_the_queue_and_the_run_going_by_username(
     assert (status["consenting_users"], status["min_new_examples"]) == (1, 2)
     text = json.dumps(status)
     assert user_id(server, "alice") not in text and user_id(server, "bob") not in text
+
+
+async def test_cancel_asks_the_run_going_to_stop_and_is_409_when_none_is(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = learning_server(make_server)
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+        root = await admin(http, server)
+        idle = await http.post("/api/v1/admin/learning/cancel", headers=root)
+        assert (idle.status_code, idle.json()["code"]) == (409, "no_run")
+        going = learner(server)
+        with going.lock.hold("run-20250101-000000-abcdef", "someone"):
+            asked = await http.post("/api/v1/admin/learning/cancel", headers=root)
+            assert asked.json() == {"run_id": "run-20250101-000000-abcdef"}
+            assert going._cancel_requested("run-20250101-000000-abcdef")

@@ -234,6 +234,20 @@ async def reject(
         _print_run(await learner.reject(run_id, by="operator", reason=reason), learner, as_json)
 
 
+@learn_app.command("cancel")
+@async_command
+async def cancel(as_json: Json = False) -> None:
+    """Stop the run going on this node (in whichever process): nothing of it is kept."""
+    async with _learner() as learner:
+        holder = learner.request_cancel()
+    if holder is None:
+        raise fail("no training run is going")
+    if as_json:
+        _print_json({"run_id": holder.run_id, "cancelling": True})
+    else:
+        out.print(f"asked {holder.run_id} to stop", highlight=False)
+
+
 @learn_app.command("validate")
 @async_command
 async def validate(run_id: RunId, as_json: Json = False) -> None:

@@ -336,6 +336,20 @@ async def rollback_user(server: State, caller: AdminCaller, username: Username) 
     )
 
 
+class Cancelled(BaseModel):
+    run_id: str
+
+
+@admin_router.post("/cancel", response_model=Cancelled)
+async def cancel_run(server: State, caller: AdminCaller) -> Cancelled:
+    """Ask the run (or validation) going on this node to stop, in whichever process it
+    runs; it stops within a second or so and keeps nothing but its record."""
+    holder = _learner(server).request_cancel()
+    if holder is None:
+        raise ApiError(409, "no training run is going", "no_run")
+    return Cancelled(run_id=holder.run_id.split(":", 1)[0])
+
+
 @admin_router.put("/users/{username}/consent", response_model=UserConsentOut)
 async def set_user_consent(
     server: State, caller: AdminCaller, username: Username, body: ConsentIn

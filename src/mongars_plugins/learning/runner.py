@@ -266,6 +266,40 @@ class Learner:
         self._cancel.set()
         return True
 
+    def request_cancel(self) -> LockHolder | None:
+        """Ask the run going on this node, in whichever process, to stop: a request
+        file its runner looks for every half second. The run's holder, or ``None``
+        when no run is going."""
+        holder = self.lock.holder()
+        if holder is None:
+            return None
+        write_atomically(self._cancel_file, holder.run_id)
+        self.cancel()
+        return holder
+
+    @property
+    def _cancel_file(self) -> Path:
+        return self.root / "cancel-request"
+
+    @contextlib.contextmanager
+    def _cancel_request_cleared(self) -> Iterator[None]:
+        self._cancel_file.unlink(missing_ok=True)  # a request for an earlier run
+        try:
+            yield
+        finally:
+            self._cancel_file.unlink(missing_ok=True)
+
+    def _cancel_requested(self, run_id: str) -> bool:
+        try:
+            return self._cancel_file.read_text().strip() == run_id
+        except OSError:
+            return False
+
+    async def _wait_for_cancel(self, run_id: str, event: asyncio.Event) -> None:
+        while not event.is_set() and not self._cancel_requested(run_id):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), 0.5)
+
     async def run(
         self,
         user_id: str,
@@ -280,7 +314,7 @@ class Learner:
                 f"{user_id} has not opted in to learning (`mongars learn enable --user {user_id}`)"
             )
         run_id = new_run_id()
-        with self.lock.hold(run_id, user_id):
+        with self.lock.hold(run_id, user_id), self._cancel_request_cleared():
             await self.recover()
             dataset = await self.dataset(user_id)
             if dataset.size < self.config.min_examples:
@@ -465,7 +499,9 @@ class Learner:
     ) -> str | None:
         assert process.stdout is not None
         cancel = self._cancel or asyncio.Event()
-        waiter = asyncio.ensure_future(cancel.wait())
+        holder = self.lock.holder()
+        held_as = holder.run_id if holder is not None else run.id
+        waiter = asyncio.ensure_future(self._wait_for_cancel(held_as, cancel))
         error: str | None = None
         last_saved = 0
         try:
@@ -567,7 +603,7 @@ class Learner:
         self.registry.verify(adapter)
         from mongars_plugins.cuda.model import ensure_model
 
-        with self.lock.hold(f"{run_id}:validation", run.user_id):
+        with self.lock.hold(f"{run_id}:validation", run.user_id), self._cancel_request_cleared():
             work = self._work_dir(f"{run_id}-validation")
             work.mkdir(parents=True, exist_ok=True)
             try:

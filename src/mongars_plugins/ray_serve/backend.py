@@ -19,6 +19,9 @@ The replica's engine reports how the generation ended; this backend copies
 that into the caller's ``request.outcome`` (finish reason, token counts,
 decode speed, adapter). After a resumed stream the counts cover only the
 last replica's part, so they are left out and the pipeline counts usage itself.
+``request.adapter`` travels with the request: the replica's engine generates
+with it where it serves the adapter's base model, and names it as it begins, so
+a reply the caller stops reading early still names its adapter.
 """
 
 from __future__ import annotations
@@ -141,9 +144,16 @@ class RayServeBackend:
                 # A fresh outcome per attempt (model_copy shares the caller's).
                 payload.outcome = GenerationOutcome()
                 async with aclosing(self._replica_stream(payload)) as deltas:
-                    async for delta in deltas:
-                        delivered += delta
-                        yield delta
+                    try:
+                        async for delta in deltas:
+                            delivered += delta
+                            yield delta
+                    except GeneratorExit:
+                        # The caller stopped reading (a stop, the repetition guard):
+                        # the outcome never comes, but the reply was made with the
+                        # adapter the replica named when it began.
+                        _report_outcome(request, payload)
+                        raise
                 _report_outcome(request, payload)
                 return
             except BackendUnavailableError as exc:
@@ -177,6 +187,7 @@ class RayServeBackend:
                     continue
                 if isinstance(item, dict):  # the replica saying who it is
                     replica = str(item["replica_id"])
+                    request.outcome.adapter = item.get("adapter")
                     self.served_by[replica] += 1
                     self.in_flight[replica] += 1
                     continue

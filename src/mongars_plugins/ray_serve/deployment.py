@@ -74,9 +74,10 @@ class ModelReplica:
 
         ``payload`` is a :class:`GenerationRequest` as JSON; the last item is
         its :class:`~mongars_core.types.GenerationOutcome` as the engine
-        reported it (finish reason, token counts, speed, adapter). When the
-        caller cancels, Serve cancels this generator and the engine stops
-        within one token.
+        reported it (finish reason, token counts, speed, adapter). The first
+        names the adapter the engine applies too, for a caller that stops
+        reading before the outcome. When the caller cancels, Serve cancels this
+        generator and the engine stops within one token.
         """
         request = GenerationRequest.model_validate(payload)
         model = self._model
@@ -86,7 +87,14 @@ class ModelReplica:
             raise UnsupportedConstraintError(
                 f"this replica's engine ({model.engine_name}) cannot constrain output"
             )
-        yield {"replica_id": self.replica_id, "pid": os.getpid(), "engine": model.engine_name}
+        adapter = request.adapter
+        applied = adapter.id if adapter is not None and model.can_serve_adapter(adapter) else None
+        yield {
+            "replica_id": self.replica_id,
+            "pid": os.getpid(),
+            "engine": model.engine_name,
+            "adapter": applied,
+        }
         self.generations += 1
         async for delta in model.stream(request):
             yield delta

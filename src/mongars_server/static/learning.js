@@ -27,6 +27,13 @@ function runFacts(run) {
     const estimate = run.energy && run.energy.estimated ? " (estimate)" : "";
     facts.push(`${run.energy_wh.toFixed(2)} Wh${estimate}`);
   }
+  const checked = run.validation;
+  if (checked && number(checked.heldout_perplexity_base) && number(checked.heldout_perplexity_adapter)) {
+    const verdict = checked.passed ? "validated" : "regressed";
+    facts.push(
+      `${verdict} ${String(checked.at).slice(0, 10)}: ${checked.heldout_perplexity_base.toFixed(2)} → ${checked.heldout_perplexity_adapter.toFixed(2)} on newer turns`,
+    );
+  }
   return facts.join(" · ");
 }
 
