@@ -12,7 +12,9 @@ One run measures, on the bundled GGUF (SmolLM2-135M-Instruct Q4_1), greedy:
   to first token (target < 3 s), each in a fresh process so that nothing else
   (torch, an earlier engine) is counted;
 * the same figures with a LoRA adapter active (a random peft adapter on the
-  bundled model, made here);
+  bundled model, made here), and what the adapter costs per token on each
+  engine, llama.cpp and torch: one-stream decode without and with it, the two
+  taking turns run by run (target: under 10% more time per token);
 * decode tokens/s of llama.cpp with 1 and 2 threads, idle and with one busy
   process on the machine.
 
@@ -22,7 +24,7 @@ Every prompt is new to the engine (a run number starts it), so no prompt cache
 is reused.
 
     .venv/bin/python benchmarks/local_model.py [--tokens 128] [--runs 3] [--threads N]
-        [--skip-torch] [--skip-adapter] [--model NAME] [--name local_model]
+        [--cost-runs 5] [--skip-torch] [--skip-adapter] [--model NAME] [--name local_model]
 
 ``--model NAME`` measures a GGUF the user added (``mongars models add FILE``)
 the same way, without the torch and adapter runs.
@@ -61,6 +63,11 @@ LONG_TEXT = (
 LONG_PROMPT_TOKENS = 500
 BUSY_LOOP = "while True: pass"
 CHILD_TIMEOUT_S = 300
+COST_TORCH_TOKENS = 32
+"""New tokens per torch run when measuring the adapter's cost (torch decodes ~15 tok/s)."""
+EVERY_PROJECTION = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ADAPTER_COST_TARGET_PCT = 10.0
+"""Issue 11: serving with an adapter costs under 10% more time per token than the base."""
 
 
 # -- what every measurement reports ---------------------------------------------------
@@ -267,13 +274,11 @@ async def backend_concurrent(
     return time.perf_counter() - started, list(timings)
 
 
-def adapter_ref(folder: Path) -> Any:
+def adapter_ref(folder: Path, name: str = "bench") -> Any:
     from mongars_core.types import AdapterRef
     from mongars_plugins.model_store import BUNDLED_MODEL
 
-    return AdapterRef(
-        name="bench", version="1", path=str(folder), base_model=BUNDLED_MODEL, sha256=""
-    )
+    return AdapterRef(name=name, version="1", path=str(folder), base_model=BUNDLED_MODEL, sha256="")
 
 
 # -- children: each measurement in its own process ---------------------------------------
@@ -466,7 +471,8 @@ def spawn(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], float]:
 
 
 def child_adapter(config: dict[str, Any]) -> dict[str, Any]:
-    """A random peft LoRA on the bundled model (every projection, rank 8), and its GGUF form."""
+    """A random peft LoRA on the bundled model (rank 8; every projection unless
+    ``config["modules"]`` names them), and its GGUF form."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -476,8 +482,11 @@ def child_adapter(config: dict[str, Any]) -> dict[str, Any]:
     folder, gguf = Path(config["folder"]), Path(config["gguf"])
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(config["torch_model"], dtype=torch.float32)
-    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=modules))
+    modules = config.get("modules") or EVERY_PROJECTION
+    rank = config.get("rank", 8)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules)
+    )
     with torch.no_grad():  # peft starts B at zero: an adapter that changes nothing
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
@@ -488,7 +497,64 @@ def child_adapter(config: dict[str, Any]) -> dict[str, Any]:
     return {"lora_gguf": str(out), "convert_s": round(time.perf_counter() - started, 2)}
 
 
+def child_adapter_cost(config: dict[str, Any]) -> dict[str, Any]:
+    """One engine's one-stream decode without and with each adapter, taking turns run by run.
+
+    ``config["adapters"]``: mode name -> peft folder. llama.cpp answers every mode from
+    one engine with every LoRA loaded (scale 0 for those not asked for). torch's base is
+    a backend that never saw an adapter; ``base_wrapped`` is the backend serving the
+    adapters, answering without one (its peft layers disabled).
+    """
+    scratch = Path(config["scratch"])
+    adapters = {
+        mode: adapter_ref(Path(folder), name=mode) for mode, folder in config["adapters"].items()
+    }
+    modes: dict[str, tuple[Any, Any]]
+    if config["engine"] == "torch":
+        from mongars_plugins.cuda.backend import LocalModelBackend
+
+        settings = backend_settings(Path(config["gguf"]), scratch, config["threads"], 1)
+        settings = settings.model_copy(update={"cache_dir": Path(config["torch_cache"])})
+        plain, served = LocalModelBackend(settings), LocalModelBackend(settings)
+        modes = {"base": (plain, None)}
+        modes.update({mode: (served, ref) for mode, ref in adapters.items()})
+        modes["base_wrapped"] = (served, None)
+    else:
+        from mongars_plugins.llamacpp.backend import LlamaCppBackend
+
+        settings = backend_settings(
+            Path(config["gguf"]), scratch, config["threads"], config["slots"]
+        )
+        backend = LlamaCppBackend(settings)
+        modes = {"base": (backend, None)}
+        modes.update({mode: (backend, ref) for mode, ref in adapters.items()})
+    counter = iter(range(1, 10_000))
+    out: dict[str, Any] = {mode: [] for mode in modes}
+
+    async def main() -> None:
+        # Load, start the adapters' engine (llama.cpp) or load them (torch), then warm
+        # every mode once all are in.
+        for prompt, tokens in (("Hello", 4), (PROMPT, 16)):
+            for engine, ref in modes.values():
+                await backend_run(engine, numbered(prompt, next(counter)), tokens, ref)
+        names = list(modes)
+        for run in range(config["runs"]):
+            # The order turns each round, so a change of load falls on every mode.
+            for mode in names[run % len(names) :] + names[: run % len(names)]:
+                engine, ref = modes[mode]
+                timing = await backend_run(
+                    engine, numbered(PROMPT, next(counter)), config["tokens"], ref
+                )
+                out[mode].append(asdict_t(timing))
+        if config["engine"] != "torch":
+            await backend.aclose()
+
+    asyncio.run(main())
+    return {"device": getattr(modes["base"][0], "device", None), "runs": out}
+
+
 CHILDREN["adapter"] = child_adapter
+CHILDREN["adapter_cost"] = child_adapter_cost
 
 
 # -- the parent: run everything, summarise, write the results ----------------------------
@@ -539,6 +605,30 @@ def summarise(compare: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def cost_summary(raw: dict[str, list[dict[str, float]]], tokens: int) -> dict[str, Any]:
+    """Each mode's decode tokens/s, and each against the base, round by round."""
+    out: dict[str, Any] = {"max_new_tokens": tokens, "rounds": len(raw["base"])}
+    for mode, runs in raw.items():
+        out[mode] = {
+            "decode_tps": [r["decode_tps"] for r in runs],
+            "decode_tps_median": median([r["decode_tps"] for r in runs]),
+            "decode_tokens": [r["tokens"] for r in runs],
+        }
+        if mode != "base":
+            # Paired within a round: a slower minute slows both runs of the pair.
+            ratios = [
+                round(r["decode_tps"] / b["decode_tps"], 3) if b["decode_tps"] else 0.0
+                for r, b in zip(runs, raw["base"], strict=True)
+            ]
+            paired = statistics.median(ratios)
+            out[mode]["vs_base"] = ratios
+            out[mode]["vs_base_median"] = round(paired, 3)
+            out[mode]["extra_time_per_token_pct"] = (
+                round((1 / paired - 1) * 100, 1) if paired else 0.0
+            )
+    return out
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else 0.0
 
@@ -552,6 +642,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per llama.cpp stream")
     parser.add_argument("--torch-tokens", type=int, default=48, help="new tokens per torch run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--cost-runs",
+        type=int,
+        default=5,
+        help="rounds of base against adapter runs per engine (the adapter's cost)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="default: the engine's default")
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--skip-torch", action="store_true")
@@ -646,6 +742,7 @@ def main() -> None:
             import peft  # noqa: F401
 
             from mongars_plugins.cuda import model as model_files
+            from mongars_plugins.learning.settings import LearningSettings
             from mongars_plugins.llamacpp import lora  # noqa: F401
         except ImportError as exc:
             notes.append(f"adapter figures skipped: {exc}")
@@ -663,7 +760,45 @@ def main() -> None:
             adapter["convert_s"] = made["convert_s"]
             adapter["direct"].update(cold_runs({**with_adapter, "engine": "direct"}, 2))
             adapter["backend"].update(cold_runs({**with_adapter, "engine": "backend"}, 2))
+            # The adapter the trainer makes by default, beside this every-projection one.
+            trained = LearningSettings()
+            small = Path(tempfile.mkdtemp(prefix="mongars-bench-adapter-"))
+            spawn(
+                "adapter",
+                {
+                    "folder": str(small),
+                    "gguf": str(gguf),
+                    "torch_model": str(torch_model),
+                    "modules": trained.target_modules,
+                    "rank": trained.rank,
+                },
+            )
+            adapter["cost_adapters"] = {
+                "trainer_default": f"rank {trained.rank}, {'/'.join(trained.target_modules)}",
+                "every_projection": "rank 8, every projection",
+            }
+            folders = {"trainer_default": str(small), "every_projection": str(folder)}
+            adapter["cost"] = {}
+            for name, tokens in (("llamacpp", arguments.tokens), ("torch", COST_TORCH_TOKENS)):
+                if name == "torch" and arguments.skip_torch:
+                    continue
+                progress(f"adapter: {name} backend, base and adapters taking turns")
+                raw = spawn(
+                    "adapter_cost",
+                    {
+                        **base,
+                        "adapters": folders,
+                        "engine": name,
+                        "tokens": tokens,
+                        "runs": arguments.cost_runs,
+                    },
+                )[0]
+                adapter["cost"][name] = {
+                    "device": raw["device"],
+                    **cost_summary(raw["runs"], tokens),
+                }
             shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(small, ignore_errors=True)
             results["adapter"] = adapter
 
     torch_result: dict[str, Any] | None = None
@@ -723,6 +858,14 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out["decode_vs_torch"] = {"target": "≥ 4×", "value": value, "met": value >= 4}
     if "adapter" in results:
         out.update(check(results["adapter"], "adapter_"))
+        for engine, cost in results["adapter"].get("cost", {}).items():
+            for mode in results["adapter"]["cost_adapters"]:
+                extra = cost[mode]["extra_time_per_token_pct"]
+                out[f"adapter_cost_{engine}_{mode}"] = {
+                    "target": f"< {ADAPTER_COST_TARGET_PCT:g}% more",
+                    "value": extra,
+                    "met": extra < ADAPTER_COST_TARGET_PCT,
+                }
     return out
 
 
@@ -733,18 +876,55 @@ TARGET_NAMES = {
     "peak_rss_mb": "peak resident memory of the backend with the model loaded",
     "cold_start_s": "cold start to first token (fresh process, best of 2)",
 }
+COST_LABELS = {
+    "llamacpp": "llamacpp backend",
+    "torch": "torch backend",
+    "trainer_default": "the trainer's default adapter",
+    "every_projection": "the every-projection adapter",
+    "base_wrapped": "the base once wrapped by peft (no adapter, the same backend)",
+}
 
 
 def target_lines(checked: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for key, item in checked.items():
-        adapter = key.startswith("adapter_")
-        name = TARGET_NAMES[key.removeprefix("adapter_")] + (", adapter active" if adapter else "")
-        unit = {"peak_rss_mb": " MB", "cold_start_s": " s"}.get(key.removeprefix("adapter_"), "×")
-        lines.append(
-            f"- {name}: {item['value']}{unit} (target {item['target']}) — {verdict(item['met'])}"
-        )
+        if key.startswith("adapter_cost_"):  # adapter_cost_<engine>_<adapter>
+            engine, mode = key.removeprefix("adapter_cost_").split("_", 1)
+            name = (
+                f"time per decoded token, {COST_LABELS[mode]} against the base, "
+                f"{COST_LABELS[engine]}"
+            )
+            figure = key
+        else:
+            figure = key.removeprefix("adapter_")
+            name = TARGET_NAMES[figure] + (", adapter active" if key != figure else "")
+        if figure.startswith("adapter_cost_"):
+            value = f"{item['value']:+}% (median of paired runs)"
+        else:
+            unit = {"peak_rss_mb": " MB", "cold_start_s": " s"}.get(figure, "×")
+            value = f"{item['value']}{unit}"
+        lines.append(f"- {name}: {value} (target {item['target']}) — {verdict(item['met'])}")
     return lines
+
+
+def cost_rows(costs: dict[str, Any]) -> list[str]:
+    def runs(figures: dict[str, Any]) -> str:
+        return f"{figures['decode_tps_median']} ({', '.join(map(str, figures['decode_tps']))})"
+
+    rows = []
+    for engine, cost in costs.items():
+        label = COST_LABELS[engine] + (f" ({cost['device']})" if cost.get("device") else "")
+        for mode in ("trainer_default", "every_projection", "base_wrapped"):
+            if mode not in cost:
+                continue
+            figures = cost[mode]
+            rows.append(
+                f"| {label} | {COST_LABELS[mode]} | {cost['max_new_tokens']} "
+                f"| {runs(cost['base'])} | {runs(figures)} | {figures['vs_base_median']} "
+                f"({', '.join(map(str, figures['vs_base']))}) "
+                f"| {figures['extra_time_per_token_pct']:+}% |"
+            )
+    return rows
 
 
 def engine_rows(figures: dict[str, Any], torch: dict[str, Any] | None) -> list[str]:
@@ -829,6 +1009,39 @@ def render(results: dict[str, Any], notes: list[str]) -> str:
             "",
             table(columns, engine_rows(adapter, None)),
         ]
+        costs = adapter.get("cost") or {}
+        if costs:
+            rounds = next(iter(costs.values()))["rounds"]
+            described = adapter["cost_adapters"]
+            parts += [
+                "",
+                "### What an adapter costs per token, engine by engine",
+                "",
+                "Two random peft adapters: the one above "
+                f"({described['every_projection']}) and one shaped like those the trainer "
+                f"makes by default ({described['trainer_default']}). Each engine in a process "
+                "of its own: the same one-stream request without an adapter and with each, "
+                f"taking turns for {rounds} rounds (the order turning each round), every "
+                "prompt new. ÷ base is the decode tokens/s of a round's run over the round's "
+                "base run, the median over the rounds; the extra time per token is 1 ÷ that "
+                f"− 1 (target: under {ADAPTER_COST_TARGET_PCT:g}%). llama.cpp answers every "
+                "run from one engine with both LoRAs loaded (scale 0 for those not asked "
+                "for); torch's base is a backend that never saw an adapter, beside the one "
+                "that serves them (peft wraps its model on the first adapter).",
+                "",
+                table(
+                    [
+                        "engine",
+                        "run",
+                        "new tokens",
+                        "base tok/s: median (runs)",
+                        "this run's tok/s",
+                        "÷ base: median (rounds)",
+                        "extra time per token",
+                    ],
+                    cost_rows(costs),
+                ),
+            ]
         if adapter["backend"]["peak_rss_mb"] > 1.5 * results["backend"]["peak_rss_mb"]:
             parts += [
                 "",

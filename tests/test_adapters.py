@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mongars_core.adapters import AdapterNotFoundError, AdapterRegistry
+from mongars_core.adapters import AdapterNotFoundError, AdapterRegistry, erase_user
 from mongars_core.errors import InvalidInputError
 from tests.conftest import run_mongars
 
@@ -214,3 +214,61 @@ def test_the_cli_assigns_users(tmp_path: Path) -> None:
     again = run_mongars("adapters", "unassign", "--user", "alice", env=env)
     assert "alice had no adapter" in again.stdout
     assert json.loads(run_mongars("adapters", "list", "--json", env=env).stdout)[0]["users"] == []
+
+
+def test_rolling_a_user_back_past_a_learned_adapter_returns_the_one_they_had(
+    tmp_path: Path,
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.register(adapter_dir(tmp_path, "c", b"c"), name="custom", version="1", base_model="m")
+    registry.activate("custom", "1")
+    registry.assign("u1", "custom")
+    registry.register(
+        adapter_dir(tmp_path, "l", b"l"), name="learned-x", version="r1", base_model="m", owner="u1"
+    )
+    registry.activate("learned-x", "r1")
+    registry.assign("u1", "learned-x")  # what approving a learned run does
+    back = registry.rollback_user("u1")
+    assert back is not None and (back.name, back.version) == ("custom", "1")
+    assert registry.for_user("u1").name == "custom"  # type: ignore[union-attr]
+    with pytest.raises(AdapterNotFoundError):
+        registry.rollback_user("nobody")
+
+
+def test_forgetting_a_user_erases_the_adapters_trained_on_their_data(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    theirs = registry.register(
+        adapter_dir(tmp_path, "a", b"a"), name="learned-a", version="r1", base_model="m", owner="u1"
+    )
+    other = registry.register(
+        adapter_dir(tmp_path, "b", b"b"), name="learned-b", version="r1", base_model="m", owner="u2"
+    )
+    registry.activate("learned-a", "r1")
+    registry.assign("u1", "learned-a")
+    cache = tmp_path / "cache"
+    (cache / "adapters").mkdir(parents=True)
+    (cache / "adapters" / f"{theirs.sha256}.gguf").write_bytes(b"converted")
+    assert erase_user(registry, cache, "u1") == 1
+    assert registry.for_user("u1") is None and registry.active("learned-a") is None
+    assert [a.name for a in registry.adapters()] == ["learned-b"]
+    assert not Path(theirs.path).exists() and Path(other.path).exists()
+    assert not (cache / "adapters" / f"{theirs.sha256}.gguf").exists()
+
+
+def test_a_damaged_manifest_is_one_clear_line(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.root.mkdir(parents=True)
+    registry.manifest_path.write_text('{"adapters": [')
+    with pytest.raises(InvalidInputError, match=r"the adapter manifest .* is damaged") as caught:
+        registry.for_user("u1")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_copy_that_fails_leaves_nothing_registered(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    source = adapter_dir(tmp_path, "s", b"s")
+    registry.root.mkdir(parents=True)
+    (registry.root / "x").write_text("a file where the adapter's folder goes")
+    with pytest.raises(InvalidInputError, match="cannot copy adapter x 1"):
+        registry.register(source, name="x", version="1", base_model="m")
+    assert registry.adapters() == []

@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mongars_core.adapters import AdapterNotFoundError
+from mongars_core.errors import InvalidInputError, InvalidUserIdError, MissingDependencyError
 from mongars_core.history_io import dumps_jsonl, parse_history
 from mongars_core.pipeline import Assistant
 from mongars_core.types import HistoryTurn, utcnow
@@ -237,6 +240,19 @@ async def test_auto_approve_activates_a_passing_run(make_assistant: Any, fake_wo
     assert run.events[-1].by == "policy:auto_approve"
 
 
+async def test_without_the_train_extra_a_run_is_refused_before_anything_is_recorded(
+    make_assistant: Any, fake_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assistant = await _assistant(make_assistant)
+    await _import(assistant, "alice", style_history(60, seed=2))
+    learner = _learner(assistant)
+    await learner.set_consent("alice", True, by="alice")
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError, match=r"mongars-assistant\[train\]"):
+        await learner.run("alice")
+    assert await learner.runs() == []
+
+
 async def test_a_failed_worker_leaves_nothing_but_its_record(
     make_assistant: Any, fake_worker: Any
 ) -> None:
@@ -346,7 +362,16 @@ async def test_rollback_returns_to_the_previous_adapter_then_to_the_base(
     assert now is not None and now.id == first.id
     assert learner.status_of(await learner.book.get(second.id)) == "rolled_back"
     assert learner.status_of(await learner.book.get(first.id)) == "active"
-    assert await learner.rollback("alice", by="operator") is None
+    registry.rollback_user("alice", by="cli")  # `mongars adapters rollback --user alice`
+    assert registry.for_user("alice") is None
+    shown = run_json(await learner.book.get(first.id), registry)
+    assert [(e["action"], e["by"]) for e in shown["events"]][-1] == ("rolled back", "cli")
+    assert shown["status"] == "rolled_back"
+    assert [e["by"] for e in run_json(await learner.book.get(second.id), registry)["events"]][
+        -1
+    ] == "operator"
+    with pytest.raises(AdapterNotFoundError):
+        await learner.rollback("alice", by="operator")
     assert registry.for_user("alice") is None
 
 
@@ -375,7 +400,79 @@ async def test_an_active_adapter_that_regresses_on_newer_turns_is_flagged_and_ro
         await learner.validate(run.id)
 
 
+async def test_withdrawing_consent_rejects_what_waits_and_nothing_is_approved_after(
+    make_assistant: Any, fake_worker: Any
+) -> None:
+    assistant = await _assistant(make_assistant)
+    await _import(assistant, "alice", style_history(60, seed=2))
+    learner = _learner(assistant)
+    await learner.set_consent("alice", True, by="alice")
+    waiting = await learner.run("alice")
+    await learner.set_consent("alice", False, by="alice")
+    rejected = await learner.book.get(waiting.id)
+    assert (rejected.status, rejected.reason) == ("rejected", "the user withdrew consent")
+    await learner.book.update(rejected, status="awaiting_approval")  # as if it raced
+    with pytest.raises(ConsentRequiredError, match="withdrawn consent"):
+        await learner.approve(waiting.id, by="operator")
+    assert assistant.services.adapter_registry().for_user("alice") is None
+    with pytest.raises(InvalidUserIdError):
+        await learner.set_consent("a\nb", True, by="operator")
+
+
+async def test_a_failure_after_training_fails_the_run_in_one_line_and_keeps_nothing(
+    make_assistant: Any, fake_worker: Any
+) -> None:
+    assistant = await _assistant(make_assistant)
+    await _import(assistant, "alice", style_history(60, seed=2))
+    learner = _learner(assistant)
+    await learner.set_consent("alice", True, by="alice")
+    registry = assistant.services.adapter_registry()
+    registry.root.mkdir(parents=True)
+    (registry.root / adapter_name("alice")).write_text("not a folder")  # the copy must fail
+    with pytest.raises(InvalidInputError, match="cannot copy adapter"):
+        await learner.run("alice")
+    (run,) = await learner.runs("alice")
+    assert run.status == "failed" and run.reason.startswith("cannot copy adapter")
+    assert "\n" not in run.reason and registry.adapters() == []
+    stray = learner.root / "work" / "run-20250101-000000-abcdef-validation"
+    stray.mkdir(parents=True)  # a killed validation's folder
+    await learner.recover()
+    assert not stray.exists()
+
+
 # -- the scheduler ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"seed": -1},
+        {"learning_rate": 1e-12},
+        {"grid_intensity": float("nan")},
+        {"grid_intensity": [1.0] * 23},
+        {"grid_intensity": [float("inf")] * 24},
+        {"cpu_watts": float("inf")},
+        {"carbon_threshold": float("nan")},
+        {"steps": 0},
+    ],
+)
+def test_settings_a_run_could_not_use_are_refused(setting: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        LearningSettings(**setting)
+
+
+async def test_a_turn_in_one_process_keeps_every_process_of_the_node_busy(
+    make_assistant: Any,
+) -> None:
+    assistant = await _assistant(make_assistant, idle_minutes=10)
+    learner = _learner(assistant)
+    clock = Clock()
+    here, there = IdleScheduler(learner, clock=clock), IdleScheduler(learner, clock=clock)
+    clock.now = 3600
+    assert here.idle_seconds == 3600  # no turn anywhere yet
+    there.touch()  # a turn in another worker process
+    assert here.idle_seconds < 60
+    assert (await here.tick()).startswith("busy")
 
 
 class Clock:
@@ -400,7 +497,8 @@ async def test_the_scheduler_trains_only_consenting_users_and_only_when_idle(
     clock.now = 601
     assert [c.user_id for c in await learner.candidates()] == ["alice"]
     decision = await scheduler.tick()
-    assert decision.startswith("ran run-") and "alice" in decision
+    assert decision.startswith("ran run-") and decision.endswith(": awaiting_approval")
+    assert "alice" not in decision  # shown to administrators: no data ids
     (run,) = await learner.runs()
     assert run.user_id == "alice" and run.trigger == "schedule"
     assert await scheduler.tick() == "no consenting user has enough new examples"

@@ -22,7 +22,7 @@ import pytest
 
 from mongars_core.history_io import dumps_jsonl
 from tests.conftest import MODEL_CACHE, command_env, run_mongars
-from tests.learning_corpus import planted_pii, plain_history, style_history
+from tests.learning_corpus import plain_history, planted_pii, style_history
 
 pytestmark = [
     pytest.mark.model,
@@ -90,7 +90,9 @@ def test_a_consenting_user_gets_a_learned_adapter_and_nobody_else_does(tmp_path:
 
     def reply(user: str) -> dict[str, Any]:
         return as_json(  # type: ignore[no-any-return]
-            mongars("chat", "--local", "--user", user, "-m", "What should I cook tonight?", "--json")
+            mongars(
+                "chat", "--local", "--user", user, "-m", "What should I cook tonight?", "--json"
+            )
         )
 
     alice, bob = reply("alice"), reply("bob")

@@ -16,6 +16,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf", reason="needs the gguf package (mongars-assistant[local])")
 
+from mongars_core.adapters import files_checksum  # noqa: E402
 from mongars_core.errors import CorruptModelError, InvalidInputError  # noqa: E402
 from mongars_core.types import AdapterRef  # noqa: E402
 from mongars_plugins.gguf_file import read_gguf  # noqa: E402
@@ -294,13 +295,28 @@ def test_the_header_reader_agrees_with_gguf(tmp_path: Path) -> None:
     assert (info.architecture, info.head_count, info.head_count_kv) == ("llama", HEADS, KV_HEADS)
 
 
+def test_an_adapter_changed_since_it_was_registered_is_never_converted(tmp_path: Path) -> None:
+    """A tampered adapter (alpha raised after approval) is refused, and nothing is cached
+    under the checksum the registry vouched for."""
+    base = write_base(tmp_path / "base.gguf")
+    folder, _ = peft_adapter(tmp_path / "adapter")
+    digest = files_checksum(folder, sorted(p.name for p in folder.iterdir()))
+    ref = AdapterRef(name="a", version="1", path=str(folder), base_model="m", sha256=digest)
+    config = folder / "adapter_config.json"
+    config.write_text(config.read_text().replace('"lora_alpha": 4', '"lora_alpha": 4000'))
+    with pytest.raises(InvalidInputError, match=r"adapter a@1: the files in .* do not match"):
+        converted_adapter(ref, tmp_path / "cache", base)
+    assert not (tmp_path / "cache" / "adapters" / f"{digest}.gguf").exists()
+
+
 def test_a_registered_adapter_is_converted_once(tmp_path: Path) -> None:
     base = write_base(tmp_path / "base.gguf")
     folder, _ = peft_adapter(tmp_path / "adapter")
-    ref = AdapterRef(name="a", version="1", path=str(folder), base_model="m", sha256="ab" * 32)
+    digest = files_checksum(folder, sorted(p.name for p in folder.iterdir()))
+    ref = AdapterRef(name="a", version="1", path=str(folder), base_model="m", sha256=digest)
     cache = tmp_path / "cache"
     first = converted_adapter(ref, cache, base)
-    assert first == cache / "adapters" / f"{'ab' * 32}.gguf"
+    assert first == cache / "adapters" / f"{digest}.gguf"
     stamp = first.stat().st_mtime_ns
     os.utime(first, ns=(stamp - 10**9, stamp - 10**9))
     assert converted_adapter(ref, cache, base) == first
@@ -311,8 +327,7 @@ def test_a_registered_adapter_is_converted_once(tmp_path: Path) -> None:
         converted_adapter(ref, cache, wider)  # the cached copy is checked too
 
     unnamed = ref.model_copy(update={"sha256": ""})
-    keyed = converted_adapter(unnamed, cache, base)
-    assert keyed.parent == first.parent and keyed != first
+    assert converted_adapter(unnamed, cache, base) == first  # the same files, the same key
 
 
 # -- with the bundled model (peft makes the adapter, llama.cpp applies it) ------------------

@@ -112,11 +112,11 @@ def test_the_first_start_installs_with_progress_and_starts_the_server(checkout: 
     status, stderr, calls = run(checkout, "start", "--port", "9123")
     assert status == 0, stderr
     assert pip_calls(calls) == [
-        "pip install --disable-pip-version-check --progress-bar off -e .[local,server]"
+        "pip install --disable-pip-version-check --progress-bar off -e .[local,train,server]"
     ]
     assert calls[-1] == "mongars serve --port 9123"
     lines = stderr.splitlines()
-    assert any("installing monGARS .[local,server]" in line for line in lines)
+    assert any("installing monGARS .[local,train,server]" in line for line in lines)
     assert any(line.endswith("pip: Collecting torch==2.13.0") for line in lines)
     assert any("Downloading torch-2.13.0" in line and "757.3 MB" in line for line in lines)
     assert any("installed in" in line for line in lines)
@@ -176,7 +176,7 @@ def test_an_install_under_the_old_name_is_removed_first(checkout: Path, tmp_path
     status, stderr, calls = run(checkout, "start", PYTHONPATH=str(tmp_path / "site"))
     assert status == 0, stderr
     assert pip_calls(calls)[0] == "pip uninstall --disable-pip-version-check -y -q mongars"
-    assert pip_calls(calls)[1].endswith("-e .[local,server]")
+    assert pip_calls(calls)[1].endswith("-e .[local,train,server]")
 
 
 def test_another_projects_mongars_is_left_alone(checkout: Path, tmp_path: Path) -> None:

@@ -268,7 +268,7 @@ class WrongType:
 @pytest.mark.parametrize(
     ("plugin", "error", "words"),
     [
-        (Raising(), PluginError, "detector crashed"),
+        (Raising(), PluginError, "failed (RuntimeError)"),
         (Async(), HookValidationError, "async"),
         (WrongType(), HookValidationError, "returned list"),
     ],
@@ -283,3 +283,21 @@ def test_a_failing_scrubber_stops_the_text(
     with pytest.raises(error) as caught:
         host.scrub("mail bob@example.com")
     assert "'bad'" in str(caught.value) and words in str(caught.value)
+    assert "bob@example.com" not in str(caught.value)  # never the text it failed on
+
+
+class QuotesItsInput:
+    @hookimpl
+    def mongars_scrub(self, text: str) -> str | None:
+        text.encode("ascii")  # UnicodeEncodeError's message holds the whole text
+        return text
+
+
+def test_a_scrubber_error_that_quotes_the_text_does_not_carry_it_on(settings: Settings) -> None:
+    pm = build_plugin_manager(
+        settings, load_entrypoints=False, plugins=[("learning", learning), ("q", QuotesItsInput())]
+    )
+    with pytest.raises(PluginError) as caught:
+        PluginHost(pm, settings).scrub("My card is 4111 1111 1111 1111, café")
+    assert "4111" not in str(caught.value) and caught.value.__cause__ is None
+    assert "failed (UnicodeEncodeError)" in str(caught.value)

@@ -24,6 +24,7 @@ the file changed (a ``stat`` per read).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from mongars_core.errors import InvalidInputError, NotFoundError
 from mongars_core.files import write_atomically
@@ -56,6 +57,9 @@ class Adapter(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     path: str
     metrics: dict[str, Any] = Field(default_factory=dict)
+    owner: str | None = None
+    """The user whose data it was trained on: it goes when their data is erased
+    (:meth:`AdapterRegistry.forget_user`)."""
 
     def ref(self) -> AdapterRef:
         """What a generation request carries of this adapter."""
@@ -74,6 +78,13 @@ class Manifest(BaseModel):
     history: dict[str, list[str]] = Field(default_factory=dict)
     users: dict[str, str] = Field(default_factory=dict)
     """User id -> the adapter name whose active version answers that user's turns."""
+    log: list[dict[str, Any]] = Field(default_factory=list)
+    """Who rolled which user back from which adapter, and when (the last 1,000):
+    ``{"at", "action", "user", "adapter", "by"}``."""
+    assigned_before: dict[str, list[str]] = Field(default_factory=dict)
+    """User id -> the names assigned to them before (the last one last), so that
+    rolling a user back past their first version of an adapter returns them to
+    the adapter they had, not to the base."""
 
 
 class AdapterRegistry:
@@ -107,11 +118,15 @@ class AdapterRegistry:
         with self._locked() as manifest:
             if not any(adapter.name == name for adapter in manifest.adapters):
                 raise AdapterNotFoundError(f"no adapter {name!r} is registered")
+            before = manifest.users.get(user_id)
+            if before is not None and before != name:
+                manifest.assigned_before.setdefault(user_id, []).append(before)
             manifest.users[user_id] = name
 
     def unassign(self, user_id: str) -> bool:
         """Answer ``user_id`` with the base model again; ``False`` when nothing was assigned."""
         with self._locked() as manifest:
+            manifest.assigned_before.pop(user_id, None)
             return manifest.users.pop(user_id, None) is not None
 
     def active(self, name: str) -> Adapter | None:
@@ -127,8 +142,10 @@ class AdapterRegistry:
         version: str,
         base_model: str,
         metrics: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Adapter:
-        """Copy the adapter in ``source`` (a file or a folder) and record it."""
+        """Copy the adapter in ``source`` (a file or a folder) and record it; a copy
+        that fails (a full disk) leaves nothing behind."""
         for label, value in (("name", name), ("version", version)):
             if not NAME_PATTERN.fullmatch(value):
                 raise InvalidInputError(
@@ -143,12 +160,18 @@ class AdapterRegistry:
             target = self.root / name / version
             if target.exists():
                 shutil.rmtree(target)  # left by a registration that crashed
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target)
-            else:
-                target.mkdir()
-                shutil.copy2(source, target / source.name)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if source.is_dir():
+                    shutil.copytree(source, target)
+                else:
+                    target.mkdir()
+                    shutil.copy2(source, target / source.name)
+            except (OSError, shutil.Error) as exc:
+                shutil.rmtree(target, ignore_errors=True)
+                raise InvalidInputError(
+                    f"cannot copy adapter {name} {version} into {self.root}: {_why(exc)}"
+                ) from None
             files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
             adapter = Adapter(
                 name=name,
@@ -158,6 +181,7 @@ class AdapterRegistry:
                 files=files,
                 path=str(target),
                 metrics=metrics or {},
+                owner=owner,
             )
             manifest.adapters.append(adapter)
             return adapter
@@ -187,7 +211,11 @@ class AdapterRegistry:
             manifest.active[name] = previous
             return _find(manifest, name, previous)
 
-    def rollback_user(self, user_id: str) -> Adapter | None:
+    def events_for(self, adapter_id: str) -> list[dict[str, Any]]:
+        """The log entries about ``name@version``, oldest first."""
+        return [entry for entry in self._read().log if entry.get("adapter") == adapter_id]
+
+    def rollback_user(self, user_id: str, *, by: str = "operator") -> Adapter | None:
         """Go back, for ``user_id``, to the version of their adapter that was active
         before; with none before, answer them with the base model again. Returns the
         adapter now answering them (``None``: the base).
@@ -199,14 +227,42 @@ class AdapterRegistry:
             name = manifest.users.get(user_id)
             if name is None or name not in manifest.active:
                 raise AdapterNotFoundError(f"{user_id} has no adapter to roll back")
+            entry = {"at": utcnow().isoformat(), "action": "rolled back", "user": user_id}
+            entry.update(adapter=f"{name}@{manifest.active[name]}", by=by)
+            manifest.log = [*manifest.log[-999:], entry]
             history = manifest.history.get(name) or []
-            if not history:
-                del manifest.active[name]
-                del manifest.users[user_id]
-                return None
-            previous = history.pop()
-            manifest.active[name] = previous
-            return _find(manifest, name, previous)
+            if history:
+                previous = history.pop()
+                manifest.active[name] = previous
+                return _find(manifest, name, previous)
+            del manifest.active[name]
+            del manifest.users[user_id]
+            earlier = manifest.assigned_before.get(user_id) or []
+            while earlier:  # the adapter they had before this one, if it is still active
+                before = earlier.pop()
+                version = manifest.active.get(before)
+                if version is not None:
+                    manifest.users[user_id] = before
+                    return _find(manifest, before, version)
+            manifest.assigned_before.pop(user_id, None)
+            return None
+
+    def forget_user(self, user_id: str) -> list[Adapter]:
+        """Erase what the registry holds of ``user_id``: their assignment, and the
+        adapters trained on their data (``owner``), files included. The adapters removed."""
+        with self._locked() as manifest:
+            manifest.users.pop(user_id, None)
+            manifest.assigned_before.pop(user_id, None)
+            manifest.log = [e for e in manifest.log if e.get("user") != user_id]
+            theirs = [a for a in manifest.adapters if a.owner == user_id]
+            manifest.adapters = [a for a in manifest.adapters if a.owner != user_id]
+            for name in {a.name for a in theirs}:
+                if not any(a.name == name for a in manifest.adapters):
+                    manifest.active.pop(name, None)
+                    manifest.history.pop(name, None)
+            for adapter in theirs:
+                shutil.rmtree(adapter.path, ignore_errors=True)
+            return theirs
 
     def verify(self, adapter: Adapter) -> None:
         """Raise :class:`InvalidInputError` when the adapter's files changed."""
@@ -241,6 +297,15 @@ class AdapterRegistry:
             return Manifest.model_validate_json(self.manifest_path.read_bytes())
         except FileNotFoundError:
             return Manifest()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the file"
+            raise InvalidInputError(
+                f"the adapter manifest {self.manifest_path} is damaged ({where}: "
+                f"{first['msg']}); restore it from a backup or remove it"
+            ) from None
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {self.manifest_path}: {_why(exc)}") from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Manifest]:
@@ -260,6 +325,39 @@ def _find(manifest: Manifest, name: str, version: str) -> Adapter:
         if adapter.name == name and adapter.version == version:
             return adapter
     raise AdapterNotFoundError(f"no adapter {name!r} version {version!r}")
+
+
+def erase_user(registry: AdapterRegistry, cache_dir: Path, user_id: str) -> int:
+    """:meth:`AdapterRegistry.forget_user`, and the converted copies of the adapters
+    removed in ``cache_dir`` (the llama.cpp engine's, keyed by checksum). How many
+    adapters went."""
+    removed = registry.forget_user(user_id)
+    for adapter in removed:
+        if adapter.sha256:
+            (Path(cache_dir) / "adapters" / f"{adapter.sha256}.gguf").unlink(missing_ok=True)
+    return len(removed)
+
+
+def check_folder(folder: Path, sha256: str) -> None:
+    """Raise :class:`InvalidInputError` when the files in ``folder`` (all of them, in
+    name order, as :meth:`AdapterRegistry.register` counted them) do not match
+    ``sha256``: an adapter changed or damaged since it was registered."""
+    files = sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+    if files_checksum(Path(folder), files) != sha256:
+        raise InvalidInputError(
+            f"the files in {folder} do not match the registry's checksum "
+            "(changed or damaged since it was registered)"
+        )
+
+
+def _why(exc: BaseException) -> str:
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in str(exc):
+        return "the disk is full"
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        return str(exc.args[0][0][-1])[:200] if exc.args[0] else "the copy failed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 def files_checksum(root: Path, files: list[str]) -> str:

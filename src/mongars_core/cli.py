@@ -56,9 +56,16 @@ T = TypeVar("T")
 UserOption = Annotated[str, typer.Option("--user", "-u", help="Who is talking.")]
 
 
+_CONTROL = {
+    code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160)) if code not in (9, 10)
+}
+
+
 def printable(text: str) -> str:
-    """``text`` with Rich markup escaped and undecodable bytes shown as escapes."""
-    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    """``text`` with Rich markup escaped, and undecodable bytes and control characters
+    (but tab and newline) shown as escapes, so no text can drive the terminal."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_CONTROL)
+    return escape(safe)
 
 
 def fail(message: str) -> typer.Exit:

@@ -109,9 +109,7 @@ class Assistant:
         """
         if host is None:
             host = build_host(settings or Settings(), plugin_manager=plugin_manager)
-        services = await build_services(
-            host, store=store, redis=redis, tracer=tracer, meter=meter
-        )
+        services = await build_services(host, store=store, redis=redis, tracer=tracer, meter=meter)
         assistant = cls(services)
         try:
             await host.startup(services)
@@ -545,6 +543,15 @@ class Assistant:
         check_id("user id", user_id)
         self.store.forget_cached(user_id)
         await self.plugins.invalidate(self.services, user_id)
+
+    def forget_adapters(self, user_id: str) -> int:
+        """Erase the LoRA adapters trained on ``user_id``'s data (their files, their
+        registry entries, their converted copies in the cache) and the user's adapter
+        assignment: with an account's data, what was learnt from it goes too. The
+        number of adapters removed."""
+        from mongars_core.adapters import erase_user
+
+        return erase_user(self.services.adapter_registry(), self.settings.cache_dir, user_id)
 
     # -- internals --------------------------------------------------------------------
 

@@ -220,7 +220,10 @@ class PluginHost:
             try:
                 result = impl.function(**self._kwargs(impl, text=text))
             except Exception as exc:
-                raise PluginError(f"{hook} in plugin {impl.plugin_name!r} failed: {exc!r}") from exc
+                # Only the error's type: its message may quote the unscrubbed text.
+                raise PluginError(
+                    f"{hook} in plugin {impl.plugin_name!r} failed ({type(exc).__name__})"
+                ) from None
             if inspect.isawaitable(result):
                 close = getattr(result, "close", None)
                 if close is not None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from mongars_core.adapters import AdapterRegistry, erase_user
 from mongars_core.assembly import build_host
 from mongars_core.capabilities import Fetchable, Progress, ReportsProgress, has_ability
 from mongars_core.cli import _command, _settings, fail, printable, progress_reporter
@@ -394,6 +395,10 @@ async def delete_user(
             await accounts.delete(account.username, keep_data=keep_data, allow_last_admin=force)
         except LastAdministratorError as exc:
             raise fail(f"{exc}, or pass --force") from None
+        if not keep_data:  # what was learnt from its data goes with it
+            settings = _settings()
+            registry = AdapterRegistry(settings.data_dir / "adapters")
+            erase_user(registry, settings.cache_dir, account.user_id)
         await _revoke_sockets(account.user_id, "the account was deleted")
     kept = f" (its data stays under {account.user_id})" if keep_data else ""
     out.print(f"deleted {printable(account.username)}{kept}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from mongars_plugins.learning.runs import Validation
+from mongars_plugins.learning.runs import RunBook, Validation
 from tests.conftest import service_unavailable
 from tests.server.conftest import LiveServer
 from tests.server.test_console import ARTIFACTS, CHROMIUM, PASSWORD, Console, new_username
@@ -82,6 +82,12 @@ def test_a_user_turns_learning_on_and_off(
         passed=False,
     )
     add_run(server, tmp_path, username, "approved", minutes_ago=30, validation=checked)
+    # add_run opts its user in; this test turns learning on itself.
+    server.call(
+        RunBook(server.state.assistant.store).set_consent(
+            user_id(server, username), False, by="test"
+        )
+    )
     page.click("#learning-refresh")
     runs = page.locator('[data-testid="learning-run"]')
     expect(runs).to_have_count(2)
@@ -129,6 +135,8 @@ def test_an_administrator_approves_and_rejects_queued_runs(
     queue = page.locator('[data-testid="learning-queue-item"]')
     expect(queue).to_have_count(2)
     expect(queue.first).to_contain_text(rejected.id)
+    # What the decision rests on is beside it: the perplexities and the energy.
+    expect(queue.first).to_contain_text("held-out perplexity 30.00 → 12.00 · 0.50 Wh (estimate)")
     expect(queue.first).to_contain_text("for alice")
     expect(queue.first).to_contain_text("held-out perplexity 30.00 → 12.00")
     expect(queue.first).to_contain_text("0.50 Wh (estimate)")

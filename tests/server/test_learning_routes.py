@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -103,8 +104,12 @@ def add_run(
         (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}')
         (folder / "adapter_model.safetensors").write_bytes(b"weights of " + run.id.encode())
         registry = server.state.assistant.services.adapter_registry()
-        registry.register(folder, name=adapter_name(owner), version=run.id, base_model=BASE_MODEL)
+        registry.register(
+            folder, name=adapter_name(owner), version=run.id, base_model=BASE_MODEL, owner=owner
+        )
         run.adapter = f"{adapter_name(owner)}@{run.id}"
+        # A run is made only for a user who opted in (and approval asks again).
+        server.call(RunBook(server.state.assistant.store).set_consent(owner, True, by="test"))
     server.call(RunBook(server.state.assistant.store).add(run))
     return run
 
@@ -532,6 +537,8 @@ async def test_the_status_names_the_queue_and_the_run_going_by_username(
         await chat(http, alice, *MESSAGES[:3])
         await chat(http, bob, *MESSAGES)  # no consent: never queued
         queued = add_run(server, tmp_path, "bob")
+        book = RunBook(server.state.assistant.store)  # bob opted out since (no side effects)
+        server.call(book.set_consent(user_id(server, "bob"), False, by="test"))
         with learner(server).lock.hold("run-20250101-000000-abcdef", user_id(server, "alice")):
             status = (await http.get("/api/v1/admin/learning/status", headers=root)).json()
     assert status["queue"] == [{"username": "alice", "new_examples": 3}]
@@ -559,3 +566,23 @@ async def test_cancel_asks_the_run_going_to_stop_and_is_409_when_none_is(
             asked = await http.post("/api/v1/admin/learning/cancel", headers=root)
             assert asked.json() == {"run_id": "run-20250101-000000-abcdef"}
             assert going._cancel_requested("run-20250101-000000-abcdef")
+
+
+async def test_deleting_an_account_erases_the_adapters_learnt_from_its_data(
+    server: LiveServer, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = await admin(http, server)
+    await register(http, "alice")
+    await register(http, "bob")
+    run = add_run(server, tmp_path, "alice")
+    kept = add_run(server, tmp_path, "bob", minutes_ago=5)
+    approved = await http.post(f"/api/v1/admin/learning/runs/{run.id}/approve", headers=root)
+    assert approved.status_code == 200, approved.text
+    registry = server.state.assistant.services.adapter_registry()
+    alices = registry.for_user(user_id(server, "alice"))
+    assert alices is not None
+    gone = await http.delete("/api/v1/user/alice", headers=root)
+    assert gone.status_code == 200, gone.text
+    assert [a.version for a in registry.adapters()] == [kept.id]  # bob's stays
+    assert not os.path.exists(alices.path)  # noqa: ASYNC240
+    assert registry.for_user(alices.owner or "") is None

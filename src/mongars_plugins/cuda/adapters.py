@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mongars_core.adapters import files_checksum
+from mongars_core.adapters import check_folder
 from mongars_core.errors import InvalidInputError, MissingDependencyError
 from mongars_core.types import AdapterRef
 
@@ -111,12 +111,7 @@ def _check_files(folder: Path, sha256: str) -> None:
             f"{folder} has no {WEIGHTS_FILE}; save the adapter with safe_serialization=True"
         )
     if sha256:
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        if files_checksum(folder, files) != sha256:
-            raise InvalidInputError(
-                f"the files in {folder} do not match the registry's checksum "
-                "(changed or damaged since it was registered)"
-            )
+        check_folder(folder, sha256)
 
 
 def _check_tensors(path: Path, shapes: dict[str, tuple[int, int]]) -> None:

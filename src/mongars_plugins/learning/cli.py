@@ -24,7 +24,6 @@ from mongars_core.cli import (
     printable,
     progress_reporter,
 )
-from mongars_core.pipeline import Assistant
 from mongars_plugins.learning.runner import Learner
 from mongars_plugins.learning.runs import RunRecord, run_json
 
@@ -40,10 +39,26 @@ RunId = Annotated[str, typer.Argument(help="The run's id (`mongars learn runs`).
 
 @asynccontextmanager
 async def _learner() -> AsyncIterator[Learner]:
+    """The learner over the store and plugins, without starting the plugins (no memory
+    index to warm up, no scheduler): these commands need no chat pipeline."""
+    from mongars_core.assembly import build_host, build_services
     from mongars_plugins.learning import learner
 
-    async with await Assistant.from_settings(cli_settings()) as assistant:
-        yield learner(assistant.services)
+    host = build_host(cli_settings())
+    services = await build_services(host)
+    try:
+        yield learner(services)
+    finally:
+        try:
+            await services.router.aclose()
+        finally:
+            host.close()
+            await services.store.close()
+
+
+def _plain(text: str) -> str:
+    """``text`` for plain standard output: control characters escaped, no markup."""
+    return printable(text).replace("\\[", "[")
 
 
 def _print_json(value: Any) -> None:
@@ -110,18 +125,16 @@ async def dataset(user: User, as_json: Json = False) -> None:
         _print_json(data.as_dict())
         return
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(data.skipped.items())) or "none"
-    out.print(
+    lines = [
         f"{data.size} examples ({len(data.train)} to train on, {len(data.heldout)} held out), "
-        f"sha256 {data.sha256[:16]}; left out: {skipped}",
-        highlight=False,
-    )
+        f"sha256 {data.sha256}; left out: {skipped}"
+    ]
     for part, examples in (("train", data.train), ("held out", data.heldout)):
         for example in examples:
             prompt = f"{example.prompt!r} -> " if example.prompt else ""
-            out.print(
-                f"[{part}] {example.kind}: {printable(prompt + repr(example.response))}",
-                highlight=False,
-            )
+            lines.append(f"{part}\t{example.kind}\t{prompt}{example.response!r}")
+    # Plain lines, never wrapped or read as markup: one example a line, to read or grep.
+    sys.stdout.write("\n".join(_plain(line) for line in lines) + "\n")
 
 
 @learn_app.command("run")
@@ -152,9 +165,10 @@ async def runs(
     if not rows:
         out.print("no runs yet")
         return
-    table = Table(
-        "id", "user", "status", "held-out ppl", "general ppl", "Wh", "gCO2e", "validation"
-    )
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=26)  # whole, to copy into `learn approve`
+    for header in ("user", "status", "held-out ppl", "general ppl", "Wh", "gCO2e", "validation"):
+        table.add_column(header)
     for row in rows:
         m = row["metrics"]
         held = _pair(m.get("heldout_perplexity_before"), m.get("heldout_perplexity_after"))
@@ -171,7 +185,7 @@ async def runs(
         table.add_row(
             row["id"],
             printable(row["user_id"]),
-            row["status"] + (f" ({printable(row['reason'])})" if row["reason"] else ""),
+            row["status"],
             held,
             general,
             watt_hours,
@@ -179,6 +193,9 @@ async def runs(
             checked,
         )
     out.print(table)
+    for row in rows:  # below the table, whole: a reason is a sentence
+        if row["reason"]:
+            sys.stdout.write(_plain(f"{row['id']}: {row['reason']}") + "\n")
 
 
 def _pair(before: float | None, after: float | None) -> str:
@@ -206,9 +223,12 @@ async def status(as_json: Json = False) -> None:
     out.print(f"awaiting approval: {len(data['awaiting_approval'])}")
     for row in data["awaiting_approval"]:
         out.print("  " + _run_line(row), highlight=False)
+    users = data["consenting_users"]
     out.print(
-        f"queue ({data['consenting_users']} consenting users; a scheduled run needs "
-        f"{data['min_new_examples']} new examples):"
+        f"queue: {len(data['queue']) or 'nobody'} "
+        f"({users} consenting user{'' if users == 1 else 's'}; a scheduled run needs "
+        f"{data['min_new_examples']} new examples)",
+        highlight=False,
     )
     for item in data["queue"]:
         out.print(f"  {printable(item['user_id'])}: {item['new_examples']} new examples")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -41,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from mongars_core.capabilities import Progress
-from mongars_core.errors import InvalidInputError
+from mongars_core.errors import MissingDependencyError
 from mongars_core.files import write_atomically
 from mongars_core.services import Services
 from mongars_core.types import utcnow
+from mongars_core.validation import check_id
 from mongars_plugins.learning import energy
 from mongars_plugins.learning.dataset import Dataset, build_dataset
 from mongars_plugins.learning.errors import (
@@ -168,15 +170,26 @@ class Learner:
         return bool(value and value.get("enabled"))
 
     async def set_consent(self, user_id: str, enabled: bool, by: str) -> dict[str, Any]:
-        if not user_id:
-            raise InvalidInputError("a user id is needed")
+        """Opt a user in or out. Opting out also stops a run going for them and rejects
+        their runs awaiting approval; an adapter already active stays theirs (their
+        rollback is one command away)."""
+        check_id("user id", user_id)
         value = await self.book.set_consent(user_id, enabled, by)
         log.info("learning %s for a user by %s", "enabled" if enabled else "disabled", by)
+        if not enabled:
+            holder = self.lock.holder()
+            if holder is not None and holder.user_id == user_id:
+                self.request_cancel()
+            for run in await self.book.runs(user_id):
+                if run.status == "awaiting_approval":
+                    why = "the user withdrew consent"
+                    await self.book.record(run, "rejected", by, why, status="rejected", reason=why)
         return value
 
     async def dataset(self, user_id: str, *, after_turn: int | None = None) -> Dataset:
         """Exactly what a run for ``user_id`` would train on and hold out, scrubbed.
         Refused (``ConsentRequiredError``) for a user who has not opted in."""
+        check_id("user id", user_id)
         if not await self.has_consent(user_id):
             raise ConsentRequiredError(
                 f"{user_id} has not opted in to learning (`mongars learn enable --user {user_id}`)"
@@ -257,6 +270,12 @@ class Learner:
                 )
             )
             self.metrics.run_finished("abandoned")
+        work = self.root / "work"
+        owned = holder.run_id.replace(":validation", "-validation") if holder else None
+        if work.is_dir():
+            for folder in work.iterdir():  # a killed validation's, a crashed run's
+                if folder.name != owned:
+                    shutil.rmtree(folder, ignore_errors=True)
         return abandoned
 
     def cancel(self) -> bool:
@@ -313,6 +332,7 @@ class Learner:
             raise ConsentRequiredError(
                 f"{user_id} has not opted in to learning (`mongars learn enable --user {user_id}`)"
             )
+        require_training_libraries()  # before any record: a missing extra is no failed run
         run_id = new_run_id()
         with self.lock.hold(run_id, user_id), self._cancel_request_cleared():
             await self.recover()
@@ -384,6 +404,16 @@ class Learner:
         except Exception as exc:
             await self._finish(run, "failed", _one_line(exc), by)
             raise
+        try:
+            return await self._gate(run, result, meter, started)
+        except Exception as exc:  # a full disk while registering, a store that went away...
+            await self._finish(run, "failed", _one_line(exc), by)
+            raise
+
+    async def _gate(
+        self, run: RunRecord, result: dict[str, Any], meter: energy.EnergyMeter, started: float
+    ) -> RunRecord:
+        """Record the energy, apply the gate, register a passing adapter."""
         reading = meter.stop(
             cpu_seconds=float(result.get("cpu_seconds") or 0.0),
             used_gpu=str(result.get("device", "")).startswith("cuda"),
@@ -410,6 +440,8 @@ class Learner:
         }
         self.metrics.run_energy(used.wh, used.co2e_g, duration)
         failure = gate_failure(scores, self.config)
+        if not await self.has_consent(run.user_id):
+            failure = "the user withdrew consent during the run"
         if failure is not None:
             self.metrics.run_finished("rejected")
             return await self.book.record(
@@ -421,6 +453,7 @@ class Learner:
             version=run.id,
             base_model=BASE_MODEL,
             metrics=scores,
+            owner=run.user_id,
         )
         run = await self.book.record(
             run,
@@ -546,6 +579,10 @@ class Learner:
                 f"run {run_id} is {self.status_of(run)}; only a run awaiting approval can be "
                 "approved"
             )
+        if not await self.has_consent(run.user_id):
+            raise ConsentRequiredError(
+                f"run {run_id} cannot be approved: its user has withdrawn consent to learning"
+            )
         name, version = run.adapter.split("@", 1)
         self.registry.activate(name, version)  # checks the files against their checksum
         self.registry.assign(run.user_id, name)
@@ -564,16 +601,12 @@ class Learner:
 
     async def rollback(self, user_id: str, *, by: str) -> RunRecord | None:
         """Go back to the user's previous adapter, or the base; the run now answering
-        them (``None``: the base)."""
-        before = self.registry.for_user(user_id)
-        now = self.registry.rollback_user(user_id)
-        runs = await self.book.runs(user_id)
-        for run in runs:
-            if before is not None and run.adapter == f"{before.name}@{before.version}":
-                await self.book.record(run, "rolled back", by)
+        them (``None``: the base, or an adapter no run made). The registry records who
+        rolled back what (:meth:`AdapterRegistry.events_for`), however it was asked."""
+        now = self.registry.rollback_user(user_id, by=by)
         if now is None:
             return None
-        for run in runs:
+        for run in await self.book.runs(user_id):
             if run.adapter == f"{now.name}@{now.version}":
                 return run
         return None
@@ -673,6 +706,18 @@ class Learner:
 
 BASE_MODEL = "smollm2-135m-instruct"
 """The model runs train on: the bundled one (what the llama.cpp engine serves by default)."""
+
+
+def require_training_libraries() -> None:
+    """torch, transformers and peft are importable, or a ``MissingDependencyError``
+    naming ``mongars-assistant[train]`` (nothing is imported here)."""
+    for module in ("torch", "transformers", "peft"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module left half-imported, or blocked
+            found = False
+        if not found:
+            raise MissingDependencyError(module, "train")
 
 
 def gate_failure(scores: dict[str, float], config: LearningSettings) -> str | None:

@@ -124,6 +124,12 @@ def run_json(run: RunRecord, registry: AdapterRegistry) -> dict[str, Any]:
     ``energy_wh`` and the four perplexities under ``metrics``."""
     data = run.model_dump(mode="json", exclude={"pid"})
     data["status"] = shown_status(run, registry)
+    if run.adapter:  # rollbacks are the registry's, whoever asked (`adapters rollback --user`)
+        logged = [
+            {"at": e["at"], "action": e["action"], "by": e["by"], "detail": ""}
+            for e in registry.events_for(run.adapter)
+        ]
+        data["events"] = sorted([*data["events"], *logged], key=lambda e: str(e["at"]))
     data["energy_wh"] = run.energy.wh if run.energy else None
     data["co2e_g"] = run.energy.co2e_g if run.energy else None
     for name in (

@@ -27,6 +27,9 @@ from mongars_plugins.learning.runner import Learner
 
 log = logging.getLogger(__name__)
 
+SHARE_EVERY_S = 5.0
+"""How often at most a turn rewrites the node's activity file."""
+
 
 class IdleScheduler:
     def __init__(self, learner: Learner, *, clock: object = time.monotonic) -> None:
@@ -35,18 +38,35 @@ class IdleScheduler:
         self._clock = clock
         self.last_activity = self._now()
         self.last_decision = "not checked yet"
+        self.activity_file = learner.root / "last-turn"
+        self._shared_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def _now(self) -> float:
         return self._clock()  # type: ignore[operator,no-any-return]
 
     def touch(self) -> None:
-        """A turn completed: the node is busy."""
+        """A turn completed: the node is busy. Other processes of the node (a server's
+        workers) hear of it through a file's time, written at most every few seconds."""
         self.last_activity = self._now()
+        now = time.time()
+        if now - self._shared_at >= SHARE_EVERY_S:
+            self._shared_at = now
+            try:
+                self.activity_file.parent.mkdir(parents=True, exist_ok=True)
+                self.activity_file.touch()
+            except OSError as exc:
+                log.debug("cannot record the node's activity: %s", exc)
 
     @property
     def idle_seconds(self) -> float:
-        return self._now() - self.last_activity
+        """Seconds since the last turn of this process, or of any process of the node."""
+        here = self._now() - self.last_activity
+        try:
+            elsewhere = time.time() - self.activity_file.stat().st_mtime
+        except OSError:
+            return here
+        return min(here, max(0.0, elsewhere))
 
     def start(self) -> None:
         if self._task is None:
@@ -66,8 +86,8 @@ class IdleScheduler:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except MongarsError as exc:
-                self.last_decision = f"failed: {exc}"
+            except MongarsError as exc:  # its message may name a user: kept to the log
+                self.last_decision = f"failed ({type(exc).__name__}; see the log)"
                 log.warning("learning scheduler: %s", exc)
             except Exception:
                 self.last_decision = "failed (see the log)"
@@ -113,4 +133,4 @@ class IdleScheduler:
             run = await self.learner.run(chosen.user_id, trigger="schedule", by="scheduler")
         except RunInProgressError:
             return "a run is going"
-        return f"ran {run.id} for {chosen.user_id}: {self.learner.status_of(run)}"
+        return f"ran {run.id}: {self.learner.status_of(run)}"

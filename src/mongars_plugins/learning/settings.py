@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -24,12 +25,14 @@ class LearningSettings(BaseModel):
         "v_proj, o_proj, gate_proj, up_proj, down_proj).",
     )
     steps: int = Field(30, ge=1, le=100_000, description="Optimizer steps of a run.")
-    learning_rate: float = Field(5e-4, gt=0, le=1, description="AdamW learning rate.")
+    learning_rate: float = Field(5e-4, ge=1e-9, le=1, description="AdamW learning rate.")
     batch_size: int = Field(4, ge=1, le=512, description="Examples per step.")
     max_tokens: int = Field(
         128, ge=16, le=4096, description="Tokens of an example kept (longer ones are cut)."
     )
-    seed: int = Field(0, description="Seed of the LoRA initialisation and the example order.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed of the LoRA initialisation and the example order."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the worker trains: `auto` takes a CUDA GPU when there is one."
     )
@@ -101,6 +104,7 @@ class LearningSettings(BaseModel):
     cpu_watts: float = Field(
         15.0,
         gt=0,
+        allow_inf_nan=False,
         description="Watts one busy core draws, for the energy estimate where no meter can be "
         "read (RAPL, NVML).",
     )
@@ -112,6 +116,7 @@ class LearningSettings(BaseModel):
     carbon_threshold: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="A scheduled run waits while the grid intensity is above this (gCO2e/kWh); "
         "unset: never waits. Runs by hand are not held back.",
     )
@@ -124,8 +129,8 @@ class LearningSettings(BaseModel):
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) != 24:
             raise ValueError(f"give one intensity or 24 (one per hour), not {len(value)}")
-        if any(v < 0 for v in values):
-            raise ValueError("a grid intensity cannot be negative")
+        if any(not math.isfinite(v) or v < 0 for v in values):
+            raise ValueError("a grid intensity is a finite number, not negative")
         return value
 
 

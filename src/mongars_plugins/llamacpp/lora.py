@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mongars_core.adapters import files_checksum
+from mongars_core.adapters import check_folder, files_checksum
 from mongars_core.errors import CorruptModelError, InvalidInputError, MissingDependencyError
 from mongars_core.types import AdapterRef
 from mongars_plugins.gguf_file import read_gguf
@@ -145,6 +145,8 @@ def converted_adapter(adapter: AdapterRef, cache_dir: Path, base_gguf: Path) -> 
                 return target
             except _StaleCacheError as exc:
                 logger.warning("converting %s again: %s", adapter.id, exc)
+        if adapter.sha256:  # the files converted are the files the registry vouched for
+            check_folder(source, adapter.sha256)
         return convert_peft_adapter(source, target, base_gguf=Path(base_gguf))
     except InvalidInputError as exc:
         raise InvalidInputError(f"adapter {adapter.id}: {exc}") from exc

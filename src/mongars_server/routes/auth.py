@@ -267,6 +267,7 @@ async def delete_user(
         raise ApiError(409, str(exc), "last_administrator") from None
     await server.hub.revoke(account.user_id, "the account was deleted")
     if not keep_data:
+        server.assistant.forget_adapters(account.user_id)
         await server.assistant.invalidate(account.user_id)
         await server.changed(account.user_id)
     return AccountDeleted(username=account.username, data_deleted=not keep_data)
