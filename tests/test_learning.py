@@ -149,6 +149,15 @@ def fake_worker(monkeypatch: pytest.MonkeyPatch) -> Any:
     return plan
 
 
+async def _alice(make_assistant: Any, **learning: Any) -> tuple[Assistant, Learner]:
+    """An assistant whose user alice has 60 turns of her style and has opted in."""
+    assistant = await _assistant(make_assistant, **learning)
+    await _import(assistant, "alice", style_history(60, seed=2))
+    learner = _learner(assistant)
+    await learner.set_consent("alice", True, by="alice")
+    return assistant, learner
+
+
 def _learner(assistant: Assistant) -> Learner:
     found = learner_of(assistant.services)
     found.worker = [str(FAKE)]
@@ -217,10 +226,7 @@ async def test_a_passing_run_waits_for_approval_and_approval_answers_only_its_us
 async def test_a_run_that_misses_the_gate_is_rejected_with_its_reason(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant)
     fake_worker(metrics={**PASSING, "general_perplexity_after": 25.0})
     run = await learner.run("alice")
     assert run.status == "rejected" and "general-text perplexity" in run.reason
@@ -231,10 +237,7 @@ async def test_a_run_that_misses_the_gate_is_rejected_with_its_reason(
 
 
 async def test_auto_approve_activates_a_passing_run(make_assistant: Any, fake_worker: Any) -> None:
-    assistant = await _assistant(make_assistant, auto_approve=True)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    _, learner = await _alice(make_assistant, auto_approve=True)
     run = await learner.run("alice")
     assert learner.status_of(run) == "active"
     assert run.events[-1].by == "policy:auto_approve"
@@ -243,10 +246,7 @@ async def test_auto_approve_activates_a_passing_run(make_assistant: Any, fake_wo
 async def test_without_the_train_extra_a_run_is_refused_before_anything_is_recorded(
     make_assistant: Any, fake_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    _, learner = await _alice(make_assistant)
     monkeypatch.setitem(sys.modules, "peft", None)  # as if it were not installed
     with pytest.raises(MissingDependencyError, match=r"mongars-assistant\[train\]"):
         await learner.run("alice")
@@ -256,10 +256,7 @@ async def test_without_the_train_extra_a_run_is_refused_before_anything_is_recor
 async def test_a_failed_worker_leaves_nothing_but_its_record(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant)
     fake_worker(error="out of memory while training (step 3)")
     with pytest.raises(TrainingFailedError, match="out of memory while training"):
         await learner.run("alice")
@@ -275,10 +272,7 @@ async def test_a_failed_worker_leaves_nothing_but_its_record(
 async def test_a_cancelled_run_stops_its_worker_and_keeps_no_adapter(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant)
     fake_worker(wait=True)
     run = asyncio.ensure_future(learner.run("alice", progress=lambda *_: learner.cancel()))
     with pytest.raises(RunCancelledError):
@@ -292,10 +286,7 @@ async def test_a_cancelled_run_stops_its_worker_and_keeps_no_adapter(
 async def test_a_cancel_request_stops_a_run_of_another_process_and_turns_are_answered_meanwhile(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant)
     other = Learner(assistant.services)  # another process's view: its own lock handle
     assert other.request_cancel() is None  # nothing going
     fake_worker(wait=True)
@@ -316,10 +307,7 @@ async def test_a_cancel_request_stops_a_run_of_another_process_and_turns_are_ans
 async def test_one_run_at_a_time_and_too_few_examples(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant, min_examples=500)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    _, learner = await _alice(make_assistant, min_examples=500)
     with pytest.raises(
         NotEnoughExamplesError, match=r"alice has \d+ curated examples; a run needs at least 500"
     ):
@@ -348,10 +336,7 @@ async def test_a_run_whose_process_died_is_abandoned(make_assistant: Any) -> Non
 async def test_rollback_returns_to_the_previous_adapter_then_to_the_base(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant, auto_approve=True)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant, auto_approve=True)
     first = await learner.run("alice")
     await _import(assistant, "alice", style_history(60, seed=9)[1:])
     second = await learner.run("alice")
@@ -378,10 +363,7 @@ async def test_rollback_returns_to_the_previous_adapter_then_to_the_base(
 async def test_an_active_adapter_that_regresses_on_newer_turns_is_flagged_and_rolled_back(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant, auto_approve=True, min_validation_examples=5)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant, auto_approve=True, min_validation_examples=5)
     run = await learner.run("alice")
     with pytest.raises(NotEnoughExamplesError, match="newer than run"):
         await learner.validate(run.id)
@@ -403,10 +385,7 @@ async def test_an_active_adapter_that_regresses_on_newer_turns_is_flagged_and_ro
 async def test_withdrawing_consent_rejects_what_waits_and_nothing_is_approved_after(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant)
     waiting = await learner.run("alice")
     await learner.set_consent("alice", False, by="alice")
     rejected = await learner.book.get(waiting.id)
@@ -422,10 +401,7 @@ async def test_withdrawing_consent_rejects_what_waits_and_nothing_is_approved_af
 async def test_a_failure_after_training_fails_the_run_in_one_line_and_keeps_nothing(
     make_assistant: Any, fake_worker: Any
 ) -> None:
-    assistant = await _assistant(make_assistant)
-    await _import(assistant, "alice", style_history(60, seed=2))
-    learner = _learner(assistant)
-    await learner.set_consent("alice", True, by="alice")
+    assistant, learner = await _alice(make_assistant)
     registry = assistant.services.adapter_registry()
     registry.root.mkdir(parents=True)
     (registry.root / adapter_name("alice")).write_text("not a folder")  # the copy must fail

@@ -5,48 +5,31 @@ rejects queued runs. Screenshots land in ``test-artifacts/console/``."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from mongars_plugins.learning.runs import RunBook, Validation
-from tests.conftest import service_unavailable
 from tests.server.conftest import LiveServer
-from tests.server.test_console import ARTIFACTS, CHROMIUM, PASSWORD, Console, new_username
+from tests.server.test_console import PASSWORD, Console, new_username
+from tests.server.test_console import console as console  # the same browser fixture
 from tests.server.test_learning_routes import add_run, answering, learner, learning_server, user_id
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def server(make_server: Callable[..., LiveServer]) -> LiveServer:
+def live_server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    """The server test_console's ``console`` fixture drives: one with the learning plugin."""
     return learning_server(make_server)
 
 
 @pytest.fixture
-def console(server: LiveServer) -> Iterator[Console]:
-    if not CHROMIUM.exists():
-        service_unavailable("chromium", f"the console tests drive Debian's chromium at {CHROMIUM}")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            page.set_default_timeout(10_000)
-            console = Console(page, server.url.rstrip("/"))
-            page.on("console", console.on_console)
-            page.on("pageerror", lambda error: console.errors.append(f"uncaught: {error}"))
-            page.goto(console.url + "/")
-            expect(page.locator("#auth-panel")).to_be_visible()
-            yield console
-        finally:
-            browser.close()
-    assert console.errors == [], "the page reported errors"
+def server(live_server: LiveServer) -> LiveServer:
+    return live_server
 
 
 def consents(server: LiveServer, username: str) -> bool:
