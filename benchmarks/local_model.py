@@ -972,8 +972,10 @@ def render(results: dict[str, Any], notes: list[str]) -> str:
     shared = (
         f"The machine was shared: the 1-minute load average went from {load['min']} to "
         f"{load['max']} during the run on {results['cores']} cores, so absolute speeds are "
-        "lower and noisier than on an idle machine; the backend and xllamacpp took turns run "
-        "by run, so their ratio is fair."
+        "lower and noisier than on an idle machine. The backend and xllamacpp, and the base "
+        "and the adapters, took turns run by run, so those ratios are fair; the torch and "
+        "llama.cpp figures come from separate processes at different times, so their ratio "
+        "carries the machine's changes of load."
         if load["max"] > results["cores"] * 0.5
         else f"The machine was idle (load average {load['min']}–{load['max']})."
     )

@@ -16,11 +16,11 @@ and holds back text that could be the start of a stop string.
   one it cannot compile is an :class:`~mongars_core.errors.InvalidInputError`.
 * ``request.adapter`` is converted once to a GGUF LoRA and applied to that
   request only. LoRA files load when a server starts, so a new adapter means a
-  new server. The new one starts beside the old one, which serves on until the
-  new one is up, finishes its running generations, then closes; only where
-  memory lacks for two is an idle old one closed first (and started again if
-  the new one fails). A LoRA file is checked against the base model before any
-  restart, and one llama.cpp could not load is refused at once until it changes.
+  new server. An idle old one is closed first (and started again if the new
+  one fails), so memory never holds two; one still generating finishes its
+  running generations beside the new one, then closes. A LoRA file is checked
+  against the base model before any restart, and one llama.cpp could not load is
+  refused at once until it changes.
   An adapter trained on another base model is not applied: the base model
   answers, and ``outcome.adapter`` stays ``None``.
 """
@@ -58,7 +58,7 @@ from mongars_core.settings import Settings
 from mongars_core.types import AdapterRef, ChatMessage, GenerationRequest, OutputConstraint
 from mongars_plugins.gguf_file import read_gguf
 from mongars_plugins.llamacpp.engine import Engine, EngineConfig, Result
-from mongars_plugins.llamacpp.gguf_check import available_memory, check_fits, required_memory
+from mongars_plugins.llamacpp.gguf_check import check_fits
 from mongars_plugins.llamacpp.settings import LLAMACPP
 
 if TYPE_CHECKING:
@@ -115,8 +115,6 @@ class _Served:
 
     entry: ModelEntry
     engine: Engine
-    memory: int = 0
-    """Bytes one engine of this model needs (weights, KV cache, buffers)."""
     swapping: asyncio.Event | None = None
     """Set while a server with more adapters is being started."""
     retiring: list[Engine] = field(default_factory=list)
@@ -256,11 +254,11 @@ class LlamaCppBackend:
             served = self._served.get(key)
             if served is None:
                 self._require()
-                entry, engine, memory = await asyncio.to_thread(self._load_blocking, key)
-                served = self._served[key] = _Served(entry, engine, memory)
+                entry, engine = await asyncio.to_thread(self._load_blocking, key)
+                served = self._served[key] = _Served(entry, engine)
         return served
 
-    def _load_blocking(self, name: str) -> tuple[ModelEntry, Engine, int]:
+    def _load_blocking(self, name: str) -> tuple[ModelEntry, Engine]:
         started = time.perf_counter()
         section = self.settings.section(LLAMACPP)
         entry = self._entry(name)
@@ -289,7 +287,7 @@ class LlamaCppBackend:
             config.context // config.slots,
             elapsed,
         )
-        return entry, engine, required_memory(model, context, section.kv_cache_type)
+        return entry, engine
 
     # -- HealthChecked, TokenCounter, ConstrainsOutput, ServesAdapters ------------------
 
@@ -522,8 +520,9 @@ class LlamaCppBackend:
         old = served.engine
         started = time.perf_counter()
         try:
-            if old.active == 0 and not await asyncio.to_thread(self._fits_beside, served):
-                # Not enough memory for two: stop the old one, start it again on failure.
+            if old.active == 0:
+                # Nothing runs on the old one (and requests wait for the swap either way):
+                # stop it first, so the memory never holds two; start it again on failure.
                 await self._close_engine(old)
                 try:
                     served.engine = await asyncio.to_thread(Engine, old.path, old.config, adapters)
@@ -559,11 +558,6 @@ class LlamaCppBackend:
             len(adapters),
             time.perf_counter() - started,
         )
-
-    def _fits_beside(self, served: _Served) -> bool:
-        """Whether a second engine of ``served`` fits in the memory available now."""
-        available = available_memory()
-        return available is None or available >= served.memory
 
     async def _close_engine(self, engine: Engine) -> None:
         """Stop ``engine`` in a worker thread; one that won't stop is left to its thread."""
