@@ -272,3 +272,42 @@ def test_a_copy_that_fails_leaves_nothing_registered(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="cannot copy adapter x 1"):
         registry.register(source, name="x", version="1", base_model="m")
     assert registry.adapters() == []
+
+
+def test_rolling_back_from_a_shared_adapter_leaves_it_for_everyone_else(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.register(adapter_dir(tmp_path, "h", b"h"), name="house", version="1", base_model="m")
+    registry.activate("house", "1")
+    registry.assign("u1", "house")
+    registry.assign("u2", "house")
+    registry.register(
+        adapter_dir(tmp_path, "l", b"l"), name="learned-1", version="r1", base_model="m", owner="u1"
+    )
+    registry.activate("learned-1", "r1")
+    registry.assign("u1", "learned-1")
+    assert registry.rollback_user("u1").name == "house"  # type: ignore[union-attr]
+    assert registry.rollback_user("u1") is None  # away from the shared one: to the base
+    assert registry.active("house").version == "1"  # type: ignore[union-attr]
+    assert registry.for_user("u2").name == "house"  # type: ignore[union-attr]
+
+
+def test_forgetting_a_user_keeps_the_versions_of_others_active(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.register(adapter_dir(tmp_path, "a", b"a"), name="n", version="1", base_model="m")
+    registry.register(
+        adapter_dir(tmp_path, "b", b"b"), name="n", version="2", base_model="m", owner="u1"
+    )
+    registry.activate("n", "1")
+    registry.activate("n", "2")
+    registry.forget_user("u1")
+    assert registry.active("n").version == "1"  # type: ignore[union-attr]
+    assert registry.rollback("n") is None  # no history left pointing at the erased one
+
+
+def test_a_damaged_manifest_never_shows_a_user_id(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registry.root.mkdir(parents=True)
+    registry.manifest_path.write_text('{"users": {"acct-secret-id": 5}}')
+    with pytest.raises(InvalidInputError, match=r"damaged \(users:") as caught:
+        registry.for_user("acct-secret-id")
+    assert "acct-secret-id" not in str(caught.value)

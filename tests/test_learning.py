@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -414,6 +415,39 @@ async def test_a_failure_after_training_fails_the_run_in_one_line_and_keeps_noth
     stray.mkdir(parents=True)  # a killed validation's folder
     await learner.recover()
     assert not stray.exists()
+
+
+def test_recovery_never_sweeps_while_another_process_runs(tmp_path: Path) -> None:
+    """Another process holds the run lock: its work folder (and any other) stays."""
+    from mongars_plugins.learning.runner import RunLock
+
+    lock = tmp_path / "learning" / "run.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, json, os, sys, time\n"
+            f"f = open({str(lock)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "f.truncate(0); json.dump({'run_id': 'run-x', 'user_id': 'u', 'pid': os.getpid()}, f)\n"
+            "f.flush(); print('held', flush=True); sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        seen = RunLock(lock).holder()
+        assert seen is not None and seen.run_id == "run-x" and seen.pid == holder.pid
+        folder = tmp_path / "learning" / "work" / "run-y"
+        folder.mkdir(parents=True)
+        sweep = Learner.__new__(Learner)  # only what recover()'s sweep reads
+        sweep.root, sweep.lock = tmp_path / "learning", RunLock(lock)
+        sweep._sweep_work()
+        assert folder.exists()
+    finally:
+        holder.communicate("", timeout=30)
 
 
 # -- the scheduler ---------------------------------------------------------------------------

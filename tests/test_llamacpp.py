@@ -653,6 +653,36 @@ class CountingEngine(Engine):
 
 
 @pytest.mark.model
+async def test_an_adapter_erased_meanwhile_is_left_out_of_the_next_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted account's converted adapter goes from the cache while the engine still
+    lists it: the next swap starts without it, and the new adapter is served."""
+    from mongars_plugins.llamacpp import lora
+
+    files = {
+        "gone": write_lora(tmp_path / "gone.gguf", seed=3, magnitude=0.3),
+        "next": write_lora(tmp_path / "next.gguf", seed=4, magnitude=0.3),
+    }
+    monkeypatch.setattr(
+        lora, "converted_adapter", lambda adapter, cache_dir, base_gguf: files[adapter.name]
+    )
+    monkeypatch.setattr(CountingEngine, "started", [])
+    monkeypatch.setattr(backend_module, "Engine", CountingEngine)
+    backend = LlamaCppBackend(llamacpp_settings(tmp_path / "data", slots=2))
+    try:
+        await backend.generate(request("hi", tokens=4, adapter=adapter_ref("gone")))
+        files["gone"].unlink()  # erase_user removed the converted copy
+        following = request("hi", tokens=4, adapter=adapter_ref("next"))
+        assert await backend.generate(following)
+        assert following.outcome.adapter == "next@1"
+        assert CountingEngine.started[-1] == (files["next"],)
+        assert await backend.generate(request("hello", tokens=4))  # the base serves on
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.model
 async def test_a_broken_adapter_is_refused_without_restarting_the_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

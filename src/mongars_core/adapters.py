@@ -158,9 +158,9 @@ class AdapterRegistry:
             if any(a.name == name and a.version == version for a in manifest.adapters):
                 raise InvalidInputError(f"adapter {name} {version} is already registered")
             target = self.root / name / version
-            if target.exists():
-                shutil.rmtree(target)  # left by a registration that crashed
             try:
+                if target.exists():
+                    shutil.rmtree(target)  # left by a registration that crashed
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if source.is_dir():
                     shutil.copytree(source, target)
@@ -217,11 +217,13 @@ class AdapterRegistry:
 
     def rollback_user(self, user_id: str, *, by: str = "operator") -> Adapter | None:
         """Go back, for ``user_id``, to the version of their adapter that was active
-        before; with none before, answer them with the base model again. Returns the
-        adapter now answering them (``None``: the base).
+        before; with none before, to the adapter assigned to them before (if it is
+        still active), else the base model. Returns the adapter now answering them
+        (``None``: the base).
 
-        The user's adapter name is rolled back, so this suits a name only they use
-        (as the learning plugin's per-user adapters are).
+        Only a name whose every version was trained on the user's data (``owner``,
+        as the learning plugin's adapters are) has its versions rolled back; from a
+        name others may use, the user is only moved away.
         """
         with self._locked() as manifest:
             name = manifest.users.get(user_id)
@@ -230,12 +232,14 @@ class AdapterRegistry:
             entry = {"at": utcnow().isoformat(), "action": "rolled back", "user": user_id}
             entry.update(adapter=f"{name}@{manifest.active[name]}", by=by)
             manifest.log = [*manifest.log[-999:], entry]
+            theirs = all(a.owner == user_id for a in manifest.adapters if a.name == name)
             history = manifest.history.get(name) or []
-            if history:
+            if theirs and history:
                 previous = history.pop()
                 manifest.active[name] = previous
                 return _find(manifest, name, previous)
-            del manifest.active[name]
+            if theirs:
+                del manifest.active[name]
             del manifest.users[user_id]
             earlier = manifest.assigned_before.get(user_id) or []
             while earlier:  # the adapter they had before this one, if it is still active
@@ -257,9 +261,14 @@ class AdapterRegistry:
             theirs = [a for a in manifest.adapters if a.owner == user_id]
             manifest.adapters = [a for a in manifest.adapters if a.owner != user_id]
             for name in {a.name for a in theirs}:
-                if not any(a.name == name for a in manifest.adapters):
+                kept = {a.version for a in manifest.adapters if a.name == name}
+                history = [v for v in manifest.history.pop(name, []) if v in kept]
+                if manifest.active.get(name) not in kept:  # theirs was active
                     manifest.active.pop(name, None)
-                    manifest.history.pop(name, None)
+                    if history:
+                        manifest.active[name] = history.pop()
+                if history:
+                    manifest.history[name] = history
             for adapter in theirs:
                 shutil.rmtree(adapter.path, ignore_errors=True)
             return theirs
@@ -287,6 +296,8 @@ class AdapterRegistry:
             stat = self.manifest_path.stat()
         except FileNotFoundError:
             return Manifest()
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {self.manifest_path}: {_why(exc)}") from None
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._cache is None or self._cache[0] != stamp:
             self._cache = (stamp, self._parse())
@@ -299,7 +310,9 @@ class AdapterRegistry:
             return Manifest()
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "the file"
+            # The section and any list index: a key may be a user id, not to be shown.
+            parts = [str(p) for i, p in enumerate(first["loc"]) if i == 0 or isinstance(p, int)]
+            where = ".".join(parts) or "the file"
             raise InvalidInputError(
                 f"the adapter manifest {self.manifest_path} is damaged ({where}: "
                 f"{first['msg']}); restore it from a backup or remove it"
@@ -334,7 +347,8 @@ def erase_user(registry: AdapterRegistry, cache_dir: Path, user_id: str) -> int:
     removed = registry.forget_user(user_id)
     for adapter in removed:
         if adapter.sha256:
-            (Path(cache_dir) / "adapters" / f"{adapter.sha256}.gguf").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a cache: what cannot go is only a copy
+                (Path(cache_dir) / "adapters" / f"{adapter.sha256}.gguf").unlink(missing_ok=True)
     return len(removed)
 
 

@@ -398,7 +398,13 @@ async def delete_user(
         if not keep_data:  # what was learnt from its data goes with it
             settings = _settings()
             registry = AdapterRegistry(settings.data_dir / "adapters")
-            erase_user(registry, settings.cache_dir, account.user_id)
+            try:
+                erase_user(registry, settings.cache_dir, account.user_id)
+            except MongarsError as exc:
+                err.print(
+                    f"warning: the adapters learnt from its data remain: {printable(str(exc))}",
+                    highlight=False,
+                )
         await _revoke_sockets(account.user_id, "the account was deleted")
     kept = f" (its data stays under {account.user_id})" if keep_data else ""
     out.print(f"deleted {printable(account.username)}{kept}")

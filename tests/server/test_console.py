@@ -679,7 +679,9 @@ def test_a_reply_is_rated_with_its_thumbs_and_keeps_the_rating(console: Console)
     expect(up).to_have_attribute("aria-pressed", "false")
     assert stored() == [None]
 
-    # From the keyboard, thumbs down.
+    # From the keyboard, thumbs down (once the thumbs take clicks again: they are
+    # disabled while a rating is on its way).
+    expect(down).to_be_enabled()
     down.focus()
     page.keyboard.press("Space")
     expect(down).to_have_attribute("aria-pressed", "true")

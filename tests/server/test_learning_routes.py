@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -403,7 +404,7 @@ async def test_an_administrator_sets_consent_for_an_account(
 
 
 async def test_starting_a_run_is_refused_at_once_when_it_cannot_go(
-    server: LiveServer, http: httpx.AsyncClient
+    server: LiveServer, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = await admin(http, server)
     alice = bearer(await register(http, "alice"))
@@ -424,6 +425,11 @@ async def test_starting_a_run_is_refused_at_once_when_it_cannot_go(
         "code": "not_enough_examples",
     }
     await chat(http, alice, *MESSAGES[2:])
+    with monkeypatch.context() as without:
+        without.setitem(sys.modules, "peft", None)  # as if the train extra were missing
+        missing = await http.post(start, headers=root)
+    assert missing.status_code == 503 and missing.json()["code"] == "missing_dependency"
+    assert "mongars-assistant[train]" in missing.json()["detail"]
     with learner(server).lock.hold("run-20250101-000000-abcdef", user_id(server, "alice")):
         busy = await http.post(start, headers=root)
     assert busy.status_code == 409

@@ -24,6 +24,8 @@ from mongars_core.cli import (
     printable,
     progress_reporter,
 )
+from mongars_core.pipeline import Assistant
+from mongars_core.settings import Settings
 from mongars_plugins.learning.runner import Learner
 from mongars_plugins.learning.runs import RunRecord, run_json
 
@@ -38,14 +40,24 @@ RunId = Annotated[str, typer.Argument(help="The run's id (`mongars learn runs`).
 
 
 @asynccontextmanager
-async def _learner() -> AsyncIterator[Learner]:
-    """The learner over the store and plugins, without starting the plugins (no memory
-    index to warm up, no scheduler): these commands need no chat pipeline."""
+async def _learner(*, started: bool = False) -> AsyncIterator[Learner]:
+    """The learner over the store and plugins. Commands that read text (``dataset``,
+    ``run``, ``validate``) start the plugins, so a scrubber that prepares itself at
+    start-up is ready; the others need no chat pipeline and skip that (no memory
+    index to warm up: well under a second)."""
     from mongars_core.assembly import build_host, build_services
     from mongars_plugins.learning import learner
 
+    if started:
+        async with await Assistant.from_settings(_quiet(cli_settings())) as assistant:
+            yield learner(assistant.services)
+        return
     host = build_host(cli_settings())
-    services = await build_services(host)
+    try:
+        services = await build_services(host)
+    except BaseException:
+        host.close()
+        raise
     try:
         yield learner(services)
     finally:
@@ -54,6 +66,12 @@ async def _learner() -> AsyncIterator[Learner]:
         finally:
             host.close()
             await services.store.close()
+
+
+def _quiet(settings: Settings) -> Settings:
+    """``settings`` without the idle-time scheduler: a command never trains on its own."""
+    section = dict(getattr(settings, "learning", None) or {})
+    return settings.model_copy(update={"learning": {**section, "schedule": False}})
 
 
 def _plain(text: str) -> str:
@@ -119,7 +137,7 @@ async def disable(user: User, as_json: Json = False) -> None:
 @async_command
 async def dataset(user: User, as_json: Json = False) -> None:
     """Print exactly what a run for the user would train on and hold out (scrubbed)."""
-    async with _learner() as learner:
+    async with _learner(started=True) as learner:
         data = await learner.dataset(user)
     if as_json:
         _print_json(data.as_dict())
@@ -144,7 +162,7 @@ async def run(user: User, as_json: Json = False) -> None:
 
     Ctrl-C cancels it: nothing of it is kept but its record."""
     progress = progress_reporter("learning") if err.is_terminal and not as_json else None
-    async with _learner() as learner:
+    async with _learner(started=True) as learner:
         record = await learner.run(user, trigger="hand", by="operator", progress=progress)
         _print_run(record, learner, as_json)
 
@@ -262,17 +280,19 @@ async def cancel(as_json: Json = False) -> None:
         holder = learner.request_cancel()
     if holder is None:
         raise fail("no training run is going")
+    run_id = holder.run_id.split(":", 1)[0]  # a validation's is its run's
     if as_json:
-        _print_json({"run_id": holder.run_id, "cancelling": True})
+        _print_json({"run_id": run_id, "cancelling": True})
     else:
-        out.print(f"asked {holder.run_id} to stop", highlight=False)
+        what = "the validation of " if ":" in holder.run_id else ""
+        out.print(f"asked {what}{run_id} to stop", highlight=False)
 
 
 @learn_app.command("validate")
 @async_command
 async def validate(run_id: RunId, as_json: Json = False) -> None:
     """Measure an active adapter on its user's newer turns now (the scheduler does it too)."""
-    async with _learner() as learner:
+    async with _learner(started=True) as learner:
         _print_run(await learner.validate(run_id, by="operator"), learner, as_json)
 
 

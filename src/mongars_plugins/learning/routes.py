@@ -25,7 +25,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mongars_core.adapters import Adapter, AdapterNotFoundError
-from mongars_core.errors import MongarsError
+from mongars_core.errors import MissingDependencyError, MongarsError
 from mongars_plugins.learning import idle_scheduler
 from mongars_plugins.learning import learner as learner_of
 from mongars_plugins.learning.errors import (
@@ -35,7 +35,7 @@ from mongars_plugins.learning.errors import (
     RunStateError,
     UnknownRunError,
 )
-from mongars_plugins.learning.runner import Learner
+from mongars_plugins.learning.runner import Learner, require_training_libraries
 from mongars_plugins.learning.runs import RunRecord, run_json
 from mongars_server.deps import AdminCaller, CurrentCaller, State
 from mongars_server.errors import ApiError
@@ -347,7 +347,7 @@ async def cancel_run(server: State, caller: AdminCaller) -> Cancelled:
     holder = _learner(server).request_cancel()
     if holder is None:
         raise ApiError(409, "no training run is going", "no_run")
-    return Cancelled(run_id=holder.run_id.split(":", 1)[0])
+    return Cancelled(run_id=holder.run_id.split(":", 1)[0])  # a validation's is its run's
 
 
 @admin_router.put("/users/{username}/consent", response_model=UserConsentOut)
@@ -367,6 +367,10 @@ async def start_run(server: State, caller: AdminCaller, username: Username) -> S
     going or the account has not opted in, 422 with too few curated examples."""
     user_id = await _user_id(server, username)
     learner = _learner(server)
+    try:
+        require_training_libraries()
+    except MissingDependencyError as exc:
+        raise ApiError(503, str(exc), "missing_dependency") from None
     if learner.lock.holder() is not None:
         raise ApiError(409, "a training run is already going", "run_in_progress")
     with _answered(repr(username)):

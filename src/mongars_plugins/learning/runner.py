@@ -155,6 +155,7 @@ class Learner:
         self.root = services.settings.data_dir / "learning"
         self.lock = RunLock(self.root / "run.lock")
         self._cancel: asyncio.Event | None = None
+        self._holding: str | None = None
         self.metrics = LearningMetrics(services.meter)
         self.worker: list[str] = ["-m", "mongars_plugins.learning.trainer"]
         """The worker's command line after the interpreter (the spec's path follows)."""
@@ -179,7 +180,7 @@ class Learner:
         if not enabled:
             holder = self.lock.holder()
             if holder is not None and holder.user_id == user_id:
-                self.request_cancel()
+                self.request_cancel(expected=holder)  # that run only, not whichever is next
             for run in await self.book.runs(user_id):
                 if run.status == "awaiting_approval":
                     why = "the user withdrew consent"
@@ -252,10 +253,12 @@ class Learner:
     async def recover(self) -> list[RunRecord]:
         """Mark ``abandoned`` the runs still ``training`` whose process is gone, and
         remove their working folders."""
-        holder = self.lock.holder()
         abandoned = []
         for run in await self.book.runs():
-            if run.status != "training" or (holder is not None and holder.run_id == run.id):
+            if run.status != "training":
+                continue
+            holder = self.lock.holder()  # now, not before the query: a run may have begun
+            if holder is not None and holder.run_id == run.id:
                 continue
             shutil.rmtree(self._work_dir(run.id), ignore_errors=True)
             abandoned.append(
@@ -270,13 +273,20 @@ class Learner:
                 )
             )
             self.metrics.run_finished("abandoned")
-        work = self.root / "work"
-        owned = holder.run_id.replace(":validation", "-validation") if holder else None
-        if work.is_dir():
-            for folder in work.iterdir():  # a killed validation's, a crashed run's
-                if folder.name != owned:
-                    shutil.rmtree(folder, ignore_errors=True)
+        self._sweep_work()
         return abandoned
+
+    def _sweep_work(self) -> None:
+        """Remove the work folders of runs and validations that died (a killed
+        validation's, a crashed run's); never while another process holds the lock."""
+        holder = self.lock.holder()
+        if holder is not None and holder.pid != os.getpid():
+            return
+        owned = holder.run_id.replace(":validation", "-validation") if holder else None
+        work = self.root / "work"
+        for folder in work.iterdir() if work.is_dir() else []:
+            if folder.name != owned:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def cancel(self) -> bool:
         """Ask the run going in this process to stop; ``False`` when there is none."""
@@ -285,15 +295,21 @@ class Learner:
         self._cancel.set()
         return True
 
-    def request_cancel(self) -> LockHolder | None:
+    def request_cancel(self, expected: LockHolder | None = None) -> LockHolder | None:
         """Ask the run going on this node, in whichever process, to stop: a request
-        file its runner looks for every half second. The run's holder, or ``None``
-        when no run is going."""
+        file its runner looks for every half second (``expected``: only that run).
+        The run's holder, or ``None`` when no run (or not that one) is going."""
         holder = self.lock.holder()
-        if holder is None:
+        if holder is None or (expected is not None and holder.run_id != expected.run_id):
             return None
-        write_atomically(self._cancel_file, holder.run_id)
-        self.cancel()
+        try:
+            write_atomically(self._cancel_file, holder.run_id)
+        except OSError as exc:
+            raise TrainingFailedError(
+                f"cannot ask the run to stop: {exc.strerror or exc}"
+            ) from None
+        if self._cancel is not None and self._holding == holder.run_id:
+            self._cancel.set()
         return holder
 
     @property
@@ -301,11 +317,14 @@ class Learner:
         return self.root / "cancel-request"
 
     @contextlib.contextmanager
-    def _cancel_request_cleared(self) -> Iterator[None]:
-        self._cancel_file.unlink(missing_ok=True)  # a request for an earlier run
+    def _cancel_request_cleared(self, run_id: str) -> Iterator[None]:
+        """While this process holds ``run_id``; then the request (if any) is gone. A
+        stale request names another run, so it never stops this one."""
+        self._holding = run_id
         try:
             yield
         finally:
+            self._holding = None
             self._cancel_file.unlink(missing_ok=True)
 
     def _cancel_requested(self, run_id: str) -> bool:
@@ -334,7 +353,7 @@ class Learner:
             )
         require_training_libraries()  # before any record: a missing extra is no failed run
         run_id = new_run_id()
-        with self.lock.hold(run_id, user_id), self._cancel_request_cleared():
+        with self.lock.hold(run_id, user_id), self._cancel_request_cleared(run_id):
             await self.recover()
             dataset = await self.dataset(user_id)
             if dataset.size < self.config.min_examples:
@@ -465,6 +484,11 @@ class Learner:
             **common,
         )
         self.metrics.run_finished("awaiting_approval")
+        if not await self.has_consent(run.user_id):  # withdrawn while it was registered
+            why = "the user withdrew consent"
+            return await self.book.record(
+                run, "rejected", "gate", why, status="rejected", reason=why
+            )
         if self.config.auto_approve:
             run = await self.approve(run.id, by="policy:auto_approve")
         return run
@@ -617,6 +641,7 @@ class Learner:
         """Measure an active run's adapter against the base on the user's turns newer
         than its dataset. One that misses the held-out bound is flagged ``regressed``
         (and rolled back under ``auto_approve``)."""
+        require_training_libraries()
         run = await self.book.get(run_id)
         if self.status_of(run) != "active" or run.adapter is None:
             raise RunStateError(
@@ -636,7 +661,8 @@ class Learner:
         self.registry.verify(adapter)
         from mongars_plugins.cuda.model import ensure_model
 
-        with self.lock.hold(f"{run_id}:validation", run.user_id), self._cancel_request_cleared():
+        held_as = f"{run_id}:validation"
+        with self.lock.hold(held_as, run.user_id), self._cancel_request_cleared(held_as):
             work = self._work_dir(f"{run_id}-validation")
             work.mkdir(parents=True, exist_ok=True)
             try:

@@ -17,7 +17,7 @@ and holds back text that could be the start of a stop string.
 * ``request.adapter`` is converted once to a GGUF LoRA and applied to that
   request only. LoRA files load when a server starts, so a new adapter means a
   new server. An idle old one is closed first (and started again if the new
-  one fails), so memory never holds two; one still generating finishes its
+  one fails), so memory never holds two idle engines; one still generating finishes its
   running generations beside the new one, then closes. A LoRA file is checked
   against the base model before any restart, and one llama.cpp could not load is
   refused at once until it changes.
@@ -484,7 +484,8 @@ class LlamaCppBackend:
             if lora is not None and lora not in served.engine.adapters:
                 assert adapter is not None
                 _refuse_broken(served, lora, adapter)  # a swap before this one may have failed
-                await self._swap(served, [*served.engine.adapters, lora], lora)
+                kept = [path for path in served.engine.adapters if path.is_file()]  # erased ones go
+                await self._swap(served, [*kept, lora], lora)
                 continue
             engine = served.engine
             engine.active += 1  # no await since the checks: it cannot be retired meanwhile
@@ -528,9 +529,8 @@ class LlamaCppBackend:
                     served.engine = await asyncio.to_thread(Engine, old.path, old.config, adapters)
                 except BaseException:
                     try:
-                        served.engine = await asyncio.to_thread(
-                            Engine, old.path, old.config, old.adapters
-                        )
+                        still = [path for path in old.adapters if path.is_file()]
+                        served.engine = await asyncio.to_thread(Engine, old.path, old.config, still)
                     except BaseException:
                         # No engine left: the next request loads the model afresh.
                         for key in [k for k, v in self._served.items() if v is served]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from mongars_core.errors import MongarsError
 from mongars_core.storage.models import AccountRecord
 from mongars_server.accounts import LastAdministratorError
 from mongars_server.deps import (
@@ -23,6 +26,8 @@ from mongars_server.limits import retry_after
 from mongars_server.login_throttle import LoginThrottled
 from mongars_server.password_policy import password_problem
 from mongars_server.settings import SERVER
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["auth"])
 
@@ -267,9 +272,12 @@ async def delete_user(
         raise ApiError(409, str(exc), "last_administrator") from None
     await server.hub.revoke(account.user_id, "the account was deleted")
     if not keep_data:
-        server.assistant.forget_adapters(account.user_id)
         await server.assistant.invalidate(account.user_id)
         await server.changed(account.user_id)
+        try:  # what was learnt from its data goes too
+            await asyncio.to_thread(server.assistant.forget_adapters, account.user_id)
+        except MongarsError as exc:
+            logger.error("the adapters learnt from a deleted account's data remain: %s", exc)
     return AccountDeleted(username=account.username, data_deleted=not keep_data)
 
 
