@@ -418,6 +418,108 @@ async def test_a_reply_cut_by_a_stop_string_still_names_its_adapter(
     assert request.outcome.adapter == "every@1"
 
 
+@pytest.mark.model
+@PEFT_ON_TRANSFORMERS_5
+async def test_an_adapter_request_swaps_in_merged_weights_and_the_base_tensors_come_back(
+    tmp_path: Path, made: dict[str, Made]
+) -> None:
+    """peft's layers are out of the model: the adapter's compute with W + scale·B·A, made
+    once, and afterwards (a failure included) hold their own tensors, values unchanged."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    adapters = registered(tmp_path / "data", made, "strong")
+    backend = LocalModelBackend(torch_settings(tmp_path / "data"))
+    assert await backend.generate(ask()) == made["base"].expected
+    weights = {
+        name: (parameter, parameter.data_ptr(), parameter.detach().clone())
+        for name, parameter in backend._model.named_parameters()
+        if name.endswith(("q_proj.weight", "v_proj.weight"))
+    }
+    pointers = {name: p.data_ptr() for name, p in backend._model.named_parameters()}
+
+    def unchanged() -> bool:
+        return all(
+            parameter.data_ptr() == pointer and torch.equal(parameter, values)
+            for parameter, pointer, values in weights.values()
+        )
+
+    for _ in range(2):
+        assert await backend.generate(ask(adapters["strong"].ref())) == made["strong"].expected
+        assert unchanged()
+    loaded = backend.adapters
+    assert loaded is not None and loaded.merges == 1  # made once, used twice
+    assert loaded.merged_bytes == sum(4 * values.numel() for _, _, values in weights.values())
+    wrapped = sum(isinstance(m, BaseTunerLayer) for m in backend._model.modules())
+    assert wrapped == len(weights)
+    with pytest.raises(RuntimeError, match="mid-generation"), loaded.use(adapters["strong"].ref()):
+        assert not any(p.data_ptr() == ptr for p, ptr, _ in weights.values())
+        assert not any(isinstance(m, BaseTunerLayer) for m in backend._model.modules())
+        raise RuntimeError("mid-generation")
+    assert unchanged()
+    assert sum(isinstance(m, BaseTunerLayer) for m in backend._model.modules()) == wrapped
+    after = {
+        name.replace(".base_layer", ""): p.data_ptr()
+        for name, p in backend._model.named_parameters()
+        if "lora_" not in name
+    }
+    assert after == pointers
+    assert await backend.generate(ask()) == made["base"].expected
+
+
+@pytest.mark.model
+@PEFT_ON_TRANSFORMERS_5
+async def test_an_adapter_that_cannot_be_merged_is_applied_by_peft(
+    tmp_path: Path, hf_model: Any, made: dict[str, Made]
+) -> None:
+    """DoRA scales each merged column by its norm: not W + B·A, so peft applies it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = hf_model
+    torch.manual_seed(4)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True)
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(4)
+    try:
+        with torch.no_grad():
+            for name, parameter in peft_model.named_parameters():
+                if "lora_B" in name:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        peft_model.eval()
+        peft_model.save_pretrained(str(tmp_path / "dora"))
+        encoded = tokenizer.apply_chat_template(
+            [{"role": "user", "content": QUESTION}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        with torch.inference_mode():
+            output = peft_model.generate(
+                **encoded, max_new_tokens=TOKENS, do_sample=False,
+                pad_token_id=tokenizer.eos_token_id,
+            )  # fmt: skip
+        expected = tokenizer.decode(
+            output[0, encoded["input_ids"].shape[-1] :].tolist(), skip_special_tokens=True
+        )
+    finally:
+        peft_model.unload()
+    strong = registered(tmp_path / "data", made, "strong")["strong"]
+    dora = AdapterRegistry(tmp_path / "data" / "adapters").register(
+        tmp_path / "dora", name="dora", version="1", base_model=BUNDLED_MODEL
+    )
+    backend = LocalModelBackend(torch_settings(tmp_path / "data"))
+    reply = await backend.generate(ask(dora.ref()))
+    assert reply == expected != made["base"].expected
+    assert backend.adapters is not None and backend.adapters.merges == 0
+    assert backend.adapters.merged_bytes == 0
+    # A merged adapter right after it: peft's branches are off again, or both would apply.
+    assert await backend.generate(ask(strong.ref())) == made["strong"].expected
+    assert backend.adapters.merges == 1
+    assert await backend.generate(ask(dora.ref())) == expected
+    assert await backend.generate(ask()) == made["base"].expected
+
+
 def _cuda_available() -> bool:
     try:
         import torch

@@ -3,11 +3,20 @@
 The first request that carries an adapter wraps the loaded model in a peft
 ``PeftModel`` (its layers gain LoRA branches in place); each adapter is then
 loaded once, under a name of its own, and kept in a small LRU
-(``MONGARS_LOCAL__MAX_ADAPTERS``). A request with an adapter runs with that
-one active (``set_adapter``), one without with every LoRA layer disabled (what
-``disable_adapter()`` does): switching sets flags on the layers, no weights are
-merged or copied. The backend generates one request at a time and switches
-under the same lock, so two users never share a forward pass.
+(``MONGARS_LOCAL__MAX_ADAPTERS``). While a request generates, peft's layers
+are out of the model: each is put back to the linear layer it wraps, for a
+request with an adapter too, whose changed layers compute with a merged copy
+of their weight, ``W + scale · B·A``, swapped in by reference. When the
+request ends, however it ends, the original tensors and peft's layers are put
+back (never by subtracting: the base's weights are the tensors they were).
+Peft's branch per layer (two small matmuls and Python per layer, per token)
+is then not paid: an adapter costs a merge when first used, not a share of
+every token. The merged copies are kept for the most recent adapters, within
+:data:`MERGED_BUDGET_BYTES` (the one in use always). An adapter that cannot be
+merged that way (DoRA, embeddings, a trained ``lora_bias``, a layer whose
+weight is tied to another) runs as peft runs it: its layers enabled, it
+active. The backend generates one request at a time and switches under the
+same lock, so two users never share a forward pass.
 
 Before anything touches the model, an adapter is checked: its folder holds a
 peft LoRA (``adapter_config.json``, ``adapter_model.safetensors``), its files
@@ -44,6 +53,10 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 MAX_HEADER_BYTES = 64 << 20
 """A safetensors header larger than this is refused (real ones are kilobytes)."""
+MERGED_BUDGET_BYTES = 256 << 20
+"""Merged weights kept for adapters not in use; beyond it, the least recently used go.
+One of the trainer's default shape (rank 8, q/v) on the bundled model is 53 MB in
+float32, one on every projection 425 MB (then only the one in use is kept)."""
 
 _PEFT_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
@@ -174,7 +187,7 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 class LoadedAdapters:
     """The adapters loaded on one model, most recently used last (not thread-safe: the
-    backend calls it from its one generating thread)."""
+    backend calls it from one generating thread at a time)."""
 
     def __init__(self, model: Any, device: str, capacity: int) -> None:
         self.model = model
@@ -182,38 +195,89 @@ class LoadedAdapters:
         self.capacity = capacity
         self.loads = 0
         self.evictions = 0
+        self.merges = 0
+        """Adapters whose merged weights were computed (again, after being dropped)."""
         self._shapes: dict[str, tuple[int, int]] | None = None
         self._peft: Any = None  # the PeftModel around ``model``, from the first adapter on
         self._names: OrderedDict[str, str] = OrderedDict()  # cache key -> peft adapter name
         self._counter = itertools.count()
         self._active: str | None = None  # the adapter the LoRA layers apply when enabled
         self._enabled: bool | None = None  # whether they are; None: not known (after a load)
+        # peft name -> (parameter, its merged weight) for each layer the adapter changes;
+        # None: the adapter cannot be merged. Most recently used last.
+        self._merged: OrderedDict[str, list[tuple[Any, Any]] | None] = OrderedDict()
 
     @property
     def keys(self) -> list[str]:
         """Cache keys of the loaded adapters, least recently used first."""
         return list(self._names)
 
-    def apply(self, adapter: AdapterRef | None) -> None:
-        """Make the model generate with ``adapter`` alone, or as the base model for ``None``.
+    @property
+    def merged_bytes(self) -> int:
+        """Memory held by merged weights."""
+        return sum(_size(weights) for weights in self._merged.values())
 
-        The layers' state is kept between requests and changed only when it must:
-        peft's ``disable_adapter()`` context surveys every layer first (21 ms of CPU a
-        request with LoRA on every projection of the bundled model), while disabling
-        or enabling the layers takes 4 ms and choosing another adapter 5.
+    @contextmanager
+    def use(self, adapter: AdapterRef | None) -> Iterator[None]:
+        """Inside the block, the model generates with ``adapter`` alone, or as the base
+        model for ``None``; the base's weights are back in place when it ends.
+
+        For the base and a merged adapter, each peft layer is replaced by the linear
+        layer it wraps for the block, and the adapter's merged weights swapped in: a
+        pointer per layer. An adapter peft must apply keeps the layers, enabled with
+        it active; their flags then change only when they must (enabling them takes
+        4 ms, choosing another adapter 5).
         """
-        if adapter is None:
-            if self._peft is not None and self._enabled is not False:
-                self._peft.base_model.disable_adapter_layers()
-                self._enabled = False
-            return
-        name = self._ensure(adapter)  # wraps the model on first use
+        merged: list[tuple[Any, Any]] = []
+        if adapter is not None:
+            name = self._ensure(adapter)  # wraps the model on first use
+            weights = self._merged_weights(name)
+            if weights is None:
+                self._enable(name)
+                yield
+                return
+            merged = weights
+        unwrapped: list[tuple[Any, str, Any]] = []
+        originals: list[tuple[Any, Any]] = []
+        try:
+            # peft's layers out of the way, even disabled: each is Python on every
+            # token (about 3% of the time per token with every projection wrapped).
+            for parent, attribute, layer in _lora_layers(self.model) if self._peft else []:
+                setattr(parent, attribute, layer.get_base_layer())
+                unwrapped.append((parent, attribute, layer))
+            for parameter, weight in merged:
+                # ``.data`` keeps the parameter object itself: a compiled graph's
+                # references to it stay valid, and the original tensor comes back.
+                originals.append((parameter, parameter.data))
+                parameter.data = weight
+            yield
+        finally:
+            for parameter, original in reversed(originals):
+                parameter.data = original
+            for parent, attribute, layer in reversed(unwrapped):
+                setattr(parent, attribute, layer)
+
+    def _enable(self, name: str) -> None:
+        """peft's LoRA branches on, with adapter ``name`` active."""
         if self._enabled is not True:
             self._peft.base_model.enable_adapter_layers()
             self._enabled = True
         if self._active != name:
             self._peft.set_adapter(name, inference_mode=True)
             self._active = name
+
+    def _merged_weights(self, name: str) -> list[tuple[Any, Any]] | None:
+        """Each changed layer's parameter with its merged weight, for adapter ``name``
+        (computed on first use); ``None`` when peft must apply the adapter itself."""
+        if name in self._merged:
+            self._merged.move_to_end(name)
+            return self._merged[name]
+        merged = _merge(self._peft, name)
+        self._merged[name] = merged
+        self.merges += merged is not None
+        while len(self._merged) > 1 and self.merged_bytes > MERGED_BUDGET_BYTES:
+            self._merged.popitem(last=False)
+        return merged
 
     def _ensure(self, adapter: AdapterRef) -> str:
         """The peft name of ``adapter``, loading it (and evicting the oldest) if needed."""
@@ -237,6 +301,7 @@ class LoadedAdapters:
         self._active = name
         while len(self._names) > self.capacity:
             _, oldest = self._names.popitem(last=False)
+            self._merged.pop(oldest, None)
             self._peft.delete_adapter(oldest)
             self.evictions += 1
         return name
@@ -273,6 +338,58 @@ class LoadedAdapters:
                 f"adapter {adapter.id}: peft could not load it ({first_line})"
             ) from exc
         logger.info("loaded the LoRA adapter %s from %s", adapter.id, path)
+
+
+def _merge(peft_model: Any, name: str) -> list[tuple[Any, Any]] | None:
+    """(parameter, ``W + scale · B·A``) for each linear layer adapter ``name`` changes, in
+    the weight's dtype (summed in the LoRA weights' float32 when they are wider); ``None``
+    if one of its layers is not a plain LoRA on a linear layer with a weight of its own."""
+    import torch
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    owners: dict[int, int] = {}
+    for module in peft_model.modules():
+        for parameter in module.parameters(recurse=False):
+            owners[id(parameter)] = owners.get(id(parameter), 0) + 1
+    merged: list[tuple[Any, Any]] = []
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            names = module.adapter_layer_names + module.other_param_names
+            if not any(name in getattr(module, part, {}) for part in names):
+                continue  # a layer of other adapters only
+            base = module.get_base_layer()
+            if (
+                not isinstance(module, LoraLinear)
+                or not isinstance(base, torch.nn.Linear)
+                or name in module.lora_variant  # DoRA and the like
+                or module.lora_bias.get(name, False)
+                or name not in module.lora_A
+                or owners[id(base.weight)] > 1  # tied: a merge would change the other
+            ):
+                return None
+            delta = module.get_delta_weight(name)
+            weight = base.weight
+            merged.append((weight, (weight.to(delta.dtype) + delta).to(weight.dtype)))
+    return merged
+
+
+def _lora_layers(model: Any) -> list[tuple[Any, str, Any]]:
+    """(parent, attribute, peft layer) for each layer peft wrapped in ``model``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [
+        (parent, attribute, child)
+        for parent in model.modules()
+        for attribute, child in parent.named_children()
+        if isinstance(child, BaseTunerLayer)
+    ]
+
+
+def _size(weights: list[tuple[Any, Any]] | None) -> int:
+    return sum(int(w.numel() * w.element_size()) for _, w in weights or [])
 
 
 def cache_key(adapter: AdapterRef) -> str:

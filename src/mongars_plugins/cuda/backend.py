@@ -13,7 +13,8 @@ within one token. When generation ends by itself, the backend reports why in
 ``request.outcome`` (``"length"`` at ``max_new_tokens``, else ``"stop"``).
 
 ``request.adapter`` (a peft LoRA) is applied to that request only, with the
-model wrapped by peft and the adapter switched under the generation lock
+model wrapped by peft and the adapter's merged weights swapped in under the
+generation lock, the base's put back after it
 (:mod:`mongars_plugins.cuda.adapters`); ``outcome.adapter`` names it. An
 adapter trained on another base model, or one without peft installed, is not
 applied: the base model answers (logged once). On CUDA a request with an
@@ -180,6 +181,7 @@ class LocalModelBackend:
         self._load_lock = asyncio.Lock()
         # One generation at a time: a second would only halve the speed of both.
         self._generate_lock = asyncio.Lock()
+        self._model_lock = threading.Lock()  # held by the thread that generates
 
     @property
     def loaded(self) -> bool:
@@ -389,12 +391,15 @@ class LocalModelBackend:
                 # Compiled, each adapter would be a compilation (and a guard) of its own.
                 options["disable_compile"] = True
             assert self.adapters is not None  # made with the model
-            self.adapters.apply(adapter)
-            # Set before generating: a stream closed early (a stop string, the
-            # pipeline's repetition guard) was still written with the adapter.
-            request.outcome.adapter = adapter.id if adapter is not None else None
-            with torch.inference_mode():
-                output = self._model.generate(**encoded, **options)
+            # The thread's own lock besides the event loop's: a stream whose closing
+            # was itself cancelled leaves its worker running until its next token,
+            # and the next request must not swap weights under it.
+            with self._model_lock, self.adapters.use(adapter):
+                # Set before generating: a stream closed early (a stop string, the
+                # pipeline's repetition guard) was still written with the adapter.
+                request.outcome.adapter = adapter.id if adapter is not None else None
+                with torch.inference_mode():
+                    output = self._model.generate(**encoded, **options)
             if not stop.is_set():
                 generated = int(output.shape[-1]) - prompt_tokens
                 last = int(output[0, -1]) if generated > 0 else None
