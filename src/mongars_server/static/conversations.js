@@ -194,6 +194,10 @@ export async function conversationChanged(data) {
 }
 
 export function renderHistory(items) {
+  // A list fetched before a rating was stored must not undo the rating heard since.
+  for (const item of items) {
+    if (state.ratingsHeard.has(item.turn_id)) item.rating = state.ratingsHeard.get(item.turn_id);
+  }
   state.historyItems = items;
   const titles = new Map(state.conversations.map((c) => [c.session_id, conversationTitle(c)]));
   const list = $("history-list");
@@ -224,6 +228,7 @@ export function renderHistory(items) {
 
 // A reply was rated (turn.rated): its history item shows the new rating.
 export function historyRated(turnId, rating) {
+  state.ratingsHeard.set(turnId, rating);
   const item = state.historyItems.find((candidate) => candidate.turn_id === turnId);
   if (!item) return;
   item.rating = rating;

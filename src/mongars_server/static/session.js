@@ -55,6 +55,7 @@ export function endSession(reason, kind = "error") {
   state.memoryQuery = "";
   state.conversations = [];
   state.historyItems = [];
+  state.ratingsHeard.clear();
   state.sessionId = null;
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(EXPIRES_KEY);

@@ -18,5 +18,6 @@ export const state = {
   sessionId: null, // the open conversation
   conversations: [],
   historyItems: [],
+  ratingsHeard: new Map(), // turn_id -> rating ("up", "down", null) heard since sign-in
   limit: DEFAULT_LIMIT,
 };
