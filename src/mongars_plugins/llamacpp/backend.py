@@ -330,6 +330,9 @@ class LlamaCppBackend:
         served = await self._model(request.model)
         engine, lora, adapter = await self._engine_for(served, request.adapter)
         applied = adapter.id if adapter is not None else None
+        # Said before the first token: a stream the consumer closes early (the
+        # pipeline's repetition guard) was written with the adapter however it ends.
+        request.outcome.adapter = applied
         try:
             messages = [(message.role, message.content) for message in request.messages]
             async with engine.pool.lease(applied, messages) as lease:
@@ -338,6 +341,9 @@ class LlamaCppBackend:
                 async with aclosing(self._run(engine, request, body, applied)) as deltas:
                     async for delta in deltas:
                         yield delta
+        except Exception:
+            request.outcome.adapter = None  # failed: whoever answers instead says its own
+            raise
         finally:
             engine.active -= 1
             self._close_retired(served)
