@@ -178,7 +178,15 @@ def settings(mongars_settings: Settings) -> Settings:
     return mongars_settings
 
 
-BUNDLED_WITHOUT_MODELS = ["memory", "reasoning", "curiosity", "personality", "speech"]
+BUNDLED_WITHOUT_MODELS = [
+    "memory",
+    "reasoning",
+    "curiosity",
+    "personality",
+    "speech",
+    "knowledge",
+    "research",
+]
 
 
 @pytest.fixture

@@ -152,7 +152,7 @@ async def test_memories_can_be_listed_and_deleted_from_the_command_line(
 def test_db_upgrade_migrates_postgres(env: dict[str, str], postgres_url: str) -> None:
     result = mongars("db", "upgrade", env={**env, "MONGARS_DATABASE_URL": postgres_url})
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0004" in result.stdout
+    assert "is at revision 0005" in result.stdout
 
 
 @pytest.mark.parametrize(

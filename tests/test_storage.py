@@ -40,7 +40,7 @@ async def test_migrations_build_exactly_the_declared_schema(store: Store) -> Non
 
     async with store.engine.connect() as connection:
         assert await connection.run_sync(differences) == []
-    assert await store.current_revision() == "0004"
+    assert await store.current_revision() == "0005"
 
 
 async def test_turns_are_kept_per_user_and_session(store: Store) -> None:
@@ -191,7 +191,7 @@ async def test_postgres_must_be_upgraded_before_use(postgres_url: str) -> None:
     await store.upgrade()
     await store.close()
     reopened = await Store.open(postgres_url)
-    assert await reopened.current_revision() == "0004"
+    assert await reopened.current_revision() == "0005"
     await reopened.close()
 
 

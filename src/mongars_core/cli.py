@@ -309,6 +309,32 @@ async def memories_delete(
             out.print(f"deleted memory {memory_id} of {user}")
 
 
+@memories_app.command("import")
+@_command
+async def memories_import(
+    path: Annotated[
+        Path, typer.Argument(help="JSON Lines ({text, created_at?, session_id?}) or a JSON array.")
+    ],
+    user: UserOption = "me",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import memories from a file as the user's, all or nothing."""
+    from mongars_core.memory_import import read_items
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    items = read_items(text)
+    progress = progress_reporter("memories") if err.is_terminal and not as_json else None
+    async with await Assistant.from_settings(_settings()) as assistant:
+        summary = await assistant.import_memories(user, items, progress=progress)
+    if as_json:
+        sys.stdout.write(summary.model_dump_json() + "\n")
+        return
+    sys.stdout.write(summary.line() + "\n")
+
+
 @history_app.command("import")
 @_command
 async def history_import(
@@ -362,6 +388,33 @@ async def history_export(
     except OSError as exc:
         raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
     err.print(f"wrote {text.count(chr(10))} records to {printable(str(output))}", highlight=False)
+
+
+@app.command()
+@_command
+async def forget(
+    user: Annotated[str, typer.Option("--user", "-u", help="The user to forget.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask (needed without a terminal).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Forget a user: delete their history, conversations, memories, documents, style
+    profile, learning records and the adapters learnt from them. Cannot be undone
+    (`mongars history export` first keeps a copy); their account, if any, stays."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail(f"forgetting {user} cannot be undone: confirm with --yes")
+        prompt = f"Delete everything stored of {user!r}? This cannot be undone"
+        if not typer.confirm(prompt, default=False, err=True):
+            err.print("nothing was deleted")
+            raise typer.Exit(1)
+    async with await Assistant.from_settings(_settings()) as assistant:
+        summary = await assistant.forget_user(user)
+    if as_json:
+        sys.stdout.write(summary.model_dump_json() + "\n")
+        return
+    sys.stdout.write(summary.line() + "\n")
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ they enter (the storage layer, a backend, a model loader)::
         ├── DatabaseUnavailableError      the database URL cannot be reached
         ├── CorruptDatabaseError          the SQLite file is not a database, or damaged
         ├── ReadOnlyDatabaseError         the database file or its folder is not writable
+        ├── ErasureIncompleteError        rows of a forgotten user remain (forget again)
         └── DuplicateRecordError          a record with the same key exists
             └── DuplicateTurnError        a turn with this idempotency key is stored
 """
@@ -201,6 +202,11 @@ class CorruptDatabaseError(StorageError):
 
 class ReadOnlyDatabaseError(StorageError):
     """The database file, or the folder SQLite keeps its journal in, cannot be written."""
+
+
+class ErasureIncompleteError(StorageError):
+    """Rows of a user remain after forgetting them (a reply stored meanwhile, a plugin
+    that kept its own): forgetting them again finishes the job."""
 
 
 class DuplicateRecordError(StorageError):

@@ -8,7 +8,9 @@ Two formats come in (:func:`parse_history`, ``format="auto"`` tells them apart):
   ``message``, ``reply``, ``created_at``, optionally the reply's ``rating``, 1
   or -1; ``type`` may be left out) and the ``memory``, ``style`` and
   ``adapter`` lines an export writes, which an import reads past (memories and
-  the style profile are learnt again from the turns).
+  the style profile are learnt again from the turns). After the header, lines of
+  other types (a plugin's ``document``, a newer monGARS's) are read past too,
+  with a warning per type; before it, an unknown type is refused.
 * **A ChatGPT export** (``chatgpt``), its ``conversations.json``: each
   conversation's current branch, from ``current_node`` back to the root,
   becomes a session of the same title, each user message and the assistant
@@ -117,7 +119,8 @@ class ParsedHistory:
     turns: list[ImportedTurn] = field(default_factory=list)
     titles: dict[str, str] = field(default_factory=dict)
     skipped_records: int = 0
-    """``memory``, ``style`` and ``adapter`` lines read past."""
+    """``memory``, ``style`` and ``adapter`` lines read past, and an export's lines of
+    types this monGARS does not import (plugins' ``document``...)."""
     warnings: list[str] = field(default_factory=list)
     """Messages left out (nothing visible in them), sessions renamed apart, naming where."""
 
@@ -334,6 +337,8 @@ def _rating(value: object, where: str) -> int | None:
 
 def _parse_jsonl(text: str, settings: Settings) -> ParsedHistory:
     history = ParsedHistory("mongars")
+    exported = False  # past a header: an export, whose other record types are read past
+    unknown: dict[str, str] = {}  # record type -> where it first was
     # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends as they are.
     for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
@@ -381,8 +386,20 @@ def _parse_jsonl(text: str, settings: Settings) -> ParsedHistory:
             )
         elif kind in EXPORTED_ONLY:
             history.skipped_records += 1
+        elif exported:
+            # An export holds plugins' records (documents...) and a newer monGARS's:
+            # read past, counted, and said once per type.
+            history.skipped_records += 1
+            if len(unknown) < 10 or kind in unknown:  # a warning each for the first ten
+                unknown.setdefault(kind, where)
         else:
             raise HistoryFormatError(f"{where}: unknown record type {shown(kind)}")
+        exported = exported or kind == HEADER_TYPE
+    for kind, where in unknown.items():
+        history.warnings.append(
+            f"{where}: {shown(kind)} records are not imported (this monGARS reads turns "
+            "and sessions; memories and the style profile are learnt again from the turns)"
+        )
     return history
 
 
@@ -573,7 +590,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 async def export_records(services: Services, user_id: str) -> list[dict[str, Any]]:
     """All of ``user_id``'s data as typed JSONL records: the header, their sessions,
-    turns (oldest first), memories, style profile and adapters."""
+    turns (oldest first), memories, style profile and adapters, then each plugin's
+    records (``mongars_export_user``: documents...)."""
     store = services.store
     check_id("user id", user_id)
     if not await store.user_exists(user_id):
@@ -634,6 +652,8 @@ async def export_records(services: Services, user_id: str) -> list[dict[str, Any
     if style is not None:
         records.append({"type": "style", "profile": style})
     records.extend(_adapter_records(services, user_id))
+    # What plugins store of the user (the knowledge plugin's documents...).
+    records.extend(await services.plugins.export_user(services, user_id))
     return records
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mongars_core.services import Services
     from mongars_core.settings import Section, Settings
     from mongars_core.storage.unit_of_work import UnitOfWork
-    from mongars_core.types import KnowledgeGap, Reply, Turn
+    from mongars_core.types import KnowledgeGap, Reply, RetrievalQuery, Turn
 
 PROJECT_NAME = "mongars"
 
@@ -158,11 +158,32 @@ def mongars_find_gaps(turn: Turn) -> MaybeAwaitable:
 
 @hookspec
 def mongars_research(turn: Turn, gaps: list[KnowledgeGap]) -> MaybeAwaitable:
-    """Look up the knowledge gaps found in stage 3.
+    """Look up the knowledge gaps found in stage 3, and the question itself.
 
-    Called only when there are gaps. Returns a list of
+    Called every turn after gap detection, with the gaps found (possibly none:
+    the user's documents may still answer the question). Returns a list of
     :class:`~mongars_core.types.Finding` that the model receives as context;
-    all plugins' lists are merged. No bundled plugin implements it yet.
+    all plugins' lists are merged. A finding with a ``number`` (and the
+    ``passage`` it came from) is shown as the numbered source ``[n]`` the reply
+    cites and listed in ``Reply.sources``. An implementation may set
+    ``turn.clarification`` to one clarifying question when the question depends
+    on a gap nothing resolves: the pipeline replies with it instead of
+    generating (unless a reasoning hint answers the question). The bundled
+    ``research`` plugin (``mongars_plugins.knowledge.research``) implements it.
+    """
+
+
+@hookspec
+def mongars_retrieve(services: Services, query: RetrievalQuery) -> MaybeAwaitable:
+    """Find passages of ``query.user_id`` relevant to ``query.text``.
+
+    Called by :func:`mongars_core.retrieval.retrieve`, the one retrieval that
+    recall, research and the RAG route share. Returns a list of
+    :class:`~mongars_core.types.Passage`, best first, of the ``query.kinds`` the
+    plugin holds (the memory plugin memories, the knowledge plugin document
+    chunks), at most ``query.limit``, each with ``query.neighbours`` adjacent
+    items on each side. Every plugin's list is fused by reciprocal rank.
+    Implementations must only return what ``query.user_id`` may read.
     """
 
 
@@ -252,6 +273,29 @@ def mongars_invalidate(services: Services, user_id: str) -> MaybeAwaitable:
     processes over one database calls when another process changed the user's
     data (a turn, a deleted memory). The next use reloads from storage. Must
     not delete stored data. Returns nothing useful; a failure is raised.
+    """
+
+
+@hookspec
+def mongars_export_user(services: Services, user_id: str) -> MaybeAwaitable:
+    """What the plugin stores of ``user_id``, for their export.
+
+    Called by ``Assistant.export_history`` after the core's own records. Returns a
+    list of JSON-ready ``dict`` records, each with a ``"type"`` (``"document"``...);
+    they are appended to the user's export. Returns ``None`` or ``[]`` when the
+    plugin holds nothing of the user.
+    """
+
+
+@hookspec
+def mongars_erase_user(services: Services, user_id: str) -> MaybeAwaitable:
+    """Delete everything the plugin stores or caches of ``user_id``.
+
+    Called by ``Assistant.forget_user`` ("forget me") and when an account is
+    deleted with its data, after the core deleted the user's history, memories
+    and plugin state. Delete stored data (documents, index files) as well as
+    caches. Returns nothing useful; a failure is raised to the caller, so nobody
+    is told their data is gone while some remains.
     """
 
 

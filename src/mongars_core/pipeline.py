@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from opentelemetry import metrics, trace
 from mongars_core.assembly import build_host, build_services
 from mongars_core.capabilities import Progress
 from mongars_core.confidence import estimate_confidence
+from mongars_core.erasure import ErasureSummary, forget_user
 from mongars_core.errors import (
     DuplicateTurnError,
     GenerationTimeoutError,
@@ -39,9 +40,11 @@ from mongars_core.history_io import (
 )
 from mongars_core.idempotency import check_idempotency_key, replayed_reply
 from mongars_core.llm import generation_stats, generation_usage
-from mongars_core.prompt import build_messages
+from mongars_core.memory_import import MemoryImportSummary, MemoryItem, import_memories
+from mongars_core.prompt import build_messages, reply_sources
 from mongars_core.recall import select_memories
 from mongars_core.reply_text import RepetitionGuard, finished_text
+from mongars_core.retrieval import retrieve
 from mongars_core.router import Endpoint
 from mongars_core.services import Services
 from mongars_core.settings import Settings
@@ -55,7 +58,10 @@ from mongars_core.types import (
     GenerationRequest,
     HistoryTurn,
     Memory,
+    Passage,
+    PassageKind,
     Reply,
+    RetrievalQuery,
     StreamEvent,
     Turn,
 )
@@ -69,6 +75,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NO_ANSWER = "Sorry, I have no answer to that. Could you put it another way?"
+CLARIFICATION_BACKEND = "clarification"
+"""``Reply.backend`` of a reply that asks research's clarifying question (no model ran)."""
+CLARIFICATION_CONFIDENCE = 0.9
 
 
 class Assistant:
@@ -229,6 +238,11 @@ class Assistant:
     ) -> AsyncGenerator[StreamEvent, None]:
         with context.stage("prepare"):
             await self._prepare(turn, context)
+        if turn.clarification:
+            async with aclosing(self._clarify(turn, context, idempotency_key)) as events:
+                async for event in events:
+                    yield event
+            return
 
         adapter = self._adapter_for(turn.user_id, context)
         request = GenerationRequest(
@@ -314,6 +328,7 @@ class Assistant:
             reasoning=turn.reasoning,
             gaps=turn.gaps,
             findings=turn.findings,
+            sources=reply_sources(turn.findings),
             style_instructions=turn.style_instructions,
             speech=speech,
             usage=generation_usage(
@@ -343,6 +358,45 @@ class Assistant:
                 f"the reply was cut at the length limit of {request.max_new_tokens} tokens "
                 "(MONGARS_LLM__MAX_NEW_TOKENS)"
             )
+        yield StreamEvent(type="reply", reply=reply)
+
+    async def _clarify(
+        self, turn: Turn, context: TurnContext, idempotency_key: str | None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Reply with research's clarifying question instead of generating: the
+        question depends on something neither the user's data nor the model knows,
+        and a small model would invent it. Stored like any reply."""
+        text = turn.clarification or ""
+        yield StreamEvent(type="token", delta=text)
+        with context.stage("speech"):
+            speech = await self.plugins.plan_speech(turn, text, context)
+        reply = Reply(
+            turn_id=turn.turn_id,
+            user_id=turn.user_id,
+            session_id=turn.session_id,
+            text=text,
+            # Nothing invented: a question about what is unknown is very likely right.
+            confidence=CLARIFICATION_CONFIDENCE,
+            backend=CLARIFICATION_BACKEND,
+            finish_reason="stop",
+            memories=turn.memories,
+            reasoning=turn.reasoning,
+            gaps=turn.gaps,
+            findings=turn.findings,
+            style_instructions=turn.style_instructions,
+            speech=speech,
+        )
+        with context.stage("finish"):
+            stored = await self._finish(
+                turn, reply, CLARIFICATION_BACKEND, context, idempotency_key
+            )
+        if stored is not None:  # a concurrent request with the same key stored first
+            yield StreamEvent(
+                type="reply", reply=replayed_reply(stored, turn.message, turn.session_id)
+            )
+            return
+        reply.timings = dict(context.timings)
+        reply.warnings = context.warnings()
         yield StreamEvent(type="reply", reply=reply)
 
     def _adapter_for(self, user_id: str, context: TurnContext) -> AdapterRef | None:
@@ -480,6 +534,50 @@ class Assistant:
         found.sort(key=lambda memory: memory.score, reverse=True)
         return found[:limit]
 
+    async def retrieve(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 10,
+        kinds: frozenset[PassageKind] = frozenset({"memory", "document"}),
+        neighbours: int = 0,
+        collections: list[str] | None = None,
+    ) -> list[Passage]:
+        """The passages of the user's memories and documents (and shared collections)
+        most relevant to ``query``, best first, each with its source
+        (:func:`mongars_core.retrieval.retrieve`)."""
+        check_id("user id", user_id)
+        text = self._validate(user_id, query, "search")
+        request = RetrievalQuery(
+            user_id=user_id,
+            text=text,
+            limit=limit,
+            kinds=kinds,
+            neighbours=neighbours,
+            collections=collections,
+        )
+        return await retrieve(self.services, request)
+
+    async def import_memories(
+        self,
+        user_id: str,
+        items: Iterable[MemoryItem | dict[str, Any]],
+        *,
+        progress: Progress | None = None,
+    ) -> MemoryImportSummary:
+        """Store ``items`` (text, and optionally when it was said and in which session)
+        as ``user_id``'s memories, all or nothing (:mod:`mongars_core.memory_import`)."""
+        check_id("user id", user_id)
+        return await import_memories(self.services, user_id, items, progress=progress)
+
+    async def forget_user(self, user_id: str) -> ErasureSummary:
+        """Forget everything of ``user_id``: their history and conversations, memories,
+        documents, style profile and other plugin state, and the adapters learnt from
+        them (:mod:`mongars_core.erasure`). Their account, if any, stays."""
+        check_id("user id", user_id)
+        return await forget_user(self.services, user_id)
+
     async def delete_memory(self, user_id: str, memory_id: int) -> None:
         """Delete one of a user's memories (``MemoryNotFoundError`` when it isn't theirs)."""
         await self._require_user(user_id)
@@ -570,7 +668,8 @@ class Assistant:
 
     async def _prepare(self, turn: Turn, context: TurnContext) -> None:
         """Stages 1-5: history and recall, then gaps and research; beside them
-        reasoning and style. Only gap detection needs what the others found."""
+        reasoning and style. Only gap detection needs what the others found.
+        Research may set ``turn.clarification``; a reasoning hint clears it."""
 
         async def load_history() -> None:
             with context.stage("history"):
@@ -587,9 +686,9 @@ class Assistant:
             turn.memories = select_memories(memories, turn, self.settings.memory)
             with context.stage("gaps"):
                 turn.gaps = await self.plugins.find_gaps(turn, context)
-            if turn.gaps:
-                with context.stage("research"):
-                    turn.findings = await self.plugins.research(turn, turn.gaps, context)
+            # Every turn, gaps or not: documents may answer a question nobody flagged.
+            with context.stage("research"):
+                turn.findings = await self.plugins.research(turn, turn.gaps, context)
 
         async def reason() -> None:
             with context.stage("reason"):
@@ -600,3 +699,6 @@ class Assistant:
                 turn.style_instructions = await self.plugins.style_instructions(turn, context)
 
         await asyncio.gather(recall_and_research(), reason(), style())
+        if turn.reasoning:
+            # A computed fact answers the question: nothing to ask the user.
+            turn.clarification = None

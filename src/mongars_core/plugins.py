@@ -40,8 +40,10 @@ from mongars_core.types import (
     Finding,
     KnowledgeGap,
     Memory,
+    Passage,
     ReasoningHint,
     Reply,
+    RetrievalQuery,
     SpeechPlan,
     Turn,
 )
@@ -188,6 +190,24 @@ class PluginHost:
         """Every plugin's findings about ``gaps`` (``mongars_research``)."""
         return await self._lists("mongars_research", Finding, context, turn=turn, gaps=gaps)
 
+    async def retrieve(
+        self, services: Services, query: RetrievalQuery, context: TurnContext
+    ) -> list[list[Passage]]:
+        """Each plugin's ranked passages for ``query`` (``mongars_retrieve``): one list
+        per plugin that answered, for :func:`mongars_core.retrieval.retrieve` to fuse."""
+        hook = "mongars_retrieve"
+        ranked: list[list[Passage]] = []
+        impls = self._impls(hook)
+        results = await self._gather(hook, context.failures, services=services, query=query)
+        for impl, result in zip(impls, results, strict=True):
+            if result is None:
+                continue
+            if isinstance(result, list | tuple) and all(isinstance(x, Passage) for x in result):
+                ranked.append(list(result))
+            else:
+                self._wrong_type(hook, impl, result, "list[Passage]", context)
+        return ranked
+
     async def reason(self, turn: Turn, context: TurnContext) -> list[ReasoningHint]:
         """Every plugin's verified facts (``mongars_reason``)."""
         return await self._lists("mongars_reason", ReasoningHint, context, turn=turn)
@@ -281,6 +301,33 @@ class PluginHost:
     async def invalidate(self, services: Services, user_id: str) -> None:
         """Every ``mongars_invalidate``; the first failure is raised."""
         await self._all_or_raise("mongars_invalidate", services=services, user_id=user_id)
+
+    async def export_user(self, services: Services, user_id: str) -> list[dict[str, Any]]:
+        """Every plugin's export records of ``user_id`` (``mongars_export_user``); the
+        first failure is raised (an export that silently lacks data is worse than none)."""
+        hook = "mongars_export_user"
+        failures: list[HookFailure] = []
+        records: list[dict[str, Any]] = []
+        impls = self._impls(hook)
+        results = await self._gather(hook, failures, log=False, services=services, user_id=user_id)
+        if failures:
+            raise failures[0].error
+        for impl, result in zip(impls, results, strict=True):
+            if result is None:
+                continue
+            if not isinstance(result, list | tuple) or not all(
+                isinstance(x, dict) and isinstance(x.get("type"), str) for x in result
+            ):
+                raise HookValidationError(
+                    f"{hook} in plugin {impl.plugin_name!r} returned {type(result).__name__}, "
+                    "not a list of records with a 'type'"
+                )
+            records.extend(result)
+        return records
+
+    async def erase_user(self, services: Services, user_id: str) -> None:
+        """Every ``mongars_erase_user``; the first failure is raised."""
+        await self._all_or_raise("mongars_erase_user", services=services, user_id=user_id)
 
     async def peer_message(
         self, peer_id: str, payload: dict[str, Any], context: TurnContext

@@ -282,8 +282,29 @@ class MemorySettings(BaseModel):
         "auto",
         description="Embedder name; `auto` takes the first registered, `none` forces lexical.",
     )
+    ann_min_memories: int | None = Field(
+        20_000,
+        ge=1,
+        description="Embedded memories of a user from which dense recall searches an HNSW graph "
+        "(usearch, fp16) rather than scanning every embedding; empty for always the exact scan. "
+        "See [the measurements](../benchmarks/results/memory_recall.md).",
+    )
+    snapshot_min_memories: int | None = Field(
+        1000,
+        ge=1,
+        description="Memories of a user from which their index is also kept in a file of the "
+        "data folder (`memory-index/`), checked against the database before use, so that "
+        "loading them skips tokenising and graph building; empty for never.",
+    )
+    rerank: bool = Field(
+        False,
+        description="Re-order the best fused matches by exact cosine and BM25 combined "
+        "(0.7/0.3) rather than keep the reciprocal-rank order.",
+    )
 
-    _optional = field_validator("ttl_days", mode="before")(empty_as_none)
+    _optional = field_validator(
+        "ttl_days", "ann_min_memories", "snapshot_min_memories", mode="before"
+    )(empty_as_none)
 
     def min_score_for(self, source: str) -> float:
         """The recall threshold for a memory found by ``source`` (``"lexical"``, ...)."""

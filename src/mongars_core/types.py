@@ -88,8 +88,10 @@ def _shortened(text: str, width: int) -> str:
 class ReasoningHint(BaseModel):
     """A fact the assistant computed itself and hands the model as verified.
 
-    ``expression`` is what was found in the message, ``result`` the exact answer
-    as text, ``kind`` one of ``arithmetic``, ``unit``, ``date``.
+    ``expression`` is the expression computed (as found in the message, or what a
+    phrase or a word problem was read as), ``result`` the exact answer as text,
+    ``kind`` one of ``arithmetic``, ``unit``, ``date``, ``time``, ``age``,
+    ``word_problem``.
     """
 
     kind: str
@@ -107,12 +109,86 @@ class KnowledgeGap(BaseModel):
     reason: str = "not found in memory or history"
 
 
+PassageKind = Literal["memory", "document"]
+"""What a retrieved passage is: one of the user's memories, or a chunk of a document."""
+
+
+class Passage(BaseModel):
+    """A passage retrieval found: one memory or one document chunk, with its source.
+
+    ``key`` is unique across kinds (``"memory:12"``, ``"chunk:34"``); ``score`` is the
+    fused relevance (higher is better, comparable only within one retrieval);
+    ``source`` names it for a person ("notes.md › Setup", "conversation of
+    2026-11-03"). ``before``/``after`` hold the neighbouring turns or chunks, oldest
+    first, when the query asked for neighbours.
+    """
+
+    key: str
+    kind: PassageKind
+    text: str
+    score: float = 0.0
+    source: str = ""
+    memory_id: int | None = None
+    document_id: int | None = None
+    collection: str | None = None
+    position: int | None = None
+    """The chunk's place in its document (0 first), or ``None`` for a memory."""
+    heading: str | None = None
+    """The document section the chunk belongs to ("Setup › Linux"), when it has one."""
+    session_id: str | None = None
+    created_at: datetime | None = None
+    """When the memory was said, or the document added (its version's time)."""
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+    ranks: dict[str, int] = Field(default_factory=dict)
+    """Its rank (1 first) in each method that found it: ``{"bm25": 3, "dense": 1}``."""
+
+
+class RetrievalQuery(BaseModel):
+    """What :func:`mongars_core.retrieval.retrieve` (and ``mongars_retrieve``) is asked.
+
+    Implementations return passages of ``user_id`` only (their own memories, their
+    documents and the shared collections), of the ``kinds`` asked for.
+    """
+
+    user_id: str
+    text: str
+    kinds: frozenset[PassageKind] = frozenset({"memory", "document"})
+    limit: int = Field(10, ge=1, le=1000)
+    neighbours: int = Field(0, ge=0, le=5)
+    """Adjacent turns or chunks to attach on each side of a hit."""
+    collections: list[str] | None = None
+    """Only these document collections (by name); ``None``: every one the user can read."""
+    now: datetime = Field(default_factory=utcnow)
+    """The moment "last week" and "yesterday" are counted from."""
+
+
+class Source(BaseModel):
+    """A numbered source of a reply: the passage behind ``[n]`` in its text."""
+
+    number: int
+    kind: PassageKind
+    title: str
+    """The document's title (and section) or the conversation it was said in."""
+    text: str
+    """The passage the model was given."""
+    document_id: int | None = None
+    memory_id: int | None = None
+    created_at: datetime | None = None
+
+
 class Finding(BaseModel):
-    """What research found about a knowledge gap."""
+    """What research found about a knowledge gap.
+
+    ``number`` is its source number in the prompt (``[1]``) and ``passage`` the
+    retrieved passage it comes from, when it came from retrieval.
+    """
 
     topic: str
     text: str
     source: str = ""
+    number: int | None = None
+    passage: Passage | None = None
 
 
 class StyleProfile(BaseModel):
@@ -285,6 +361,8 @@ class Reply(BaseModel):
     reasoning: list[ReasoningHint] = Field(default_factory=list)
     gaps: list[KnowledgeGap] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
+    sources: list[Source] = Field(default_factory=list)
+    """The numbered sources (``[1]``...) the reply was given, from research."""
     style_instructions: list[str] = Field(default_factory=list)
     speech: SpeechPlan | None = None
     timings: dict[str, float] = Field(default_factory=dict)
@@ -316,6 +394,9 @@ class Turn(BaseModel):
     memories: list[Memory] = Field(default_factory=list)
     gaps: list[KnowledgeGap] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
+    clarification: str | None = None
+    """Set by research when the question depends on something nobody knows: the reply
+    is this one clarifying question instead of a generated (invented) answer."""
     reasoning: list[ReasoningHint] = Field(default_factory=list)
     style_instructions: list[str] = Field(default_factory=list)
     if TYPE_CHECKING:

@@ -15,6 +15,7 @@ import secrets
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from mongars_core.errors import DuplicateRecordError, InvalidInputError, MongarsError
@@ -262,14 +263,7 @@ class AccountStore:
             raise LookupError(username)
         async with self.store.session(write=True) as session:
             if account.is_admin and not allow_last_admin:
-                admins = await session.execute(
-                    select(func.count()).select_from(AccountRecord).where(AccountRecord.is_admin)  # type: ignore[arg-type]
-                )
-                if admins.scalar_one() <= 1:
-                    raise LastAdministratorError(
-                        f"{account.username!r} is the last administrator: make another "
-                        "one first (mongars users create-admin)"
-                    )
+                await self._refuse_last_admin(session, account)
             await session.execute(
                 delete(ApiKeyRecord).where(ApiKeyRecord.username == account.username)  # type: ignore[arg-type]
             )
@@ -289,6 +283,30 @@ class AccountStore:
                 )
             await session.commit()
         return account
+
+    async def check_deletable(
+        self, username: str, *, allow_last_admin: bool = False
+    ) -> AccountRecord:
+        """The account, or :class:`LastAdministratorError` when :meth:`delete` would
+        refuse it: asked before its data is forgotten (``Assistant.forget_user``), so
+        an account that stays never loses its data to a deletion that did not happen."""
+        account = await self.get(username)
+        if account is None:
+            raise LookupError(username)
+        if account.is_admin and not allow_last_admin:
+            async with self.store.session() as session:
+                await self._refuse_last_admin(session, account)
+        return account
+
+    async def _refuse_last_admin(self, session: AsyncSession, account: AccountRecord) -> None:
+        admins = await session.execute(
+            select(func.count()).select_from(AccountRecord).where(AccountRecord.is_admin)  # type: ignore[arg-type]
+        )
+        if admins.scalar_one() <= 1:
+            raise LastAdministratorError(
+                f"{account.username!r} is the last administrator: make another "
+                "one first (mongars users create-admin)"
+            )
 
     # -- API keys --------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ def create_app(
         BodySizeLimit,
         max_bytes=limits.max_body_bytes,
         timeout_s=limits.body_timeout_s,
+        upload_max_bytes=limits.max_upload_bytes,
     )
     app.add_middleware(HostCheck, allowed_hosts=hosts)
     return app

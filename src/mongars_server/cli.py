@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from mongars_core.adapters import AdapterRegistry, erase_user
 from mongars_core.assembly import build_host
 from mongars_core.capabilities import Fetchable, Progress, ReportsProgress, has_ability
 from mongars_core.cli import _command, _settings, fail, printable, progress_reporter
@@ -240,6 +239,16 @@ def _described(account: AccountRecord) -> str:
     return f"{printable(account.username)} (created {when}{origin}{admin})"
 
 
+async def _forget_data(user_id: str) -> None:
+    """Everything stored of ``user_id``, with the plugins' own (``Assistant.forget_user``);
+    a failure is raised, before the account is deleted."""
+    from mongars_core.pipeline import Assistant
+
+    async with await Assistant.from_settings(_settings()) as assistant:
+        await assistant.store.ensure_user(user_id)  # no turn yet, documents maybe
+        await assistant.forget_user(user_id)
+
+
 async def _revoke_sockets(user_id: str, reason: str) -> None:
     """Close the account's open websockets in running servers sharing Redis. Without
     Redis, a server refuses them at their next turn (it re-checks the account)."""
@@ -392,19 +401,12 @@ async def delete_user(
             if not typer.confirm(f"delete {_described(account)}, its API keys{what}?"):
                 raise typer.Exit(1)
         try:
+            await accounts.check_deletable(account.username, allow_last_admin=force)
+            if not keep_data:  # as `mongars forget`: documents, adapters learnt from it...
+                await _forget_data(account.user_id)
             await accounts.delete(account.username, keep_data=keep_data, allow_last_admin=force)
         except LastAdministratorError as exc:
             raise fail(f"{exc}, or pass --force") from None
-        if not keep_data:  # what was learnt from its data goes with it
-            settings = _settings()
-            registry = AdapterRegistry(settings.data_dir / "adapters")
-            try:
-                erase_user(registry, settings.cache_dir, account.user_id)
-            except MongarsError as exc:
-                err.print(
-                    f"warning: the adapters learnt from its data remain: {printable(str(exc))}",
-                    highlight=False,
-                )
         await _revoke_sockets(account.user_id, "the account was deleted")
     kept = f" (its data stays under {account.user_id})" if keep_data else ""
     out.print(f"deleted {printable(account.username)}{kept}")

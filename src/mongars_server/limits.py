@@ -99,36 +99,51 @@ class BodySizeLimit:
     connection (see :meth:`_refuse`): the rest of the body is not read.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 30.0,
+        upload_max_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        # File uploads (multipart/form-data: documents, history files) may be larger.
+        self.upload_max_bytes = max(upload_max_bytes or max_bytes, max_bytes)
+
+    def _limit(self, scope: Scope) -> int:
+        for name, value in scope.get("headers", []):
+            if name == b"content-type" and value.lower().startswith(b"multipart/form-data"):
+                return self.upload_max_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         lengths = [value for name, value in scope.get("headers", []) if name == b"content-length"]
         if lengths:
             try:
-                too_big = max(int(value) for value in lengths) > self.max_bytes
+                too_big = max(int(value) for value in lengths) > limit
             except ValueError:
                 await send_json_error(scope, send, 400, "invalid Content-Length", "bad_request")
                 return
             if too_big:
-                await self._refuse(scope, receive, send, 413, self._message(), "body_too_large")
+                await self._refuse(scope, receive, send, limit)
                 return
         try:
             async with asyncio.timeout(self.timeout_s):
-                body = await self._read(receive)
+                body = await self._read(receive, limit)
         except TimeoutError:
             detail = f"the request body did not arrive within {self.timeout_s:g} seconds"
-            await self._refuse(scope, receive, send, 408, detail, "body_timeout")
+            await self._refuse(scope, receive, send, limit, 408, detail, "body_timeout")
             return
         if body is None:
             return  # the client went away
-        if len(body) > self.max_bytes:
-            await self._refuse(scope, receive, send, 413, self._message(), "body_too_large")
+        if len(body) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         replayed = False
 
@@ -141,8 +156,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The body, or its first chunks once they pass ``max_bytes``; None if the client left."""
+    async def _read(self, receive: Receive, limit: int) -> bytes | None:
+        """The body, or its first chunks once they pass ``limit``; None if the client left."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -152,11 +167,18 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             chunks.append(chunk)
-            if size > self.max_bytes or not message.get("more_body", False):
+            if size > limit or not message.get("more_body", False):
                 return b"".join(chunks)
 
     async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str, code: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limit: int,
+        status: int = 413,
+        detail: str | None = None,
+        code: str = "body_too_large",
     ) -> None:
         """Answer, then close the connection after a bounded lingering read.
 
@@ -166,8 +188,9 @@ class BodySizeLimit:
         first; then at most ``2 * max_bytes`` more of the body is read (and
         dropped) for at most ``LINGER_S`` seconds, and the connection closes.
         """
+        detail = detail or f"the request body is larger than {limit} bytes"
         await send_json_error(scope, send, status, detail, code, more=True)
-        budget = 2 * self.max_bytes
+        budget = 2 * limit
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LINGER_S):
                 while budget > 0:
@@ -176,9 +199,6 @@ class BodySizeLimit:
                     if message["type"] != "http.request" or not message.get("more_body"):
                         break
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    def _message(self) -> str:
-        return f"the request body is larger than {self.max_bytes} bytes"
 
 
 async def send_json_error(

@@ -26,6 +26,7 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
         console,
         conversation,
         conversations,
+        erasure,
         health,
         history_io,
         local,
@@ -46,6 +47,7 @@ def mongars_register_routers(register: Register, settings: Settings) -> None:
     register("console", console.router)
     register("local", local.router)
     register("history_io", history_io.router)
+    register("erasure", erasure.router)
 
 
 @hookimpl

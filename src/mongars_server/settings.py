@@ -82,6 +82,12 @@ class ServerSettings(BaseModel):
         description="Largest request body accepted; larger ones get 413 and the connection is "
         "closed.",
     )
+    max_upload_bytes: int = Field(
+        16_777_216,
+        ge=1024,
+        description="Largest file upload (a `multipart/form-data` body: documents, history "
+        "files); other bodies keep to `max_body_bytes`.",
+    )
     body_timeout_s: float = Field(
         30.0,
         gt=0,

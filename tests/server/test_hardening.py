@@ -122,6 +122,33 @@ async def test_every_body_is_counted_whatever_its_headers_say() -> None:
     assert reached == []
 
 
+async def test_a_file_upload_may_be_larger_than_other_bodies_but_is_bounded_too() -> None:
+    """A multipart body (a document) gets ``upload_max_bytes``; JSON keeps ``max_bytes``."""
+
+    async def run(content_type: bytes, size: int) -> tuple[int | None, int]:
+        reached: list[int] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            reached.append(len((await receive())["body"]))
+
+        body = b"x" * size
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        sent: list[dict[str, Any]] = []
+        headers = [(b"content-type", content_type), (b"content-length", str(size).encode())]
+        scope = {"type": "http", "path": "/api/v1/documents", "headers": headers, "method": "POST"}
+        limit = BodySizeLimit(app, max_bytes=LIMIT, upload_max_bytes=4 * LIMIT)
+        await limit(scope, receive, _collect(sent))
+        return (sent[0]["status"] if sent else None), (reached[0] if reached else 0)
+
+    upload = b"multipart/form-data; boundary=x"
+    assert await run(upload, 2 * LIMIT) == (None, 2 * LIMIT)  # handed on whole
+    assert (await run(upload, 4 * LIMIT + 1))[0] == 413
+    assert (await run(b"application/json", 2 * LIMIT))[0] == 413
+
+
 # -- 5. Redis namespaces -----------------------------------------------------------
 
 

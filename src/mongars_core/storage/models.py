@@ -130,3 +130,63 @@ class ApiKeyRecord(SQLModel, table=True):
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+class CollectionRecord(SQLModel, table=True):
+    """A collection of documents (the knowledge plugin): a user's own, or a shared one
+    an administrator publishes (``user_id`` NULL, readable by every user)."""
+
+    __tablename__ = "document_collections"
+    __table_args__ = (Index("ix_document_collections_owner_name", "user_id", "name", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str | None = Field(default=None, foreign_key="users.id", max_length=150)
+    name: str = Field(max_length=100)
+    shared: bool = False
+    # Documents expire this many days after they were added or last updated; NULL: never.
+    retention_days: int | None = Field(default=None)
+    created_at: datetime = _timestamp()
+
+
+class DocumentRecord(SQLModel, table=True):
+    """One uploaded document and the text extracted from it (exports carry the text)."""
+
+    __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_collection", "collection_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="document_collections.id")
+    # The owner; NULL for a document of a shared collection.
+    user_id: str | None = Field(default=None, max_length=150, index=True)
+    # Who added it (for a shared document: the administrator's user id).
+    added_by: str | None = Field(default=None, max_length=150)
+    title: str = Field(max_length=300)
+    filename: str = Field(max_length=300)
+    media_type: str = Field(max_length=100)
+    size: int = 0
+    sha256: str = Field(max_length=64)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
+    )
+
+
+class ChunkRecord(SQLModel, table=True):
+    """A passage of a document: what search indexes and retrieval returns."""
+
+    __tablename__ = "document_chunks"
+    __table_args__ = (Index("ix_document_chunks_document", "document_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="documents.id")
+    position: int = 0
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    # The section it belongs to, "Setup › Linux"; "" outside any heading.
+    heading: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # Its span in the document's extracted text.
+    start: int = 0
+    end: int = 0
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    embedder: str | None = Field(default=None, max_length=100)

@@ -8,11 +8,22 @@ memory or history turn mentions. The pipeline may then research them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 from mongars_core import hookimpl
 from mongars_core.offload import run_by_size
-from mongars_core.text import DECIMAL, WORD, fingerprint, fold, sentence_spans, word_set
+from mongars_core.text import (
+    DECIMAL,
+    WORD,
+    fingerprint,
+    fold,
+    search_terms,
+    sentence_spans,
+    word_set,
+)
 from mongars_core.types import KnowledgeGap, Turn
+from mongars_plugins.cognition.units import lookup_unit
 
 MAX_GAPS = 5
 MAX_TOPIC_WORDS = 6
@@ -42,7 +53,16 @@ _CALENDAR_WORDS = word_set(
     "saturday sunday january february march april may june july august september october "
     "november december"
 )
-_SKIP_WORDS = _PRONOUNS | _GREETINGS | _FUNCTION_WORDS | _CALENDAR_WORDS
+# Titles before a name ("Dr. Coyle"): the name is the topic, not the title.
+_TITLES = word_set("dr mr mrs ms mx prof sir st mme mlle mgr")
+_SKIP_WORDS = _PRONOUNS | _GREETINGS | _FUNCTION_WORDS | _CALENDAR_WORDS | _TITLES
+# Requests to an assistant start with a verb whose capital only marks the sentence
+# start: "Call Desmond Achebe", "Compare Lumora and Vexa".
+_REQUEST_VERBS = word_set(
+    "add ask book buy call check compare draft email find get give help invite let list "
+    "make meet message order phone plan remind schedule send show summarise summarize text "
+    "thank translate visit write"
+)
 
 # Lower-case words allowed inside a capitalised name ("Bank of America",
 # "Leonardo da Vinci"), only when a capitalised word follows.
@@ -127,7 +147,11 @@ def _capitalised_phrases(message: str) -> list[str]:
         if run[0].start() in starts:
             # "Who is ..." or "Paris is nice": a sentence-initial capital is
             # only a name when more capitalised words follow it.
-            while texts and texts[0].casefold() in _SKIP_WORDS:
+            # "What's Kessling Labs", "Call Desmond Achebe": the first word is no name.
+            while texts and (
+                _drop_possessive(texts[0]).casefold() in _SKIP_WORDS
+                or texts[0].casefold() in _REQUEST_VERBS
+            ):
                 texts.pop(0)
             if len(texts) < 2 and len(run) == len(texts):
                 continue
@@ -140,26 +164,133 @@ def _capitalised_phrases(message: str) -> list[str]:
 
 
 def _question_objects(message: str) -> list[str]:
-    """What "what is X" / "tell me about X" questions ask about, tidied up."""
+    """What "what is X" / "tell me about X" questions ask about, tidied up.
+
+    An object with a number and no name ("the product of 48 and 52", "half of
+    90") is phrased arithmetic: the reasoning plugin's, not a topic."""
     objects: list[str] = []
     for pattern in _QUESTION_PATTERNS:
         for match in pattern.finditer(message):
-            words = match.group("obj").split()
-            for index, word in enumerate(words):
-                if word.casefold() in _CLAUSE_BREAKS:
-                    words = words[:index]
-                    break
-            while words and words[0].casefold().replace("’", "'").rstrip("'") in (
-                _LEADING_DETERMINERS
-            ):
-                words.pop(0)
-            if words and re.match(r"^l['’]\w", words[0], re.IGNORECASE):
-                words[0] = words[0][2:]
-            if not words or words[0].casefold() in _PRONOUNS:
-                # "what is your name", "who are you": about the assistant, not the world.
+            text = _tidy_object(match.group("obj"))
+            if text is None:
                 continue
-            objects.append(" ".join(words[:MAX_TOPIC_WORDS]))
+            words = text.split()
+            if any(c.isdigit() for c in text) and not any(_is_capitalised(w) for w in words):
+                continue
+            objects.append(text)
     return objects
+
+
+SubjectKind = Literal["who", "what"]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a question asks about: ``text`` as written, ``kind`` ``"who"`` for a
+    person ("who is X"), else ``"what"``; ``language`` the question's (``"en"``, ``"fr"``)."""
+
+    text: str
+    kind: SubjectKind
+    language: str
+
+
+# Questions whose answer is all about one thing: "what is X", "how do I use X".
+# (pattern, kind, language); the plain what-is patterns are _QUESTION_PATTERNS'.
+_SUBJECT_SPECS: tuple[tuple[str, SubjectKind, str], ...] = (
+    (rf"\bwho\s+(?:is|are|was|were)\s+(?P<obj>{_CLAUSE_END})", "who", "en"),
+    (rf"\bwho['’]s\s+(?P<obj>{_CLAUSE_END})", "who", "en"),
+    (rf"\b(?:what|where)\s+(?:is|are|was|were)\s+(?P<obj>{_CLAUSE_END})", "what", "en"),
+    (rf"\bwhat['’]s\s+(?P<obj>{_CLAUSE_END})", "what", "en"),
+    (rf"\btell\s+me\s+(?:more\s+)?about\s+(?P<obj>{_CLAUSE_END})", "what", "en"),
+    (r"\bwhat\s+(?:does|do)\s+(?P<obj>[^?.!,;:\n]+?)\s+(?:mean|do)\b", "what", "en"),
+    (
+        r"\bhow\s+(?:do|can|should|would)\s+(?:i|we|you|one)\s+"
+        r"(?:use|install|configure|set\s+up|run|start|play|cook|make|build|fix|"
+        rf"reset|update|upgrade|connect\s+to|log\s+in\s+to)\s+(?P<obj>{_CLAUSE_END})",
+        "what",
+        "en",
+    ),
+    (
+        rf"\b(?:explain|describe|define)\s+(?P<obj>{_CLAUSE_END})",
+        "what",
+        "en",
+    ),
+    (
+        rf"\b(?:do\s+you\s+know|have\s+you\s+heard\s+of)\s+(?P<obj>{_CLAUSE_END})",
+        "what",
+        "en",
+    ),
+    (rf"\bqui\s+(?:est|était|sont)\s+(?P<obj>{_CLAUSE_END})", "who", "fr"),
+    (
+        rf"\bqu['’]est[- ]ce\s+que\s+(?:c['’]est\s+(?:que\s+)?)?(?P<obj>{_CLAUSE_END})",
+        "what",
+        "fr",
+    ),
+    (rf"\bc['’]est\s+quoi\s+(?P<obj>{_CLAUSE_END})", "what", "fr"),
+    (rf"\bparle[- ]moi\s+(?:de|du|des)\s+(?P<obj>{_CLAUSE_END})", "what", "fr"),
+)
+_SUBJECT_PATTERNS = tuple(
+    (re.compile(pattern, re.IGNORECASE), kind, language)
+    for pattern, kind, language in _SUBJECT_SPECS
+)
+
+
+def _tidy_object(raw: str) -> str | None:
+    """A question's object without what follows a clause break, its leading
+    determiners and pronoun objects ("your name"): ``None`` when nothing is left."""
+    words = raw.split()
+    for index, word in enumerate(words):
+        if word.casefold() in _CLAUSE_BREAKS:
+            words = words[:index]
+            break
+    while words and words[0].casefold().replace("’", "'").rstrip("'") in _LEADING_DETERMINERS:
+        words.pop(0)
+    if words and re.match(r"^l['’]\w", words[0], re.IGNORECASE):
+        words[0] = words[0][2:]
+    if not words or words[0].casefold() in _PRONOUNS:
+        return None
+    return " ".join(words[:MAX_TOPIC_WORDS])
+
+
+def question_subjects(message: str) -> list[Subject]:
+    """What the questions of ``message`` are about, in order: the X of "what is X",
+    "who is X", "tell me about X", "how do I use X", "qu'est-ce que X"...
+
+    A gap that is (part of) a subject is one the answer depends on; a gap named
+    elsewhere in the message is incidental to it.
+    """
+    found: list[tuple[int, Subject]] = []
+    seen: set[str] = set()
+    for pattern, kind, language in _SUBJECT_PATTERNS:
+        for match in pattern.finditer(message):
+            text = _tidy_object(match.group("obj"))
+            if text is None:
+                continue
+            text = text.strip(" \t\"'“”«»()[]")
+            key = fingerprint(text)
+            if not key or key in seen or not _is_topic(text):
+                continue
+            seen.add(key)
+            found.append((match.start(), Subject(text, kind, language)))
+    return [subject for _, subject in sorted(found, key=lambda item: item[0])]
+
+
+def content_words(text: str) -> set[str]:
+    """The folded words of ``text`` that carry meaning: not function words,
+    pronouns, greetings or calendar words, plural "s" dropped ("servers" ->
+    "server"), so two wordings of one topic share them."""
+    words: set[str] = set()
+    for word in search_terms(text):
+        if word in _SKIP_WORDS or (word.isdigit() and len(word) < 2):
+            continue
+        words.add(_singular(word))
+    return words
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
 
 
 def _quoted_terms(message: str) -> list[str]:
@@ -168,7 +299,9 @@ def _quoted_terms(message: str) -> list[str]:
 
 def _is_topic(candidate: str) -> bool:
     words = WORD.findall(fold(candidate))
-    if not words or all(word in _SKIP_WORDS for word in words):
+    if not words or all(word in _SKIP_WORDS or _singular(word) in _SKIP_WORDS for word in words):
+        return False
+    if lookup_unit(candidate) is not None:  # "Celsius", "miles": conversions are reasoning's
         return False
     if len(candidate) < 2 or _MATH.fullmatch(candidate.strip()):
         return False

@@ -1,12 +1,14 @@
-"""Find and compute the arithmetic, unit conversions and date arithmetic in a message.
+"""Find and compute the arithmetic, unit conversions, dates, times and ages of a message.
 
-:func:`find_hints` is the entry point. Arithmetic is tokenized and parsed by a
-small recursive-descent parser over a fixed grammar (numbers, ``+ - * / ^ mod``,
-parentheses, "X% of Y", square roots, "squared"/"cubed" and their English
-words); nothing is ever handed to ``eval``. Values are exact fractions until a
-square root or fractional power forces a float. Every limit (text length,
+:func:`find_hints` is the entry point; :func:`compute` evaluates one
+expression. Arithmetic is tokenized and parsed by a small recursive-descent
+parser over a fixed grammar (numbers, ``+ - * / ^ mod``, parentheses, "X% of
+Y", square roots, "squared"/"cubed" and their English words); nothing is
+ever handed to ``eval``. Values are exact fractions until a square root or
+fractional power forces a float. Every limit (text length,
 nesting depth, exponent, result size) makes the expression be skipped, never
-raise. Unit conversions live in :mod:`.units`, dates in :mod:`.dates`.
+raise. Unit conversions live in :mod:`.units`, dates in :mod:`.dates`, times of
+day and ages in :mod:`.clock`, arithmetic phrased in words in :mod:`.phrases`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from datetime import date
 from fractions import Fraction
 
 from mongars_core.types import ReasoningHint
+from mongars_plugins.cognition.clock import find_age_hints, find_clock_hints
 from mongars_plugins.cognition.dates import DATE_LITERAL, find_date_hints
+from mongars_plugins.cognition.number_words import with_digits
+from mongars_plugins.cognition.phrases import find_phrases
 from mongars_plugins.cognition.units import find_conversions, format_significant
 
 logger = logging.getLogger(__name__)
@@ -56,10 +61,10 @@ class _Token:
 
 _TOKEN = re.compile(
     r"(?P<ws>\s+)"
-    r"|(?P<times>\b(?:multiplied\s+by|times)\b)"
-    r"|(?P<divide>\bdivided\s+by\b)"
+    r"|(?P<times>\b(?:multiplied\s+by|times|fois|multipli[ée]\s+par)\b)"
+    r"|(?P<divide>\b(?:divided\s+by|divis[ée]\s+par)\b)"
     r"|(?P<plus>\bplus\b)"
-    r"|(?P<minus>\bminus\b)"
+    r"|(?P<minus>\b(?:minus|moins)\b)"
     r"|(?P<mod>\bmod(?:ulo)?\b)"
     r"|(?P<power>\b(?:raised\s+)?to\s+the\s+power(?:\s+of)?\b|\braised\s+to\b)"
     r"|(?P<sqrt>\bsquare\s+root\s+of\b|\bsqrt\b|√)"
@@ -104,9 +109,13 @@ def _tokenize(text: str, masked: list[tuple[int, int]]) -> list[_Token]:
     tokens: list[_Token] = []
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup or "other"
+        start, end, raw = match.start(), match.end(), match[0]
+        if kind == "ws" and "\n" in raw:
+            # Lines are separate: "- one\n- two" is a list, not 1 - 2.
+            tokens.append(_Token("stop", raw, start, end))
+            continue
         if kind in {"ws", "currency"}:
             continue
-        start, end, raw = match.start(), match.end(), match[0]
         is_masked = any(is_masked_char[start:end])
         if is_masked or (kind == "num" and len(raw) > MAX_RESULT_DIGITS):
             tokens.append(_Token("stop", raw, start, end))
@@ -431,6 +440,25 @@ def _exact_decimal(value: Fraction) -> str | None:
     return f"{sign}{whole}.{fraction:0{places}d}".rstrip("0")
 
 
+def compute(expression: str) -> str | None:
+    """The value of ``expression``, the whole of it, as :func:`format_value` writes it;
+    ``None`` when it is not one expression of the grammar or has no value."""
+    if len(expression) > MAX_TEXT_CHARS:
+        return None
+    tokens = _tokenize(expression, [])
+    if not tokens or any(token.kind == "stop" for token in tokens):
+        return None
+    parser = _Parser(tokens, 0)
+    node = parser.parse_sum()
+    if node is None or parser.position != len(tokens):
+        return None
+    try:
+        return format_value(evaluate(node))
+    except (_Unevaluable, OverflowError, ValueError) as error:
+        logger.debug("no value for %r: %s", expression, error)
+        return None
+
+
 # -- extraction ------------------------------------------------------------------------
 
 
@@ -499,17 +527,24 @@ def find_arithmetic(
 
 
 def find_hints(text: str, today: date | None = None) -> list[ReasoningHint]:
-    """Every computation found in ``text``, computed: arithmetic, unit conversions, dates.
+    """Every computation found in ``text``, computed: times of day and ages, dates, unit
+    conversions, arithmetic phrased in words, then written arithmetic.
 
-    ``today`` anchors relative dates ("in 3 weeks"); it defaults to the local
-    date. Only the first :data:`MAX_TEXT_CHARS` characters are read. Never
-    raises for any input text.
+    Numbers written in words are read as digits first (:mod:`.number_words`).
+    ``today`` anchors relative dates ("in 3 weeks") and ages; it defaults to the
+    local date. Only the first :data:`MAX_TEXT_CHARS` characters are read.
+    Never raises for any input text.
     """
-    text = text[:MAX_TEXT_CHARS]
-    found = find_date_hints(text, today or date.today())
-    for start, end, hint in find_conversions(text):
-        if not any(start < other_end and other_start < end for other_start, other_end, _ in found):
-            found.append((start, end, hint))
+    text = with_digits(text[:MAX_TEXT_CHARS])
+    today = today or date.today()
+    found = find_age_hints(text, today)
+    for finder in (find_clock_hints(text), find_date_hints(text, today), find_conversions(text)):
+        for start, end, hint in finder:
+            if not any(
+                start < other_end and other_start < end for other_start, other_end, _ in found
+            ):
+                found.append((start, end, hint))
+    found += find_phrases(text, compute, masked=[(start, end) for start, end, _ in found])
     found += find_arithmetic(text, masked=[(start, end) for start, end, _ in found])
     hints: list[ReasoningHint] = []
     for _, _, hint in sorted(found, key=lambda item: item[0]):

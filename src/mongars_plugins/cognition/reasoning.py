@@ -1,11 +1,13 @@
 """The reasoning plugin: compute what a small model can't, and keep its reply honest.
 
 A 135M-parameter model cannot multiply 17 by 23. :func:`mongars_reason` finds the
-arithmetic, unit conversions and date arithmetic in the message and hands the
-model the answers as verified facts; :func:`mongars_adapt_reply` then drops the
-reply's sentences that claim a computed value the facts disprove
-(:mod:`.claims`), and prepends each answer the reply doesn't state ("17 * 23 =
-391."), so a user never sees a wrong or missing computed value.
+arithmetic (written or phrased in words), unit conversions, dates, times of day
+and ages in the message and hands the model the answers as verified facts; a
+word problem no rule reads is translated by the model into an expression that
+the evaluator computes (:mod:`.word_problems`, settings ``MONGARS_REASONING__*``);
+:func:`mongars_adapt_reply` then drops the reply's sentences that claim a
+computed value the facts disprove (:mod:`.claims`), and prepends each answer
+the reply doesn't state ("17 * 23 = 391."), so a user never sees a wrong or missing computed value.
 """
 
 from __future__ import annotations
@@ -14,22 +16,38 @@ import re
 from datetime import date
 
 from mongars_core import hookimpl
+from mongars_core.hookspecs import RegisterSection
 from mongars_core.offload import run_by_size
 from mongars_core.text import without_spans
 from mongars_core.types import ReasoningHint, Turn
 from mongars_plugins.cognition.claims import contradictions, written_numbers
 from mongars_plugins.cognition.dates import WEEKDAYS, mentioned_dates
 from mongars_plugins.cognition.evaluator import find_hints
+from mongars_plugins.cognition.word_problems import REASONING, looks_like_word_problem, translate
 
-CHECKED_KINDS = frozenset({"arithmetic", "unit", "date"})
+CHECKED_KINDS = frozenset({"arithmetic", "unit", "date", "time", "age", "word_problem"})
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_CLOCK = re.compile(r"(\d{2}):(\d{2})(?: \((\d{1,2}:\d{2} [ap]m)\))?")
+
+
+@hookimpl
+def mongars_register_settings(register: RegisterSection) -> None:
+    register(REASONING)
 
 
 @hookimpl(trylast=True)
 async def mongars_reason(turn: Turn) -> list[ReasoningHint]:
-    """Arithmetic, unit and date facts computed from ``turn.message``."""
-    return await run_by_size(len(turn.message), find_hints, turn.message)
+    """Facts computed from ``turn.message``; a word problem no rule reads is translated
+    by the model when ``reasoning.word_problems`` is on and the turn has services."""
+    hints = await run_by_size(len(turn.message), find_hints, turn.message)
+    if hints or turn.services is None or not looks_like_word_problem(turn.message):
+        return hints
+    settings = turn.services.settings.section(REASONING)
+    if not settings.word_problems:
+        return hints
+    hint = await translate(turn.services.router, turn.message, settings)
+    return [hint] if hint is not None else []
 
 
 @hookimpl(tryfirst=True)
@@ -83,6 +101,8 @@ def _complete_leading_equals(text: str, hints: list[ReasoningHint]) -> str:
 def states(reply: str, hint: ReasoningHint) -> bool:
     """Whether ``reply`` states the result of ``hint``."""
     result = hint.result.strip()
+    if hint.kind == "time" and (clock := _CLOCK.match(result)) is not None:
+        return _names_time(reply, int(clock[1]), int(clock[2]))
     if _ISO_DAY.match(result):
         return _names_day(reply, date.fromisoformat(result[:10]))
     if result in WEEKDAYS:
@@ -100,3 +120,17 @@ def _names_day(reply: str, day: date) -> bool:
         (month, number) == (day.month, day.day) and year in {None, day.year}
         for year, month, number in mentioned_dates(reply)
     )
+
+
+def _names_time(reply: str, hour: int, minute: int) -> bool:
+    """Whether ``reply`` names the time of day ``hour:minute``, 24- or 12-hour."""
+    twelve = hour % 12 or 12
+    suffix = "pm" if hour >= 12 else "am"
+    patterns = [
+        rf"(?<!\d){hour:02d}:{minute:02d}(?!\d)",
+        rf"(?<!\d){hour}:{minute:02d}(?!\d)",
+        rf"(?<!\d){twelve}:{minute:02d}\s*{suffix[0]}\.?m\b",
+    ]
+    if minute == 0:
+        patterns.append(rf"(?<!\d){twelve}\s*{suffix[0]}\.?m\b")
+    return any(re.search(pattern, reply, re.IGNORECASE) for pattern in patterns)

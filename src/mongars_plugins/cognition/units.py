@@ -1,9 +1,9 @@
 """Unit conversions found in free text: length, mass, volume, speed, time, temperature.
 
-:func:`find_conversions` reads "5 km to miles", "convert 100 °F into C" and
-"how many feet in 3 meters". Conversion factors are exact fractions (the mile is
-1609.344 m by definition), so only the final rounding to six significant digits
-loses precision.
+:func:`find_conversions` reads "5 km to miles", "convert 100 °F into C",
+"how many feet in 3 meters" and "how many centimetres is 5 feet". Conversion
+factors are exact fractions (the mile is 1609.344 m by definition), so only
+the final rounding to six significant digits loses precision.
 """
 
 from __future__ import annotations
@@ -100,13 +100,23 @@ _CONVERSIONS = [
     # "5 km to miles", "convert 100 °F into C", "3 hours = ? minutes"
     re.compile(
         rf"(?<![\w.,])(?P<amount>{_AMOUNT})\s*(?P<src>{_UNIT})\s+"
-        rf"(?:to|in|into|as|=|is\s+how\s+many|are\s+how\s+many)\s+(?:\?\s*)?(?P<dst>{_UNIT})",
+        rf"(?:to|in|into|as|=|is\s+how\s+many|are\s+how\s+many|equals?\s+how\s+many"
+        rf"|is\s+equal\s+to\s+how\s+many|converted\s+(?:to|into)|expressed\s+in|in\s+terms\s+of"
+        rf"|makes?\s+how\s+many|(?:is|are)\s+what\s+in|(?:is|are)\s+how\s+much\s+in)\s+"
+        rf"(?:\?\s*)?(?P<dst>{_UNIT})",
         re.IGNORECASE,
     ),
     # "how many feet in 3 meters", "how many seconds are there in a day"
     re.compile(
         rf"how\s+many\s+(?P<dst>{_UNIT})\s+(?:are\s+)?(?:there\s+)?(?:in|make|per)\s+"
         rf"(?:(?P<amount>{_AMOUNT})\s*|(?:an?|one)\s+)?(?P<src>{_UNIT})",
+        re.IGNORECASE,
+    ),
+    # "how many centimetres is 5 feet", "how many inches tall is 180 cm"
+    re.compile(
+        rf"how\s+(?:many|much)\s+(?P<dst>{_UNIT})\s+(?:(?:tall|long|high|wide|deep|far|heavy|big"
+        rf"|hot|cold|warm|fast)\s+)?(?:is|are|does|do|would\s+be|will\s+be|makes?|equals?|equal)\s+"
+        rf"(?:(?P<amount>{_AMOUNT})\s*|(?:an?|one)\s+)(?P<src>{_UNIT})",
         re.IGNORECASE,
     ),
 ]

@@ -97,6 +97,16 @@ async def mongars_turn_completed(turn: Turn, reply: Reply, writes: UnitOfWork) -
         found.touch()
 
 
+@hookimpl
+async def mongars_erase_user(services: Services, user_id: str) -> None:
+    """Forget me: a run or validation on the user's data (on this node, in any
+    process) is stopped, then the records it wrote while stopping are deleted (the
+    core deleted the others). One that does not stop in time is an error: forget again."""
+    from mongars_plugins.learning.erasure import stop_and_forget
+
+    await stop_and_forget(learner(services), user_id)
+
+
 @hookimpl(trylast=True)
 def mongars_scrub(text: str) -> str | None:
     """Replace e-mail addresses, phones, IBANs, cards, IPs, credentials and ids."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated
@@ -10,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from mongars_core.errors import MongarsError
 from mongars_core.storage.models import AccountRecord
 from mongars_server.accounts import LastAdministratorError
 from mongars_server.deps import (
@@ -25,6 +23,7 @@ from mongars_server.errors import ApiError
 from mongars_server.limits import retry_after
 from mongars_server.login_throttle import LoginThrottled
 from mongars_server.password_policy import password_problem
+from mongars_server.routes.erasure import forget
 from mongars_server.settings import SERVER
 
 logger = logging.getLogger(__name__)
@@ -263,8 +262,14 @@ async def delete_user(
     """Delete an account and its API keys (administrators, logged in). Its
     conversations, memories and plugin state go too, unless ``keep_data``; its
     tokens, tickets and open websockets stop working at once. The last
-    administrator cannot be deleted (409 ``last_administrator``)."""
+    administrator cannot be deleted (409 ``last_administrator``). Its data goes
+    as ``DELETE /api/v1/user/me/data`` forgets it (documents and the adapters
+    learnt from it too), before the account: a failure leaves the account, to
+    delete again."""
     try:
+        account = await server.accounts.check_deletable(username)
+        if not keep_data:
+            await forget(server, account.user_id)
         account = await server.accounts.delete(username, keep_data=keep_data)
     except LookupError:
         raise ApiError(404, f"there is no account {username!r}", "not_found") from None
@@ -274,10 +279,6 @@ async def delete_user(
     if not keep_data:
         await server.assistant.invalidate(account.user_id)
         await server.changed(account.user_id)
-        try:  # what was learnt from its data goes too
-            await asyncio.to_thread(server.assistant.forget_adapters, account.user_id)
-        except MongarsError as exc:
-            logger.error("the adapters learnt from a deleted account's data remain: %s", exc)
     return AccountDeleted(username=account.username, data_deleted=not keep_data)
 
 

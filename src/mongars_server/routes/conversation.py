@@ -76,6 +76,18 @@ class RecalledMemory(BaseModel):
     score: float
 
 
+class ReplySource(BaseModel):
+    """A numbered source the reply was given (``[1]`` in its text)."""
+
+    number: int
+    kind: Literal["memory", "document"]
+    title: str = Field(description="The document (and section) or conversation it is from.")
+    text: str = Field(description="The passage the model read.")
+    document_id: int | None = None
+    memory_id: int | None = None
+    created_at: datetime | None = None
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
@@ -96,6 +108,11 @@ class ChatResponse(BaseModel):
     )
     memories: list[RecalledMemory] = Field(
         default_factory=list, description="The memories the reply had in its prompt."
+    )
+    sources: list[ReplySource] = Field(
+        default_factory=list,
+        description="The numbered sources from the user's documents and memories the reply "
+        "was given to cite ([1], [2]...).",
     )
     usage: Usage = Field(description="Tokens of the prompt and the reply.")
     generation: GenerationStats = Field(
@@ -139,6 +156,7 @@ def chat_response(reply: Reply, started: float) -> ChatResponse:
             RecalledMemory(id=memory.id, text=memory.text, score=round(memory.score, 3))
             for memory in reply.memories
         ],
+        sources=[ReplySource(**source.model_dump()) for source in reply.sources],
         usage=Usage(
             prompt_tokens=reply.usage.prompt_tokens,
             completion_tokens=reply.usage.completion_tokens,

@@ -274,14 +274,22 @@ class ChatConnection:
         self.ratings.add(task)
         task.add_done_callback(self.ratings.discard)
 
-    async def _rate(self, ref: Any, request: RateFrame) -> None:
+    async def _admitted(self) -> float | None:
+        """``None`` when the account is gone or changed (``REVOKED`` is sent: the
+        account may have changed in a process that could not tell this one), else
+        the seconds the user's rate limit asks to wait (0: go)."""
         problem = await _account_problem(
             self.server, self.username, self.user, self.password_version
         )
         if problem is not None:
             self._emit(REVOKED, {"reason": problem})
+            return None
+        return await self.server.limiter.take(f"user:{self.user}")
+
+    async def _rate(self, ref: Any, request: RateFrame) -> None:
+        wait = await self._admitted()
+        if wait is None:
             return
-        wait = await self.server.limiter.take(f"user:{self.user}")
         if wait > 0:
             self._ack(ref, _error("rate_limited", f"retry in {wait:.1f} s"))
             return
@@ -299,14 +307,9 @@ class ChatConnection:
         await announce_rating(self.server, self.user, rated, ref)
 
     async def _turn(self, ref: Any, request: ChatRequest) -> None:
-        # The account may have changed in a process that could not tell this one.
-        problem = await _account_problem(
-            self.server, self.username, self.user, self.password_version
-        )
-        if problem is not None:
-            self._emit(REVOKED, {"reason": problem})
+        wait = await self._admitted()
+        if wait is None:
             return
-        wait = await self.server.limiter.take(f"user:{self.user}")
         if wait > 0:
             self._emit(
                 "chat.error",

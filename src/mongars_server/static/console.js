@@ -12,6 +12,7 @@
 //   transcript.js     bubbles, reply details  limits.js    the message limit
 //   conversations.js  conversations, history  memories.js  the memories panel
 //   learning.js       consent, runs and (administrators) the approval queue
+//   documents.js      the documents panel (its own module, loaded by index.html)
 
 import { setUnauthorizedHandler } from "/static/api.js";
 import { failPending, handleEvent, regenerate, sendMessage, stopReply } from "/static/chat.js";

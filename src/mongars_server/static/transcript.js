@@ -1,6 +1,7 @@
 // The transcript: user and assistant bubbles (a reply streams into its bubble,
 // then is rendered as safe Markdown by markdown.js), their Copy / Regenerate
-// buttons and thumbs up / down, and the "Last reply" details (confidence, speech plan).
+// buttons and thumbs up / down, the sources a reply cites, and the "Last reply" details
+// (confidence, speech plan).
 import { api } from "/static/api.js";
 import { $, el, notify, seconds } from "/static/dom.js";
 import { renderMarkdown } from "/static/markdown.js";
@@ -100,6 +101,8 @@ export function finishBubble(bubble, reply) {
     });
     bubble.append(line);
   }
+  const sources = Array.isArray(reply.sources) ? reply.sources : [];
+  if (sources.length) bubble.append(sourceList(sources));
   if (typeof reply.confidence === "number") {
     bubble.append(el("small", "msg-meta", `Confidence ${Math.round(reply.confidence * 100)}%`));
   }
@@ -117,6 +120,31 @@ export function finishBubble(bubble, reply) {
   if (reply.turn_id) state.turns.set(reply.turn_id, bubble);
   showRating(bubble, reply.rating ?? null);
   markLastReply();
+}
+
+// The numbered sources the reply was given ([1] in its text): number, title, excerpt.
+function sourceList(sources) {
+  const box = el("div", "msg-sources");
+  box.dataset.testid = "reply-sources";
+  box.append(el("span", "label", "Sources"));
+  const list = el("ol");
+  for (const source of sources) {
+    const item = el("li", "source");
+    item.dataset.testid = "reply-source";
+    if (Number.isInteger(source.number)) item.value = source.number;
+    const title = String(source.title || (source.kind === "memory" ? "A conversation" : "A document"));
+    const text = String(source.text || "");
+    item.append(
+      el("span", "source-number", `[${source.number}]`),
+      " ",
+      el("span", "source-title", title),
+      el("span", "source-excerpt", text.length > 160 ? `${text.slice(0, 159)}…` : text),
+    );
+    item.title = text;
+    list.append(item);
+  }
+  box.append(list);
+  return box;
 }
 
 // A thumb drawn as SVG (an emoji needs a font the machine may not have).
