@@ -4,7 +4,10 @@ collections, retention, export and erasure, and retrieval through the one librar
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ from mongars_core.pipeline import Assistant
 from mongars_core.retrieval import retrieve
 from mongars_core.storage.models import ChunkRecord, CollectionRecord, DocumentRecord
 from mongars_core.types import RetrievalQuery, utcnow
-from mongars_plugins.knowledge import Library, library
+from mongars_plugins.knowledge import Library, chunking, library
 from mongars_plugins.knowledge.chunking import chunk_document
 from mongars_plugins.knowledge.errors import (
     DocumentNotFoundError,
@@ -181,6 +184,153 @@ def test_unreadable_files_are_refused_with_the_reason(name: str, data: bytes, re
         parse(name, data)
 
 
+# -- hostile files: work linear in their size, limits checked as reading goes --------
+
+
+def _finishes(code: str, seconds: float = 20) -> str:
+    """What ``code`` prints, run in a fresh interpreter that must end within ``seconds``
+    (a regular expression stuck in C is beyond a signal; a child process is killed)."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {seconds} s: {code}", pytrace=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "data",
+    [
+        "b'[' * 1_000_000",  # an unclosed link, 1 MB of them: hours when quadratic
+        "b'![' * 500_000",
+        "b'[a](' * 250_000",  # a link's target never closed
+        "b'# a' + b' ' * 1_000_000 + b'b\\n\\nbody'",  # a heading's trailing blanks
+    ],
+)
+def test_hostile_markdown_is_parsed_in_linear_time(data: str) -> None:
+    code = (
+        "from mongars_plugins.knowledge.parsing import parse\n"
+        "from mongars_plugins.knowledge.errors import UnreadableDocumentError\n"
+        "try:\n"
+        f"    print(len(parse('x.md', {data}).text))\n"
+        "except UnreadableDocumentError:\n"
+        "    print('refused')\n"
+    )
+    assert _finishes(code).strip()
+
+
+def test_markdown_links_images_and_closing_hashes_still_read() -> None:
+    source = (
+        b'## Links ##\n\nSee [the guide](https://x.org/a_(b) "T") and ![a pump](p.png).\n'
+        b"[unclosed [nested](u) and `co[de`.\n\n# a #b\n\nend #"
+    )
+    document = parse("l.md", source)
+    assert [(b.headings, b.text) for b in document.blocks] == [
+        (("Links",), "See the guide and a pump. [unclosed nested and co[de."),
+        (("a #b",), "end #"),
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_chunking_a_long_paragraph_is_linear() -> None:
+    # A million one-word sentences (3 MB): minutes when each run re-summed every sentence.
+    code = (
+        "from mongars_plugins.knowledge.parsing import parse\n"
+        "from mongars_plugins.knowledge.chunking import chunk_document\n"
+        "d = parse('a.txt', b'a. ' * 1_000_000)\n"
+        "chunks = chunk_document(d, chunk_words=200, min_words=120, max_words=250)\n"
+        "print(len(chunks), sum(c.words for c in chunks))\n"
+    )
+    assert _finishes(code, 40).split() == ["5000", "1000000"]
+
+
+def test_chunking_stops_as_soon_as_a_document_passes_max_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    document = parse("s.md", "\n\n".join(f"# S{i}\n\n{words(50)}" for i in range(500)).encode())
+    calls = 0
+    pieces = chunking._pieces
+
+    def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return pieces(*args)
+
+    monkeypatch.setattr(chunking, "_pieces", counted)
+    sizes: dict[str, Any] = {"chunk_words": 200, "min_words": 120, "max_words": 250}
+    with pytest.raises(DocumentTooLargeError, match=r"'s\.md' makes more than 5 chunks"):
+        chunk_document(document, **sizes, max_chunks=5, name="s.md")
+    assert calls == 6  # the sixth section's chunk is one too many: the rest is never read
+    calls = 0
+    assert len(chunk_document(document, **sizes, max_chunks=500)) == 500
+    assert calls == 500
+
+
+def _shared_stream_pdf(pages: int, lines: int) -> bytes:
+    """A PDF whose ``pages`` pages all draw one compressed content stream: a small file
+    with ``pages`` times that stream's text (about 48 characters a line)."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    stream = DecodedStreamObject()
+    stream.set_data(
+        b"BT /F1 12 Tf 72 720 Td 14 TL " + b"(word word word word) Tj T* " * lines + b"ET"
+    )
+    content = writer._add_object(stream.flate_encode())
+    font = writer._add_object(
+        DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+    )
+    for _ in range(pages):
+        page = writer.add_blank_page(612, 792)
+        page[NameObject("/Contents")] = content
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        )
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_pdf_text_and_pages_are_bounded_page_by_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypdf import PageObject
+
+    calls = 0
+    extract = PageObject.extract_text
+
+    def counted(self: PageObject, *args: Any, **kwargs: Any) -> str:
+        nonlocal calls
+        calls += 1
+        return extract(self, *args, **kwargs)
+
+    monkeypatch.setattr(PageObject, "extract_text", counted)
+    bomb = _shared_stream_pdf(200, 2000)  # 200 pages of 40,000 characters: 8 MB of text
+    assert len(bomb) < 40_000
+    with pytest.raises(DocumentTooLargeError, match="more than 100000 characters of text"):
+        parse("bomb.pdf", bomb, max_text_chars=100_000)
+    assert calls == 3  # the third page passes the limit; the 197 others are never read
+    calls = 0
+    with pytest.raises(DocumentTooLargeError, match="has 200 pages: more than the limit of 50"):
+        parse("bomb.pdf", bomb, max_pages=50)
+    assert calls == 0
+    small = parse("ok.pdf", _shared_stream_pdf(2, 10), max_pages=2, max_text_chars=1000)
+    assert [b.headings for b in small.blocks] == [("page 1",), ("page 2",)]
+    assert parse.__kwdefaults__ == {
+        "max_bytes": None,
+        "max_pages": 2000,
+        "max_text_chars": 4_000_000,
+    }
+
+
 # -- the library on a real database ---------------------------------------------------
 
 Make = Callable[..., Awaitable[Assistant]]
@@ -241,7 +391,7 @@ async def test_a_bad_file_leaves_nothing(docs: Library) -> None:
     docs.settings = docs.settings.model_copy(update={"max_file_bytes": 2048, "max_chunks": 2})
     with pytest.raises(DocumentTooLargeError, match="larger than the limit of 2048"):
         await docs.add("alice", "big.txt", words(1000).encode())
-    with pytest.raises(DocumentTooLargeError, match="3 chunks: more than the limit of 2"):
+    with pytest.raises(DocumentTooLargeError, match="more than 2 chunks: more than the limit of 2"):
         await docs.add("alice", "guide.md", GUIDE_MD)
     assert await _counts(docs) == (0, 0, 0)
     assert await docs.list_documents("alice") == []

@@ -260,3 +260,26 @@ def test_a_list_of_number_words_is_not_a_subtraction() -> None:
     assert find_hints("- one\n- two") == []
     assert find_hints("things:\n- 3\n- 4\n\nthat is all") == []
     assert [h.result for h in find_hints("what is 2+2?\nand 3*3?")] == ["4", "9"]
+
+
+@pytest.mark.parametrize(
+    ("message", "reply", "corrected"),
+    [
+        (
+            "how many centimetres is 5 feet",
+            "5 feet in cm = 152.4 cm.\n\nThe number of centimetres in 5 feet is 5.",
+            "5 feet in cm = 152.4 cm.",
+        ),
+        ("What is a third of ninety-nine?", "99 / 3 = 33.\n\nA third of 99 is 99.", "99 / 3 = 33."),
+        # Right, or about something else: left alone.
+        ("how many centimetres is 5 feet", "5 feet is 60 inches, which is 152.4 cm.", None),
+        ("what is 15% of 240", "15% of 240 is 36, since 10% of 240 is 24.", None),
+        ("what is 17 * 23", "17 * 23 is 391. That is 17 rows of 23 seats.", None),
+    ],
+)
+def test_the_question_said_again_with_a_wrong_value_is_dropped(
+    message: str, reply: str, corrected: str | None
+) -> None:
+    turn = Turn(turn_id="t", user_id="u", session_id="s", message=message)
+    turn.reasoning = find_hints(message)
+    assert reasoning.correct(turn, reply) == corrected

@@ -167,7 +167,7 @@ async def test_an_unknown_subject_gets_a_clarifying_question_instead_of_generati
     assistant = await with_research()
     events = [event async for event in assistant.stream("alice", "What is a flumpet?")]
 
-    expected = "I don't know what flumpet is. Could you tell me what it is?"
+    expected = "I don't know what a flumpet is. Could you tell me what it is?"
     assert "".join(event.delta for event in events if event.type == "token") == expected
     reply = events[-1].reply
     assert reply is not None and reply.text == expected
@@ -341,6 +341,9 @@ def test_a_reply_that_used_a_source_without_citing_it_gets_the_citation() -> Non
     assert cited("Which port?", "It listens on port 8443.") == "It listens on port 8443. [1]"
     assert cited("Guest wifi?", "It is Meadowlark.") == "It is Meadowlark. [2]"
     assert cited("Which port?", "Port 8443 [1].") is None  # cited already
+    # A wrong number is put right; a citation of nothing used goes.
+    assert cited("Which port?", "Port 8443 [2].") == "Port 8443. [1]"
+    assert cited("Which port?", "I am not sure [1].") == "I am not sure."
     # Echoing the question, or inventing something, cites nothing.
     assert cited("What is Zorblax?", "Zorblax is an AI assistant.") is None
     assert cited("Which port?", "I am not sure.") is None
@@ -357,7 +360,7 @@ def test_a_reply_that_used_a_source_without_citing_it_gets_the_citation() -> Non
         (
             "tell me about the Flumpet 3000",
             "Flumpet",
-            "I don't know what Flumpet is. Could you tell me what it is?",
+            "I don't know what the Flumpet is. Could you tell me what it is?",
         ),
         (
             "How do I use Zorblax with my phone?",

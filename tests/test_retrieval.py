@@ -50,6 +50,24 @@ def test_fusion_cuts_to_the_limit_and_breaks_ties_by_best_rank() -> None:
         # That day, with a day either side (two per week of distance, past a week).
         ("three days ago I went where?", TODAY - timedelta(days=4), TODAY - timedelta(days=1)),
         ("2 weeks ago", TODAY - timedelta(days=16), TODAY - timedelta(days=11)),
+        ("a fortnight ago", TODAY - timedelta(days=16), TODAY - timedelta(days=11)),
+        ("two weeks back I said", TODAY - timedelta(days=16), TODAY - timedelta(days=11)),
+        ("the day before yesterday", TODAY - timedelta(days=2), TODAY - timedelta(days=1)),
+        ("what did I cook last night", TODAY - timedelta(days=1), TODAY + timedelta(hours=6)),
+        # NOW is a Tuesday: last Monday is yesterday, a day either side.
+        ("who called last Monday", TODAY - timedelta(days=2), TODAY + timedelta(days=1)),
+        ("on Friday we", TODAY - timedelta(days=5), TODAY - timedelta(days=2)),
+        ("over the weekend", TODAY - timedelta(days=3), TODAY),
+        ("in March", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)),
+        (
+            "back in december 2025",
+            datetime(2025, 12, 1, tzinfo=UTC),
+            TODAY.replace(year=2026, month=1),
+        ),
+        ("since May", datetime(2026, 5, 1, tzinfo=UTC), NOW + timedelta(seconds=1)),
+        ("in 2025", datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
+        ("earlier this year", TODAY.replace(month=1), TODAY + timedelta(days=1)),
+        ("in the past three weeks", TODAY - timedelta(days=21), NOW + timedelta(seconds=1)),
     ],
 )
 def test_time_windows_are_read_from_the_query(text: str, start: datetime, end: datetime) -> None:
@@ -63,6 +81,10 @@ def test_a_when_question_without_a_window_asks_for_dated_items() -> None:
     assert intent.asks_when and not intent.window
     plain = time_intent("what is my cat called", NOW)
     assert not plain.asks_when and not plain.window and not plain.contains(NOW)
+
+
+def test_may_as_a_verb_names_no_month() -> None:
+    assert not time_intent("it may rain, what should I wear", NOW).window
 
 
 @pytest.fixture
@@ -130,3 +152,9 @@ async def test_export_records_come_from_plugins(bare: AssistantFactory) -> None:
     services = (await bare(BadExporter())).services
     with pytest.raises(HookValidationError, match="records with a 'type'"):
         await services.plugins.export_user(services, "bob")
+
+
+@pytest.mark.parametrize("text", ["3000 years ago", "99999999 days ago", "the past 99999999 years"])
+def test_a_time_past_the_calendar_is_no_window(text: str) -> None:
+    intent = time_intent(text, NOW)
+    assert not intent.window

@@ -15,6 +15,7 @@ import pytest
 from mongars_core.retrieval import time_intent
 from mongars_plugins.memory import MEMORY, snapshots
 from mongars_plugins.search import HybridIndex, IndexItem, SnapshotError, mentions_time
+from mongars_plugins.search.index import only_asks
 from mongars_plugins.search.lexical import K1, B, tokens
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -86,6 +87,38 @@ def test_a_when_question_favours_dated_items_and_ties_go_to_the_newer() -> None:
     same = HybridIndex(None)
     same.add(items("tea please", "tea please", days_ago=[9, 2]))
     assert [hit.key for hit in same.search("tea", None, limit=2, now=NOW)] == ["1", "0"]
+
+
+def test_a_memory_that_only_asks_a_question_yields_to_a_statement() -> None:
+    index = HybridIndex(None)
+    index.add(items("what is a good name for a rabbit?", "my rabbit is a good boy"))
+    hits = index.search("my good rabbit", None, limit=2, now=NOW)
+    # Both hold every word of the query; the question states nothing about the user.
+    assert [hit.key for hit in hits] == ["1", "0"]
+    assert hits[1].ranks == {"bm25": 1}  # first by words, kept at 0.8 of its score
+    assert hits[1].score == pytest.approx(0.8 * (1 / 61), abs=1e-6)
+    assert only_asks("Quick one: how do I share my screen?")
+    assert not only_asks("I love Rex. Should we get him a friend?")
+
+
+def test_a_lexical_match_on_few_of_the_query_s_words_counts_in_proportion() -> None:
+    index = HybridIndex(3)
+    index.add(
+        [
+            IndexItem(
+                "word", "set a reminder to call the bank", "s", 0, NOW, vector=unit([0, 0, 1])
+            ),
+            IndexItem("meaning", "we adopted a parrot", "s", 1, NOW, vector=unit([1, 0.2, 0])),
+            IndexItem("other", "the weather is grey", "s", 2, NOW, vector=unit([0.5, 1, 0])),
+        ]
+    )
+    # "call" is one of the query's four words, all as rare: a share of 0.25, under 0.3.
+    question = "what did we call our newest feathered companion"
+    hits = {hit.key: hit for hit in index.search(question, unit([1, 0, 0]), limit=3, now=NOW)}
+    assert hits["word"].ranks == {"bm25": 1, "dense": 3}
+    assert hits["word"].score == pytest.approx(0.25 / 0.3 / 61 + 1 / 63, abs=1e-6)
+    full = index.search("call the bank", unit([0, 0, 1]), limit=1, now=NOW)[0]
+    assert full.key == "word" and full.score == pytest.approx(2 / 61, abs=1e-6)
 
 
 def test_expired_and_removed_items_are_never_found() -> None:
@@ -272,3 +305,27 @@ async def test_erasing_a_user_drops_their_index_and_its_file(
     assert not snapshots.snapshot_path(tmp_path / "data", "ines").exists()
     assert snapshots.snapshot_path(tmp_path / "data", "omar").exists()
     assert not hippocampus.index.loaded("ines") and hippocampus.index.loaded("omar")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "junk zip"])
+async def test_a_damaged_snapshot_is_rebuilt_from_the_database(
+    make_assistant: Any, settings: Any, tmp_path: Path, damage: str
+) -> None:
+    first = await snapshot_assistant(make_assistant, settings, tmp_path)
+    for text in ["My dog is called Rex", "I live in Lyon", "I prefer tea"]:
+        await first.chat("ines", text)
+    await first.services.stash[MEMORY].close()
+    path = snapshots.snapshot_path(tmp_path / "data", "ines")
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
+    else:
+        path.write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+    second = await snapshot_assistant(make_assistant, settings, tmp_path)
+    found = await second.search_memories("ines", "dog Rex")
+    assert [m.text for m in found] == ["My dog is called Rex"]
+    found = await second.retrieve("ines", "what is my dog called", kinds=frozenset({"memory"}))
+    assert found and found[0].text == "My dog is called Rex"

@@ -147,3 +147,12 @@ def test_any_text_is_planned_without_losing_words(text: str) -> None:
     assert MIN_TEMPO <= plan.tempo <= MAX_TEMPO
     if plan.segments:
         assert plan.segments[-1].pause_after == 0.0
+
+
+def test_source_numbers_are_not_spoken() -> None:
+    plan = plan_speech("The gate code is 4721. [1] The key is under the pot [2].", "t1")
+    assert [segment.text for segment in plan.segments] == [
+        "The gate code is 4721.",
+        "The key is under the pot.",
+    ]
+    assert plan.text.endswith("[2].")  # the plan keeps the reply as written

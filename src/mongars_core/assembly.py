@@ -13,6 +13,8 @@ builds exactly what a user's process builds:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -139,3 +141,24 @@ def _choose_embedder(
 
 
 __all__ = ["build_host", "build_router", "build_services", "connect_redis"]
+
+
+@asynccontextmanager
+async def unstarted_services(settings: Settings) -> AsyncIterator[Services]:
+    """The services of ``settings`` (plugins loaded, store open, router built) without
+    starting the plugins: no model loads, no memory index warms up. For commands that
+    only read and write stored data; everything is closed on the way out."""
+    host = build_host(settings)
+    try:
+        services = await build_services(host)
+    except BaseException:
+        host.close()
+        raise
+    try:
+        yield services
+    finally:
+        try:
+            await services.router.aclose()
+        finally:
+            host.close()
+            await services.store.close()

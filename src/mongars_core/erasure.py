@@ -140,7 +140,35 @@ async def forget_user(services: Services, user_id: str) -> ErasureSummary:
         raise UnknownUserError(f"no user {user_id!r} has talked to this assistant")
     summary = ErasureSummary(user_id=user_id)
     before = await remaining_rows(services, user_id, OWNER_COLUMNS)
+    # A reply, upload or import of the user under way stores before this, or never.
+    async with services.user_writes.erasing(user_id):
+        await _erase(services, user_id, summary)
+    from mongars_core.adapters import erase_user
 
+    registry = services.adapter_registry()
+    summary.deleted["adapters"] = await asyncio.to_thread(
+        erase_user, registry, services.settings.cache_dir, user_id
+    )
+
+    left = await remaining_rows(services, user_id)
+    if left:
+        raise ErasureIncompleteError(
+            f"rows of {user_id!r} remain after forgetting them ("
+            + ", ".join(f"{table}: {count}" for table, count in sorted(left.items()))
+            + "): a reply was being stored meanwhile, or a plugin kept them; forget them again"
+        )
+    await _checkpoint(services)
+    for table, count in before.items():
+        # The core's tables are named as its kinds; the others are the plugins'
+        # (documents, their chunks...), erased by their mongars_erase_user.
+        summary.deleted.setdefault(table, count)
+    logger.info("forgot a user: %s", summary.deleted)
+    return summary
+
+
+async def _erase(services: Services, user_id: str, summary: ErasureSummary) -> None:
+    """Steps 1-3 (see the module docstring), while no write of the user may store."""
+    store = services.store
     core: tuple[tuple[str, type[SQLModel], Any], ...] = (
         ("turns", TurnRecord, col(TurnRecord.user_id)),
         ("conversations", ConversationRecord, col(ConversationRecord.user_id)),
@@ -164,25 +192,3 @@ async def forget_user(services: Services, user_id: str) -> ErasureSummary:
     await services.plugins.forget(services, user_id, None)
     await services.plugins.invalidate(services, user_id)
     await services.plugins.erase_user(services, user_id)
-
-    from mongars_core.adapters import erase_user
-
-    registry = services.adapter_registry()
-    summary.deleted["adapters"] = await asyncio.to_thread(
-        erase_user, registry, services.settings.cache_dir, user_id
-    )
-
-    left = await remaining_rows(services, user_id)
-    if left:
-        raise ErasureIncompleteError(
-            f"rows of {user_id!r} remain after forgetting them ("
-            + ", ".join(f"{table}: {count}" for table, count in sorted(left.items()))
-            + "): a reply was being stored meanwhile, or a plugin kept them; forget them again"
-        )
-    await _checkpoint(services)
-    for table, count in before.items():
-        # The core's tables are named as its kinds; the others are the plugins'
-        # (documents, their chunks...), erased by their mongars_erase_user.
-        summary.deleted.setdefault(table, count)
-    logger.info("forgot a user: %s", summary.deleted)
-    return summary

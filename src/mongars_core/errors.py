@@ -37,6 +37,7 @@ they enter (the storage layer, a backend, a model loader)::
         ├── CorruptDatabaseError          the SQLite file is not a database, or damaged
         ├── ReadOnlyDatabaseError         the database file or its folder is not writable
         ├── ErasureIncompleteError        rows of a forgotten user remain (forget again)
+        ├── UserErasedError               the user was forgotten while this was being written
         └── DuplicateRecordError          a record with the same key exists
             └── DuplicateTurnError        a turn with this idempotency key is stored
 """
@@ -207,6 +208,11 @@ class ReadOnlyDatabaseError(StorageError):
 class ErasureIncompleteError(StorageError):
     """Rows of a user remain after forgetting them (a reply stored meanwhile, a plugin
     that kept its own): forgetting them again finishes the job."""
+
+
+class UserErasedError(StorageError):
+    """The user's data was erased ("forget me") while this write of it was under way
+    (a reply, an upload, an import): nothing of it is stored."""
 
 
 class DuplicateRecordError(StorageError):

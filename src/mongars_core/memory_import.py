@@ -159,6 +159,7 @@ async def import_memories(
     """Store ``items`` as ``user_id``'s memories, all or nothing (see the module)."""
     check_id("user id", user_id)
     store, settings = services.store, services.settings
+    since = services.user_writes.generation(user_id)
     checked: list[MemoryItem] = []
     for number, raw in enumerate(items, 1):
         line = _line_of(raw)
@@ -209,7 +210,8 @@ async def import_memories(
     if len(held) > settings.memory.capacity:
         stage_prune(writes, user_id, settings.memory.capacity)
     try:
-        await store.commit(writes, deadline=settings.stage_timeout_s)
+        async with services.user_writes.storing(user_id, since):  # not if forgotten meanwhile
+            await store.commit(writes, deadline=settings.stage_timeout_s)
     finally:
         await writes.discard(settings.stage_timeout_s)
     store.forget_cached(user_id)

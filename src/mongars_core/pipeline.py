@@ -22,6 +22,7 @@ from opentelemetry import metrics, trace
 
 from mongars_core.assembly import build_host, build_services
 from mongars_core.capabilities import Progress
+from mongars_core.changes import ChangeStamps
 from mongars_core.confidence import estimate_confidence
 from mongars_core.erasure import ErasureSummary, forget_user
 from mongars_core.errors import (
@@ -93,6 +94,7 @@ class Assistant:
         self.store = services.store
         self.router = services.router
         self.plugins = services.plugins
+        self.changes = ChangeStamps(services.settings.data_dir / "changes")
 
     @classmethod
     async def from_settings(
@@ -193,6 +195,7 @@ class Assistant:
         text = self._validate(user_id, message, session_id)
         role = self.settings.llm.role
         self.router.endpoints(role, backend)  # an unknown backend fails before any work
+        await self._reload_if_changed(user_id)
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
             stored = await self.store.turn_for_key(user_id, idempotency_key)
@@ -236,10 +239,11 @@ class Assistant:
         backend: str | None,
         idempotency_key: str | None,
     ) -> AsyncGenerator[StreamEvent, None]:
+        since = self.services.user_writes.generation(turn.user_id)
         with context.stage("prepare"):
             await self._prepare(turn, context)
         if turn.clarification:
-            async with aclosing(self._clarify(turn, context, idempotency_key)) as events:
+            async with aclosing(self._clarify(turn, context, idempotency_key, since)) as events:
                 async for event in events:
                     yield event
             return
@@ -340,7 +344,7 @@ class Assistant:
             request.outcome, reply.usage, first_token_ms, context.timings["generate"]
         )
         with context.stage("finish"):
-            stored = await self._finish(turn, reply, backend_name, context, idempotency_key)
+            stored = await self._finish(turn, reply, backend_name, context, idempotency_key, since)
         if stored is not None:  # a concurrent request with the same key stored first
             yield StreamEvent(
                 type="reply", reply=replayed_reply(stored, turn.message, turn.session_id)
@@ -361,7 +365,7 @@ class Assistant:
         yield StreamEvent(type="reply", reply=reply)
 
     async def _clarify(
-        self, turn: Turn, context: TurnContext, idempotency_key: str | None
+        self, turn: Turn, context: TurnContext, idempotency_key: str | None, since: int
     ) -> AsyncGenerator[StreamEvent, None]:
         """Reply with research's clarifying question instead of generating: the
         question depends on something neither the user's data nor the model knows,
@@ -388,7 +392,7 @@ class Assistant:
         )
         with context.stage("finish"):
             stored = await self._finish(
-                turn, reply, CLARIFICATION_BACKEND, context, idempotency_key
+                turn, reply, CLARIFICATION_BACKEND, context, idempotency_key, since
             )
         if stored is not None:  # a concurrent request with the same key stored first
             yield StreamEvent(
@@ -417,12 +421,15 @@ class Assistant:
         backend_name: str,
         context: TurnContext,
         idempotency_key: str | None,
+        since: int,
     ) -> TurnRecord | None:
         """Stages 9-10 and the commit: the turn row and what remember and observe
         stage side by side, stored in one transaction before the reply is returned.
 
         A failed commit raises :class:`~mongars_core.errors.StorageError` and
-        stores nothing of the turn. Returns the turn stored under
+        stores nothing of the turn; so does a user erased since the turn began
+        (``since``, their erasure generation then): ``UserErasedError``.
+        Returns the turn stored under
         ``idempotency_key`` by a concurrent request, when that one won: nothing
         of this one is stored then.
         """
@@ -459,7 +466,8 @@ class Assistant:
         try:
             await asyncio.gather(remember(), observe())
             with context.stage("persist"):
-                await self.store.commit(writes, deadline=self.settings.stage_timeout_s)
+                async with self.services.user_writes.storing(turn.user_id, since):
+                    await self.store.commit(writes, deadline=self.settings.stage_timeout_s)
         except DuplicateTurnError:
             assert idempotency_key is not None, "only a keyed turn is a duplicate turn"
             stored = await self.store.turn_for_key(turn.user_id, idempotency_key)
@@ -499,7 +507,10 @@ class Assistant:
         check_id("user id", user_id)
         if not isinstance(data, ParsedHistory):
             data = parse_history(data, self.settings, format)
-        return await import_history(self.services, user_id, data, progress=progress)
+        try:
+            return await import_history(self.services, user_id, data, progress=progress)
+        finally:
+            self.changes.touch(user_id)
 
     async def export_history(self, user_id: str) -> list[dict[str, Any]]:
         """All of a user's data as JSONL records (``history_io.dumps_jsonl`` writes them)."""
@@ -518,6 +529,7 @@ class Assistant:
         """
         await self._require_user(user_id)
         text = self._validate(user_id, query, "search")
+        await self._reload_if_changed(user_id)
         turn = Turn(
             turn_id=uuid.uuid4().hex,
             user_id=user_id,
@@ -549,6 +561,7 @@ class Assistant:
         (:func:`mongars_core.retrieval.retrieve`)."""
         check_id("user id", user_id)
         text = self._validate(user_id, query, "search")
+        await self._reload_if_changed(user_id)
         request = RetrievalQuery(
             user_id=user_id,
             text=text,
@@ -569,25 +582,33 @@ class Assistant:
         """Store ``items`` (text, and optionally when it was said and in which session)
         as ``user_id``'s memories, all or nothing (:mod:`mongars_core.memory_import`)."""
         check_id("user id", user_id)
-        return await import_memories(self.services, user_id, items, progress=progress)
+        try:
+            return await import_memories(self.services, user_id, items, progress=progress)
+        finally:
+            self.changes.touch(user_id)
 
     async def forget_user(self, user_id: str) -> ErasureSummary:
         """Forget everything of ``user_id``: their history and conversations, memories,
         documents, style profile and other plugin state, and the adapters learnt from
         them (:mod:`mongars_core.erasure`). Their account, if any, stays."""
         check_id("user id", user_id)
-        return await forget_user(self.services, user_id)
+        try:
+            return await forget_user(self.services, user_id)
+        finally:  # even a partial erasure leaves caches that must go
+            self.changes.touch(user_id)
 
     async def delete_memory(self, user_id: str, memory_id: int) -> None:
         """Delete one of a user's memories (``MemoryNotFoundError`` when it isn't theirs)."""
         await self._require_user(user_id)
         await self.store.delete_memory(user_id, memory_id)
+        self.changes.touch(user_id)
         await self._forget(user_id, [memory_id])
 
     async def delete_memories(self, user_id: str) -> int:
         """Delete all of a user's memories; returns how many."""
         await self._require_user(user_id)
         count = await self.store.delete_memories(user_id)
+        self.changes.touch(user_id)
         await self._forget(user_id, None)
         return count
 
@@ -660,6 +681,13 @@ class Assistant:
         # A plugin that fails to forget could still recall a deleted memory:
         # its error is raised, never passed over.
         await self.plugins.forget(self.services, user_id, memory_ids)
+
+    async def _reload_if_changed(self, user_id: str) -> None:
+        """Drop what this process caches of ``user_id`` when another process changed
+        their data (:mod:`mongars_core.changes`)."""
+        if self.changes.changed_elsewhere(user_id):
+            logger.info("%s's data changed in another process: reloading it", user_id)
+            await self.invalidate(user_id)
 
     async def _require_user(self, user_id: str) -> None:
         check_id("user id", user_id)

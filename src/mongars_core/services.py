@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from opentelemetry import metrics, trace
 
+from mongars_core.user_writes import UserWrites
+
 if TYPE_CHECKING:
     from mongars_core.adapters import AdapterRegistry
     from mongars_core.llm import Embedder
@@ -128,6 +130,8 @@ class Services:
     stash: Stash = field(default_factory=Stash)
     tracer: trace.Tracer = field(default_factory=_default_tracer)
     meter: metrics.Meter = field(default_factory=_default_meter)
+    user_writes: UserWrites = field(default_factory=UserWrites)
+    """Orders writes of a user's data and their erasure (:mod:`mongars_core.user_writes`)."""
     """The host's OpenTelemetry meter (the server's, which ``/metrics`` reads), for
     plugins' own instruments; else OpenTelemetry's global one."""
     adapters: AdapterRegistry | None = None

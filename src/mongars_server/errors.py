@@ -35,6 +35,7 @@ from mongars_core.errors import (
     MongarsError,
     NotFoundError,
     StorageError,
+    UserErasedError,
 )
 from mongars_server.accounts import AccountExistsError
 
@@ -103,6 +104,8 @@ def classify(exc: MongarsError) -> ApiError:
         return ApiError(409, str(exc), "username_taken")
     if isinstance(exc, DuplicateRecordError):
         return ApiError(409, str(exc), "conflict")
+    if isinstance(exc, UserErasedError):
+        return ApiError(409, str(exc), "user_erased")
     if isinstance(exc, IdempotencyKeyReusedError):
         return ApiError(422, str(exc), "idempotency_key_reused")
     if isinstance(exc, MessageTooLongError):

@@ -176,6 +176,16 @@ async def test_another_users_documents_stay_out_of_reach(http: httpx.AsyncClient
         "/api/v1/review/rag-context", headers=bob, json={"query": "Zephyr kettle vinegar"}
     )
     assert rag.json()["passages"] == []
+    # Collections are per user: bob's "notes" is his own, alice's keeps its retention.
+    assert (await http.get("/api/v1/documents/collections", headers=bob)).json() == {
+        "collections": []
+    }
+    mine = await http.put(
+        "/api/v1/documents/collections/notes", headers=bob, json={"retention_days": 1}
+    )
+    assert mine.status_code == 200 and mine.json()["documents"] == 0
+    [notes] = (await http.get("/api/v1/documents/collections", headers=alice)).json()["collections"]
+    assert notes["name"] == "notes" and notes["retention_days"] is None
     assert (await http.get(path, headers=alice)).status_code == 200
 
 

@@ -71,6 +71,23 @@ CHECKED_HERE = {
     ("GET", "/api/v1/admin/learning/summary"),
     ("GET", "/api/v1/admin/learning/status"),
     ("POST", "/api/v1/admin/learning/cancel"),
+    # the knowledge plugin's: another user's documents, collections, search and RAG context
+    # are out of reach (404, empty), shared collections are written by admins only (403):
+    # test_documents.py::test_another_users_documents_stay_out_of_reach and
+    # ::test_shared_collections_are_published_by_admins
+    ("POST", "/api/v1/documents"),
+    ("GET", "/api/v1/documents"),
+    ("GET", "/api/v1/documents/search"),
+    ("GET", "/api/v1/documents/collections"),
+    ("PUT", "/api/v1/documents/collections/{name}"),
+    ("GET", "/api/v1/documents/{document_id}"),
+    ("PUT", "/api/v1/documents/{document_id}"),
+    ("DELETE", "/api/v1/documents/{document_id}"),
+    ("POST", "/api/v1/review/rag-context"),
+    # forget me: the caller's own data only, and admins only (403 for anyone else):
+    # test_forget_me.py
+    ("DELETE", "/api/v1/user/me/data"),
+    ("DELETE", "/api/v1/admin/users/{username}/data"),
 }
 
 

@@ -59,7 +59,7 @@ def test_a_reply_shows_its_sources_and_an_unknown_subject_a_question(
     expect(console.final_replies()).to_have_count(2)
     asked = console.final_replies().last
     expect(asked.locator('[data-testid="reply-text"]')).to_have_text(
-        "I don't know what flumpet is. Could you tell me what it is?"
+        "I don't know what a flumpet is. Could you tell me what it is?"
     )
     expect(asked.locator('[data-testid="reply-sources"]')).to_have_count(0)
     console.shot("30-sources-and-clarification")

@@ -72,7 +72,7 @@ async def test_an_unknown_subject_is_answered_with_a_clarifying_question(
         frame = {"id": "c1", "type": "chat.send", "data": {"message": "What is a flumpet?"}}
         await socket.send(json.dumps(frame))
         events = await receive_until(socket, "chat.reply")
-    question = "I don't know what flumpet is. Could you tell me what it is?"
+    question = "I don't know what a flumpet is. Could you tell me what it is?"
     deltas = [event["data"]["delta"] for event in events if event["type"] == "chat.delta"]
     assert "".join(deltas) == question
     reply = events[-1]["data"]

@@ -309,7 +309,9 @@ def test_no_message_text_gets_a_server_error_from_the_pipeline(
 
 @pytest.fixture(scope="module")
 def small_body_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    small = server_settings(tmp_path_factory.mktemp("small"), server={"max_body_bytes": 1024})
+    # File uploads have their own, larger limit: both small here.
+    limits = {"max_body_bytes": 1024, "max_upload_bytes": 1024}
+    small = server_settings(tmp_path_factory.mktemp("small"), server=limits)
     with running(small, InstantBackend()) as server:
         yield server
 

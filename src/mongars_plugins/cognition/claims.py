@@ -9,7 +9,10 @@ disprove:
   ("0.15 * 240 = 32.5", "17 times 23 is 381");
 * a conversion's target unit with another amount, in a sentence that names the
   source amount or right after "=" ("100 °F is equal to 100.00 Celsius");
-* "the answer is N" (or a leading "= N") when the turn has a single numeric fact.
+* "the answer is N" (or a leading "= N") when the turn has a single numeric fact;
+* the question said again with another value, when the turn has a single
+  numeric fact: "a third of 99 is 99", "the number of centimetres in 5 feet is 5"
+  (the last number before "is" is one of the fact's operands).
 
 Numbers agree as :class:`WrittenNumber` says: to the precision written, within 1%.
 """
@@ -24,7 +27,12 @@ from fractions import Fraction
 from mongars_core.text import NUMBER, sentence_spans
 from mongars_core.types import ReasoningHint
 from mongars_plugins.cognition.evaluator import find_arithmetic
-from mongars_plugins.cognition.units import Unit, conversion_units, find_quantities
+from mongars_plugins.cognition.units import (
+    Unit,
+    conversion_units,
+    find_quantities,
+    lookup_unit,
+)
 
 RELATIVE_TOLERANCE = Fraction(1, 100)
 """A reply's number may differ from the fact by 1% ("3.1 miles" for 3.10686) and no more."""
@@ -93,6 +101,7 @@ def contradictions(text: str, hints: list[ReasoningHint]) -> list[tuple[int, int
             _wrong_arithmetic(sentence)
             or any(_wrong_conversion(sentence, conversion) for conversion in conversions)
             or (single is not None and _wrong_answer(sentence, single))
+            or (single is not None and _wrong_restatement(sentence, numeric[0], single))
         ):
             found.append((start, end))
     return found
@@ -163,4 +172,46 @@ def _wrong_answer(sentence: str, expected: WrittenNumber) -> bool:
         claimed = _number_at(sentence[cue.end() :])
         if claimed is not None and not expected.agrees_with(claimed):
             return True
+    return False
+
+
+_RESTATED_KINDS = frozenset({"arithmetic", "unit"})
+_CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:since|because|as|while|and|but|so)\b", re.IGNORECASE)
+_AFTER_CLAIMED = re.compile(r"\s*(?P<word>[^\W\d_]+(?:\s+[^\W\d_]+)?)?")
+
+
+def _wrong_restatement(sentence: str, hint: ReasoningHint, expected: WrittenNumber) -> bool:
+    """The fact's question said again with another value: the last number before "is"
+    is an operand of the fact ("a third of 99 is 99"), and the value after it is not
+    the result. A value in another unit than a conversion's target is another fact
+    ("5 feet is 60 inches"), not a claim about this one."""
+    if hint.kind not in _RESTATED_KINDS:
+        return False
+    operands = list(written_numbers(hint.expression))
+    target = conversion.target if (conversion := _conversion(hint)) is not None else None
+    numbers = list(NUMBER.finditer(sentence))
+    for claim in _CLAIM.finditer(sentence):
+        if claim.end() == claim.start() or not claim.group().strip():
+            continue
+        breaks = [m.end() for m in _CLAUSE_BREAK.finditer(sentence, 0, claim.start())]
+        clause_start = breaks[-1] if breaks else 0
+        before = [m for m in numbers if clause_start <= m.start() and m.end() <= claim.start()]
+        after = [m for m in numbers if m.start() == claim.end()]
+        if not before or not after:
+            continue
+        # Every number of the clause is an operand: "since 10% of 240 is 24" is another sum.
+        if not all(any(_written(m).agrees_with(op) for op in operands) for m in before):
+            continue
+        claimed = _written(after[0])
+        if expected.agrees_with(claimed):
+            continue
+        if target is not None:
+            unit = _AFTER_CLAIMED.match(sentence, after[0].end())
+            word = unit.group("word") if unit else None
+            named = lookup_unit(word) if word else None
+            if word and named is None and len(word.split()) == 2:
+                named = lookup_unit(word.split()[0])
+            if named is not None and named != target:
+                continue
+        return True
     return False

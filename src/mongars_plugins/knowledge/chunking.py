@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from itertools import groupby
 
+from mongars_plugins.knowledge.errors import DocumentTooLargeError
 from mongars_plugins.knowledge.parsing import Block, ParsedDocument
 
 HEADING_SEPARATOR = " › "
@@ -44,14 +45,29 @@ class _Span:
 
 
 def chunk_document(
-    document: ParsedDocument, *, chunk_words: int, min_words: int, max_words: int
+    document: ParsedDocument,
+    *,
+    chunk_words: int,
+    min_words: int,
+    max_words: int,
+    max_chunks: int | None = None,
+    name: str = "the document",
 ) -> list[Chunk]:
-    """The chunks of ``document``, in reading order."""
+    """The chunks of ``document``, in reading order.
+
+    With ``max_chunks``, a document that makes more chunks than that raises
+    :class:`DocumentTooLargeError` (naming it ``name``) as soon as it passes the limit,
+    before the rest of it is chunked. The work is linear in the document's length."""
     chunks: list[Chunk] = []
     text = document.text
     for headings, group in groupby(document.blocks, key=lambda block: block.headings):
         spans = [span for block in group for span in _pieces(text, block, chunk_words, max_words)]
-        for start, end in _pack(spans, chunk_words, min_words, max_words):
+        for start, end, _ in _pack(spans, chunk_words, min_words, max_words):
+            if max_chunks is not None and len(chunks) >= max_chunks:
+                raise DocumentTooLargeError(
+                    f"{name!r} makes more than {max_chunks} chunks: more than the limit of "
+                    f"{max_chunks}"
+                )
             chunks.append(
                 Chunk(
                     text=text[start:end].strip(),
@@ -84,29 +100,33 @@ def _pieces(text: str, block: Block, chunk_words: int, max_words: int) -> list[_
         for first in range(0, len(tokens), chunk_words):
             piece = tokens[first : first + chunk_words]
             sentences.append(_Span(start + piece[0].start(), start + piece[-1].end(), len(piece)))
-    packed = _pack(sentences, chunk_words, chunk_words, max_words)
-    return [
-        _Span(s, e, sum(x.words for x in sentences if s <= x.start and x.end <= e))
-        for s, e in packed
-    ]
+    return [_Span(s, e, n) for s, e, n in _pack(sentences, chunk_words, chunk_words, max_words)]
 
 
 def _pack(
     spans: list[_Span], chunk_words: int, min_words: int, max_words: int
-) -> list[tuple[int, int]]:
-    """Consecutive spans joined into runs of about ``chunk_words`` words."""
-    runs: list[tuple[int, int]] = []
-    current: list[_Span] = []
+) -> list[tuple[int, int, int]]:
+    """Consecutive spans joined into runs of about ``chunk_words`` words: each run's
+    start, end and words, in one pass."""
+    runs: list[tuple[int, int, int]] = []
+    first: _Span | None = None
+    last: _Span | None = None
     words = 0
     for span in spans:
-        if current and not (
-            words + span.words <= chunk_words
-            or (words < min_words and words + span.words <= max_words)
+        if (
+            first is not None
+            and last is not None
+            and not (
+                words + span.words <= chunk_words
+                or (words < min_words and words + span.words <= max_words)
+            )
         ):
-            runs.append((current[0].start, current[-1].end))
-            current, words = [], 0
-        current.append(span)
+            runs.append((first.start, last.end, words))
+            first, words = None, 0
+        if first is None:
+            first = span
+        last = span
         words += span.words
-    if current:
-        runs.append((current[0].start, current[-1].end))
+    if first is not None and last is not None:
+        runs.append((first.start, last.end, words))
     return runs

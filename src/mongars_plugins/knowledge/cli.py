@@ -42,23 +42,11 @@ DocumentId = Annotated[int, typer.Argument(help="The document's id (`mongars doc
 @asynccontextmanager
 async def _library() -> AsyncIterator[Library]:
     """The library over the store and the embedder; no chat pipeline is started."""
-    from mongars_core.assembly import build_host, build_services
+    from mongars_core.assembly import unstarted_services
     from mongars_plugins.knowledge import library
 
-    host = build_host(cli_settings())
-    try:
-        services = await build_services(host)
-    except BaseException:
-        host.close()
-        raise
-    try:
+    async with unstarted_services(cli_settings()) as services:
         yield library(services)
-    finally:
-        try:
-            await services.router.aclose()
-        finally:
-            host.close()
-            await services.store.close()
 
 
 def _print_json(value: Any) -> None:

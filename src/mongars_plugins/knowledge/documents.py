@@ -37,7 +37,6 @@ from mongars_core.types import Passage, RetrievalQuery, utcnow
 from mongars_plugins.knowledge.chunking import Chunk, chunk_document
 from mongars_plugins.knowledge.errors import (
     DocumentNotFoundError,
-    DocumentTooLargeError,
     InvalidCollectionError,
     SharedCollectionError,
 )
@@ -134,17 +133,16 @@ class Library:
         limits = self.settings
         name = _one_line(PurePath(filename.replace("\\", "/")).name)[-300:] or "document"
         document = await asyncio.to_thread(parse, name, data, max_bytes=limits.max_file_bytes)
+        # Stops at the first chunk past the limit: a huge file fails fast.
         chunks = await asyncio.to_thread(
             chunk_document,
             document,
             chunk_words=limits.chunk_words,
             min_words=limits.min_chunk_words,
             max_words=limits.max_chunk_words,
+            max_chunks=limits.max_chunks,
+            name=name,
         )
-        if len(chunks) > limits.max_chunks:
-            raise DocumentTooLargeError(
-                f"{name!r} makes {len(chunks)} chunks: more than the limit of {limits.max_chunks}"
-            )
         if progress is not None:
             progress("parse", 1, 1)
         vectors = await self._embed_chunks(chunks, progress)
@@ -194,10 +192,15 @@ class Library:
         name = check_collection_name(collection or self.settings.default_collection)
         if shared and not admin:
             raise SharedCollectionError("only administrators add documents to shared collections")
+        since = self.services.user_writes.generation(user_id)
         prepared = await self.prepare(filename, data, title, progress)
         await self.store.ensure_user(user_id)
         now = utcnow()
-        async with self.store.session(write=True) as session:
+        # Forgotten meanwhile ("forget me" during a long upload): nothing is stored.
+        async with (
+            self.services.user_writes.storing(user_id, since),
+            self.store.session(write=True) as session,
+        ):
             owner = None if shared else user_id
             found = await self._collection_row(session, owner, name)
             if found is None:
@@ -248,10 +251,14 @@ class Library:
         progress: Progress | None = None,
     ) -> DocumentInfo:
         """Replace a document's content (same id), in one transaction."""
+        since = self.services.user_writes.generation(user_id)
         record, found = await self._writable(user_id, document_id, admin)
         prepared = await self.prepare(filename, data, title or record.title, progress)
         now = utcnow()
-        async with self.store.session(write=True) as session:
+        async with (
+            self.services.user_writes.storing(user_id, since),
+            self.store.session(write=True) as session,
+        ):
             old = (
                 await session.execute(
                     select(col(ChunkRecord.id)).where(col(ChunkRecord.document_id) == document_id)

@@ -31,6 +31,14 @@ MEDIA_TYPES = {
 }
 """The file types read, by extension."""
 
+MAX_PDF_PAGES = 2000
+"""Most pages a PDF may have; one with more is refused before any page is read."""
+
+MAX_PDF_TEXT_CHARS = 4_000_000
+"""Most characters of text a PDF may yield (about 2000 chunks of 250 words); reading
+stops, and the file is refused, at the page that passes it. Pages may all draw one
+compressed content stream, so a small file can hold far more text than its size."""
+
 
 @dataclass(frozen=True)
 class Block:
@@ -117,8 +125,18 @@ def media_type_of(filename: str, data: bytes) -> str:
     return "text/plain"
 
 
-def parse(filename: str, data: bytes, *, max_bytes: int | None = None) -> ParsedDocument:
-    """The text and structure of ``data``, a file named ``filename``."""
+def parse(
+    filename: str,
+    data: bytes,
+    *,
+    max_bytes: int | None = None,
+    max_pages: int = MAX_PDF_PAGES,
+    max_text_chars: int = MAX_PDF_TEXT_CHARS,
+) -> ParsedDocument:
+    """The text and structure of ``data``, a file named ``filename``.
+
+    Over ``max_bytes``, a PDF of more than ``max_pages`` pages or one whose text passes
+    ``max_text_chars`` raises :class:`DocumentTooLargeError`."""
     if max_bytes is not None and len(data) > max_bytes:
         raise DocumentTooLargeError(
             f"{filename!r} is {len(data)} bytes: larger than the limit of {max_bytes} bytes"
@@ -127,7 +145,7 @@ def parse(filename: str, data: bytes, *, max_bytes: int | None = None) -> Parsed
         raise UnreadableDocumentError(f"{filename!r} is empty")
     media_type = media_type_of(filename, data)
     if media_type == "application/pdf":
-        document = _pdf(filename, data)
+        document = _pdf(filename, data, max_pages, max_text_chars)
     else:
         text = _decode(filename, data)
         if media_type == "text/markdown":
@@ -170,12 +188,18 @@ def _plain(text: str) -> ParsedDocument:
 
 # -- Markdown ------------------------------------------------------------------------
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+# Every pattern here runs in time linear in its input, whatever the input: a heading's
+# closing ``#``s are stripped by hand (a lazy ``.*?`` before ``[ \t]*$`` retries each
+# run of blanks from each of its places), and a link's text and target stop at the
+# next bracket or parenthesis, so that an unclosed ``[`` or ``](`` is given up at once
+# rather than scanned to the end of the paragraph from each place it repeats at.
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_TARGET = r"\((?:[^()]|\([^()]*\))*\)"  # "(url)", "(url \"title\")", "(wiki_(term))"
 _INLINE = [
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images: their alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links: their text
+    (re.compile(r"!\[([^\[\]]*)\]" + _TARGET), r"\1"),  # images: their alt text
+    (re.compile(r"\[([^\[\]]+)\]" + _TARGET), r"\1"),  # links: their text
     (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),
     (re.compile(r"`([^`]+)`"), r"\1"),
 ]
@@ -184,6 +208,15 @@ _INLINE = [
 def _inline(text: str) -> str:
     for pattern, replacement in _INLINE:
         text = pattern.sub(replacement, text)
+    return text
+
+
+def _atx_text(text: str) -> str:
+    """An ATX heading's text, less a closing run of ``#`` set off by blank space."""
+    text = text.rstrip(" \t")
+    bare = text.rstrip("#")
+    if bare != text and bare[-1:] in (" ", "\t"):
+        return bare.rstrip(" \t")
     return text
 
 
@@ -214,7 +247,7 @@ def _markdown(text: str) -> ParsedDocument:
             continue
         if match := _ATX.match(line):
             flush()
-            builder.heading(len(match.group(1)), _inline(match.group(2) or ""))
+            builder.heading(len(match.group(1)), _inline(_atx_text(match.group(2) or "")))
             continue
         if paragraph and len(paragraph) == 1 and (match := _SETEXT.match(line)):
             heading = paragraph.pop()
@@ -335,8 +368,9 @@ def _html(text: str) -> ParsedDocument:
 # -- PDF --------------------------------------------------------------------------------
 
 
-def _pdf(filename: str, data: bytes) -> ParsedDocument:
-    """Each page's text, paragraphs apart by blank lines, under the heading "page N"."""
+def _pdf(filename: str, data: bytes, max_pages: int, max_text_chars: int) -> ParsedDocument:
+    """Each page's text, paragraphs apart by blank lines, under the heading "page N";
+    read page by page, stopping at the page that takes the text past ``max_text_chars``."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -345,7 +379,22 @@ def _pdf(filename: str, data: bytes) -> ParsedDocument:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             raise UnreadableDocumentError(f"{filename!r} is an encrypted PDF")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        count = len(reader.pages)
+        if count > max_pages:
+            raise DocumentTooLargeError(
+                f"{filename!r} has {count} pages: more than the limit of {max_pages}"
+            )
+        pages: list[str] = []
+        chars = 0
+        for number, pdf_page in enumerate(reader.pages, start=1):
+            text = pdf_page.extract_text() or ""
+            chars += len(text)
+            if chars > max_text_chars:
+                raise DocumentTooLargeError(
+                    f"{filename!r} has more than {max_text_chars} characters of text (by page "
+                    f"{number} of {count}): more than the limit of {max_text_chars}"
+                )
+            pages.append(text)
     except UnreadableDocumentError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:

@@ -45,27 +45,15 @@ async def _learner(*, started: bool = False) -> AsyncIterator[Learner]:
     ``run``, ``validate``) start the plugins, so a scrubber that prepares itself at
     start-up is ready; the others need no chat pipeline and skip that (no memory
     index to warm up: well under a second)."""
-    from mongars_core.assembly import build_host, build_services
+    from mongars_core.assembly import unstarted_services
     from mongars_plugins.learning import learner
 
     if started:
         async with await Assistant.from_settings(_quiet(cli_settings())) as assistant:
             yield learner(assistant.services)
         return
-    host = build_host(cli_settings())
-    try:
-        services = await build_services(host)
-    except BaseException:
-        host.close()
-        raise
-    try:
+    async with unstarted_services(cli_settings()) as services:
         yield learner(services)
-    finally:
-        try:
-            await services.router.aclose()
-        finally:
-            host.close()
-            await services.store.close()
 
 
 def _quiet(settings: Settings) -> Settings:

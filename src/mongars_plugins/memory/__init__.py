@@ -87,8 +87,9 @@ class Hippocampus:
     async def retrieve(self, query: RetrievalQuery) -> list[Passage]:
         """The user's memories for ``query`` as passages, best first (fused rank).
 
-        A memory whose calibrated score is under the recall threshold is left
-        out unless it was said inside the window the query names ("yesterday").
+        Ranked, not filtered: what to keep is the caller's choice (recall keeps
+        memories over the recall threshold, research those that name the gap,
+        the RAG route the top ``limit``).
         """
         user_id = query.user_id
         await self._ensure_loaded(user_id)
@@ -100,9 +101,6 @@ class Hippocampus:
         partition = self.index.partition(user_id)
         passages: list[Passage] = []
         for hit in hits:
-            score, source = self.index.calibrated(user_id, query.text, hit)
-            if score < self.settings.min_score_for(source) and "time" not in hit.ranks:
-                continue
             before, after = (
                 partition.neighbours(hit.key, query.neighbours)
                 if partition is not None and query.neighbours

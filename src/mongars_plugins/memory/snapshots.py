@@ -26,7 +26,7 @@ from mongars_core.storage.models import MemoryRecord
 from mongars_core.storage.store import Store
 from mongars_core.storage.turns import aware
 from mongars_plugins.memory.index import MemoryIndex, Row
-from mongars_plugins.search import HybridIndex, SnapshotError
+from mongars_plugins.search import HybridIndex
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +117,11 @@ def read_snapshot(
         partition = HybridIndex.load(
             path, index.dimension, ann_min_items=index.ann_min_items, rerank=index.rerank
         )
-    except SnapshotError as exc:
-        logger.warning("memory index snapshot unusable, rebuilding: %s", exc)
+    except Exception as exc:  # any damage (a truncated zip, a bit flip...): rebuild it
+        logger.warning("memory index snapshot %s unusable, rebuilding: %s", path.name, exc)
         return None
     meta = partition.metadata
-    if meta.get("user_id") != user_id:
+    if not isinstance(meta, dict) or meta.get("user_id") != user_id:
         logger.warning("memory index snapshot %s is of another user; rebuilding", path.name)
         return None
     if meta.get("embedder") != embedder or meta.get("signature") != expected.as_list():

@@ -3,10 +3,13 @@
 One :class:`HybridIndex` holds the items of one owner (a user's memories, a
 collection's chunks). A search ranks the live, unexpired items by BM25 and by
 dense similarity and fuses the two lists by reciprocal rank (RRF, k=60); a
-query that names a time window ("last week") adds a third list of the items
-said inside it, counted twice, and one that asks *when* favours items whose
-text carries a date. Ties go to the newer item. ``rerank`` re-orders the best
-fused candidates by exact cosine and BM25 combined.
+BM25 rank earned with few of the query's words counts in proportion
+(:data:`LEXICAL_FULL_SHARE`). A query that names a time window ("last week")
+adds a third list of the items said inside it, counted twice, and one that
+asks *when* favours items whose text carries a date. An item that is only a
+question keeps :data:`QUESTION_FACTOR` of its score. Ties go to the newer
+item. ``rerank`` re-orders the best fused candidates by exact cosine and BM25
+combined.
 
 Only the loop thread mutates an index; :meth:`build_graph` and
 :meth:`save` read it and may run in a worker thread meanwhile.
@@ -37,6 +40,15 @@ TIME_WEIGHT = 2.0
 """How much the list of items inside a query's time window counts in the fusion."""
 DATED_BONUS = 0.5 / (RRF_K + 1)
 """What an item whose text carries a date or time gains for a *when* question."""
+LEXICAL_WEIGHT = 1.0
+"""How much the BM25 list counts in the fusion."""
+DENSE_WEIGHT = 1.0
+"""How much the dense list counts in the fusion."""
+QUESTION_FACTOR = 0.8
+"""What share of its fused score an item that is only a question keeps."""
+LEXICAL_FULL_SHARE = 0.3
+"""The share of the query's (IDF-weighted) words an item must hold for its BM25 rank
+to count fully; one holding less counts in proportion (0: always fully)."""
 
 _DATED = re.compile(
     r"\b(?:\d{1,2}[:h]\d{2}|\d{1,2}\s*(?:am|pm)|\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}(?:/\d{2,4})?|"
@@ -52,6 +64,16 @@ _DATED = re.compile(
 def mentions_time(text: str) -> bool:
     """Whether ``text`` carries a date or a time ("on March 3", "at 6 pm", "in 2019")."""
     return _DATED.search(text) is not None
+
+
+_STATEMENT_END = re.compile(r"[.!;]\s")
+
+
+def only_asks(text: str) -> bool:
+    """Whether ``text`` is a question and nothing else ("what's a good name for a cat?"):
+    it states nothing, and questions resemble the questions a search is asked."""
+    text = text.strip()
+    return text.endswith("?") and _STATEMENT_END.search(text) is None
 
 
 @dataclass(frozen=True)
@@ -328,7 +350,9 @@ class HybridIndex:
         depth = max(3 * limit, 30)
         bm25 = np.where(usable, self.postings.scores(tokens(text)), np.float32(0.0))
         lexical = _top(bm25, depth, positive=True, created=self._created[: self.count])
-        rankings: list[tuple[str, npt.NDArray[np.int64], float]] = [("bm25", lexical, 1.0)]
+        rankings: list[tuple[str, npt.NDArray[np.int64], float]] = [
+            ("bm25", lexical, LEXICAL_WEIGHT)
+        ]
         cosines: dict[int, float] = {}
         use_vector = (
             vector is not None and self.dimension is not None and vector.shape == (self.dimension,)
@@ -336,19 +360,28 @@ class HybridIndex:
         if use_vector:
             assert vector is not None
             dense = self._dense(vector, usable, depth, cosines)
-            rankings.append(("dense", dense, 1.0))
+            rankings.append(("dense", dense, DENSE_WEIGHT))
         if intent is not None and intent.window:
             rankings.append(("time", self._in_window(intent, usable, bm25, vector), TIME_WEIGHT))
         scores: dict[int, float] = {}
         ranks: dict[int, dict[str, int]] = {}
+        # A BM25 rank earned with few of the query's words counts in proportion.
+        shares = self._shares(text, lexical) if LEXICAL_FULL_SHARE > 0 else {}
         for name, rows, weight in rankings:
             for rank, row in enumerate(rows.tolist(), start=1):
-                scores[row] = scores.get(row, 0.0) + weight / (RRF_K + rank)
+                part = weight / (RRF_K + rank)
+                if name == "bm25" and shares:
+                    part *= min(1.0, shares[row] / LEXICAL_FULL_SHARE)
+                scores[row] = scores.get(row, 0.0) + part
                 ranks.setdefault(row, {})[name] = rank
         if intent is not None and intent.asks_when:
             for row in scores:
                 if mentions_time(self.texts[row]):
                     scores[row] += DATED_BONUS
+        if QUESTION_FACTOR != 1.0:
+            for row in scores:
+                if only_asks(self.texts[row]):
+                    scores[row] *= QUESTION_FACTOR
         if use_vector:
             assert vector is not None
             missing = [row for row in scores if row not in cosines]
@@ -377,6 +410,18 @@ class HybridIndex:
             )
             for row in ordered[:limit]
         ]
+
+    def _shares(self, text: str, rows: npt.NDArray[np.int64]) -> dict[int, float]:
+        """The IDF-weighted share of ``text``'s words each of ``rows`` holds."""
+        weights = self._word_weights(text)
+        total = sum(weights.values())
+        if total <= 0:
+            return {int(row): 0.0 for row in rows.tolist()}
+        found: dict[int, float] = {}
+        for row in rows.tolist():
+            held = set(tokens(self.texts[row]))
+            found[row] = sum(weight for word, weight in weights.items() if word in held) / total
+        return found
 
     def _dense(
         self, vector: Vector, usable: npt.NDArray[np.bool_], depth: int, cosines: dict[int, float]

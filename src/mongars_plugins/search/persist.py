@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +81,11 @@ def load(path: Path, dimension: int | None, **options: Any) -> HybridIndex:
     from mongars_plugins.search.index import HybridIndex
 
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Our own handle: numpy leaves its file open when the zip can't be read.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         meta = json.loads(arrays.pop("meta").tobytes())
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise SnapshotError(f"{path.name}: not a readable index snapshot ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SnapshotError(f"{path.name}: not an index snapshot of format {FORMAT}")
@@ -122,4 +124,7 @@ def load(path: Path, dimension: int | None, **options: Any) -> HybridIndex:
         raise SnapshotError(f"{path.name}: an inconsistent index snapshot ({exc})") from exc
     if not lengths_ok or len(index.rows) != count:
         raise SnapshotError(f"{path.name}: an inconsistent index snapshot")
+    rows = arrays["postings"]
+    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= count):
+        raise SnapshotError(f"{path.name}: postings point past the index's items")
     return index

@@ -20,6 +20,8 @@ from mongars_core.text import CLOSERS, ends_sentence, whitespace_tokens
 from mongars_core.types import SpeechPlan, SpeechSegment, Turn
 from mongars_plugins.speech.settings import DEFAULT_WORDS_PER_SECOND, SPEECH
 
+_CITATION = re.compile(r"\s*\[\d{1,3}\]")
+
 MIN_TEMPO = 0.8
 MAX_TEMPO = 1.2
 
@@ -187,10 +189,11 @@ def plan_speech(
     """
     if words_per_second <= 0:
         raise ValueError(f"words_per_second must be positive, got {words_per_second}")
-    words = text.split()
+    # Source numbers ("[1]") are for the eye: a voice does not read them.
+    words = _CITATION.sub("", text).split()
     if not words:
         return SpeechPlan(turn_id=turn_id, text=text)
-    pieces = _pieces(text)
+    pieces = _pieces(_CITATION.sub("", text))
     tempo = _tempo(words, pieces)
     rate = words_per_second * tempo
     segments: list[SpeechSegment] = []
