@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mongars_core import hookimpl
+from mongars_core.changes import ChangeStamps
 from mongars_core.errors import (
     BackendError,
     EmptyMessageError,
@@ -274,11 +275,17 @@ async def test_invalidate_reloads_what_another_process_changed(make_assistant: A
     await other.delete_memory("alice", pixel.id)
     await other.chat("alice", "My dog is called Biscuit")
 
-    stale = await first.search_memories("alice", "my cat called Pixel")
-    assert any("Pixel" in memory.text for memory in stale), "the cache is per process"
-    await first.invalidate("alice")
+    # The other process stamped its change (mongars_core.changes): nothing stale here.
     fresh = await first.search_memories("alice", "is my cat or my dog called Pixel or Biscuit")
     assert [memory.text for memory in fresh] == ["My dog is called Biscuit"]
+    # Without a stamp (a process of another data directory, Redis telling), invalidate does it.
+    await other.chat("alice", "My cat is called Pixel")
+    first.changes = ChangeStamps(first.settings.data_dir / "elsewhere")
+    stale = await first.search_memories("alice", "my cat called Pixel")
+    assert not any("Pixel" in memory.text for memory in stale), "the cache is per process"
+    await first.invalidate("alice")
+    fresh = await first.search_memories("alice", "my cat called Pixel")
+    assert any("Pixel" in memory.text for memory in fresh)
 
 
 async def test_another_users_memory_cannot_be_deleted(make_assistant: Any) -> None:

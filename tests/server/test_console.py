@@ -687,7 +687,9 @@ def test_a_reply_is_rated_with_its_thumbs_and_keeps_the_rating(console: Console)
     expect(down).to_have_attribute("aria-pressed", "true")
     assert stored() == ["down"]
 
-    # Rated elsewhere (another client, over the API): the open console follows.
+    # Rated elsewhere (another client, over the API): the open console follows (once its
+    # socket is back after the reload: an event sent before that is not heard).
+    expect(page.locator("#connection-status")).to_have_attribute("data-state", "online")
     turn_id = reply.get_attribute("data-turn-id")
     rated = page.request.put(
         console.url + f"/api/v1/turns/{turn_id}/rating",

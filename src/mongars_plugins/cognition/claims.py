@@ -176,6 +176,7 @@ def _wrong_answer(sentence: str, expected: WrittenNumber) -> bool:
 
 
 _RESTATED_KINDS = frozenset({"arithmetic", "unit"})
+_OPERATOR_NEXT = re.compile(r"\s*(?:[-+*/×÷^·x]|times\b|divided\b|plus\b|minus\b)", re.I)
 _CLAUSE_BREAK = re.compile(r"[,;:]|\b(?:since|because|as|while|and|but|so)\b", re.IGNORECASE)
 _AFTER_CLAIMED = re.compile(r"\s*(?P<word>[^\W\d_]+(?:\s+[^\W\d_]+)?)?")
 
@@ -202,6 +203,8 @@ def _wrong_restatement(sentence: str, hint: ReasoningHint, expected: WrittenNumb
         # Every number of the clause is an operand: "since 10% of 240 is 24" is another sum.
         if not all(any(_written(m).agrees_with(op) for op in operands) for m in before):
             continue
+        if _OPERATOR_NEXT.match(sentence, after[0].end()):
+            continue  # "15% of 240 is 0.15 * 240 = 36": a working, judged as arithmetic
         claimed = _written(after[0])
         if expected.agrees_with(claimed):
             continue
